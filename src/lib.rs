@@ -1,0 +1,46 @@
+//! Weave Net container networking, re-implemented in Rust for Apache Mesos and every CNI runtime.
+//!
+//! A tour of the layout, from the edges inward:
+//! - [`plugin`]: the `weave-net` and `weave-ipam` CNI plugins (ADD, DEL, CHECK, STATUS, GC).
+//! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env dispatch.
+//! - [`netlink`] and [`netns`]: the only code that touches the kernel or calls `setns`.
+//! - [`ipam`]: pure address allocation and its on-disk store.
+//! - [`mesh`]: the peer mesh (multi-host; grows in the multi-host issue).
+//! - [`router`]: the `weaver` daemon: bridge, IPAM actor, expose/NAT, HTTP API.
+//! - [`api`]: the router's HTTP server and the typed client the plugins and the CLI use.
+//! - [`cli`]: the `weave` command.
+//!
+//! Errors read `verb object: cause`; the CNI error code is decided in one place,
+//! [`cni::error::code_for`].
+
+pub mod api;
+pub mod cli;
+pub mod cni;
+pub mod error;
+pub mod ipam;
+pub mod mesh;
+pub mod netlink;
+pub mod netns;
+pub mod plugin;
+pub mod router;
+
+pub use error::{Context, Error, ErrorKind, Result};
+
+/// Name of the Linux bridge every container veth is attached to.
+pub const BRIDGE_NAME: &str = "weave";
+/// Default router HTTP address (IPAM, expose, status).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:6784";
+/// Default read-only status address.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:6782";
+/// Default allocation range, as Weave's script and kube launcher use.
+pub const DEFAULT_IPALLOC_RANGE: &str = "10.32.0.0/12";
+/// Default MTU of the bridge and container interfaces (fits VXLAN over a 1460-byte underlay).
+pub const DEFAULT_MTU: u32 = 1376;
+/// Container ID that owns the bridge's own address.
+pub const EXPOSE_ID: &str = "weave:expose";
+/// Container ID for addresses claimed without a container (stored under the IP itself).
+pub const NO_CONTAINER_ID: &str = "_";
+/// Prefix of host-side veths of CNI-attached containers (`weave reset` removes `vethwepl*`).
+pub const HOST_VETH_PREFIX: &str = "vethwepl";
+/// Version string reported by every binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
