@@ -90,7 +90,17 @@ fn run(
             claimed_version(stdin).as_deref(),
         )));
     }
-    let conf = NetConf::parse(stdin)?;
+    let conf = match NetConf::parse(stdin) {
+        Ok(conf) => conf,
+        // As weave does: a DEL that fails only because the config cannot be read must not
+        // wedge the runtime's teardown (Mesos calls DEL even after a failed ADD); nothing was
+        // set up with a config that never parsed.
+        Err(e) if args.command == Command::Del => {
+            tracing::warn!(container_id = %args.container_id, "DEL with unusable network config, nothing to do: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let what = args.command.as_str();
     tracing::debug!(command = what, container_id = %args.container_id, ifname = %args.ifname, network = %conf.name, "cni request");
     match args.command {
