@@ -316,6 +316,28 @@ fn parse_mesos(info: &Map<String, Value>) -> Result<MesosNetworkInfo> {
 }
 
 impl NetConf {
+    /// The config DEL falls back to when stdin cannot be used: weave's defaults, so that the
+    /// plugin can still clean up by container ID and interface name (bridge `weave`,
+    /// built-in IPAM).
+    pub fn fallback_for_del() -> NetConf {
+        NetConf {
+            cni_version: None,
+            name: String::new(),
+            plugin_type: String::new(),
+            bridge: crate::BRIDGE_NAME.to_string(),
+            mtu: 0,
+            hairpin_mode: true,
+            is_gateway: false,
+            ip_masq: false,
+            ipam: IpamConf::default(),
+            dns: Dns::default(),
+            port_mappings: Vec::new(),
+            mesos: None,
+            prev_result: None,
+            raw: serde_json::Value::Object(Default::default()),
+        }
+    }
+
     /// Parses stdin. Bad JSON is `Decode`; wrong field types or values are `InvalidConfig`;
     /// an unsupported `cniVersion` is `IncompatibleVersion`.
     pub fn parse(bytes: &[u8]) -> Result<NetConf> {

@@ -92,12 +92,12 @@ fn run(
     }
     let conf = match NetConf::parse(stdin) {
         Ok(conf) => conf,
-        // As weave does: a DEL that fails only because the config cannot be read must not
-        // wedge the runtime's teardown (Mesos calls DEL even after a failed ADD); nothing was
-        // set up with a config that never parsed.
+        // A DEL whose config cannot be used must not wedge the runtime's teardown (Mesos
+        // calls DEL even after a failed ADD, with the same config): clean up by container ID
+        // and interface name with weave's defaults instead, and fail only if that fails.
         Err(e) if args.command == Command::Del => {
-            tracing::warn!(container_id = %args.container_id, "DEL with unusable network config, nothing to do: {e}");
-            return Ok(None);
+            tracing::warn!(container_id = %args.container_id, "DEL with unusable network config, cleaning up with defaults: {e}");
+            NetConf::fallback_for_del()
         }
         Err(e) => return Err(e),
     };
