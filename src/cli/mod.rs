@@ -117,7 +117,8 @@ impl Failure {
 impl From<Error> for Failure {
     /// A router that cannot be reached is "not running"; anything else is reported as is.
     fn from(e: Error) -> Failure {
-        if e.kind() == ErrorKind::TryAgainLater {
+        // 503 (running, not ready) is TryAgainLater too, but the router did answer.
+        if e.kind() == ErrorKind::TryAgainLater && !e.message().contains("router answered") {
             not_running(&e)
         } else {
             Failure::new(1, e.to_string())
@@ -126,7 +127,7 @@ impl From<Error> for Failure {
 }
 
 fn not_running(cause: &Error) -> Failure {
-    if cause.errno() == Some(libc::ECONNREFUSED) || cause.message().contains("refused") {
+    if cause.errno() == Some(libc::ECONNREFUSED) || cause.message().contains("Connection refused") {
         Failure::new(1, "weave is not running")
     } else {
         Failure::new(1, format!("weave is not running ({cause})"))

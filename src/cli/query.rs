@@ -27,7 +27,11 @@ pub(super) fn status(ctx: &Ctx, sub: Option<&str>) -> CliResult {
             return Err(invalid(s));
         }
     }
-    let (code, body) = ctx.client.status(sub)?;
+    let (code, body) = match ctx.client.status(sub) {
+        Ok(answer) => answer,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => return Err(invalid(sub.unwrap_or(""))),
+        Err(e) => return Err(e.into()),
+    };
     match code {
         200..=299 if sub.is_none() => {
             // Weave prints the main status block between blank lines.
