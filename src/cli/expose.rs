@@ -34,7 +34,9 @@ impl std::str::FromStr for AddrArg {
 
     fn from_str(s: &str) -> Result<AddrArg, String> {
         let parse = |c: &str| {
-            c.parse::<Ipv4Net>().map_err(|_| format!("invalid address {s:?}: expected an IPv4 CIDR like 10.2.1.1/24"))
+            c.parse::<Ipv4Net>().map_err(|_| {
+                format!("invalid address {s:?}: expected an IPv4 CIDR like 10.2.1.1/24")
+            })
         };
         if s == "net:default" {
             Ok(AddrArg::DefaultSubnet)
@@ -51,7 +53,9 @@ pub fn parse_addr_args(args: &[String]) -> Result<Vec<AddrArg>, Failure> {
     if args.is_empty() {
         return Ok(vec![AddrArg::DefaultSubnet]);
     }
-    args.iter().map(|a| a.parse().map_err(|e: String| Failure::new(1, e))).collect()
+    args.iter()
+        .map(|a| a.parse().map_err(|e: String| Failure::new(1, e)))
+        .collect()
 }
 
 /// Allocates (or claims) each address for `weave:expose` and puts it on the bridge. Both
@@ -110,22 +114,36 @@ pub(super) fn ps(ctx: &Ctx) -> CliResult {
     })??;
     if let Some((mac, addrs)) = bridge {
         let cidrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        println!("{}", join_nonempty(&[EXPOSE_ID, &format_mac(&mac), &cidrs.join(" ")]));
+        println!(
+            "{}",
+            join_nonempty(&[EXPOSE_ID, &format_mac(&mac), &cidrs.join(" ")])
+        );
     }
     for a in attachments {
         let id: String = a.container_id.chars().take(12).collect();
-        println!("{}", join_nonempty(&[&id, &a.ifname, &a.mac, &a.ips.join(" ")]));
+        println!(
+            "{}",
+            join_nonempty(&[&id, &a.ifname, &a.mac, &a.ips.join(" ")])
+        );
     }
     Ok(())
 }
 
 fn join_nonempty(parts: &[&str]) -> String {
-    parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" ")
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -136,9 +154,18 @@ mod tests {
     fn addr_args_follow_weave_forms() {
         let a = |s: &str| s.parse::<AddrArg>();
         assert_eq!(a("net:default"), Ok(AddrArg::DefaultSubnet));
-        assert_eq!(a("net:10.2.3.0/16"), Ok(AddrArg::Subnet("10.2.0.0/16".parse().unwrap())));
-        assert_eq!(a("ip:10.2.1.1/24"), Ok(AddrArg::Address("10.2.1.1/24".parse().unwrap())));
-        assert_eq!(a("10.2.1.1/24"), Ok(AddrArg::Address("10.2.1.1/24".parse().unwrap())));
+        assert_eq!(
+            a("net:10.2.3.0/16"),
+            Ok(AddrArg::Subnet("10.2.0.0/16".parse().unwrap()))
+        );
+        assert_eq!(
+            a("ip:10.2.1.1/24"),
+            Ok(AddrArg::Address("10.2.1.1/24".parse().unwrap()))
+        );
+        assert_eq!(
+            a("10.2.1.1/24"),
+            Ok(AddrArg::Address("10.2.1.1/24".parse().unwrap()))
+        );
         assert!(a("10.2.1.1").is_err());
         assert!(a("net:bogus").is_err());
         assert_eq!(parse_addr_args(&[]).unwrap(), vec![AddrArg::DefaultSubnet]);
@@ -146,6 +173,9 @@ mod tests {
 
     #[test]
     fn mac_is_lowercase_colon_hex() {
-        assert_eq!(format_mac(&[0x0a, 0xbc, 0, 1, 2, 0xff]), "0a:bc:00:01:02:ff");
+        assert_eq!(
+            format_mac(&[0x0a, 0xbc, 0, 1, 2, 0xff]),
+            "0a:bc:00:01:02:ff"
+        );
     }
 }

@@ -22,10 +22,16 @@ pub fn plan_for(listing: &str) -> Plan {
     let mut deletions = Vec::new();
     let mut chains = Vec::new();
     for line in listing.lines() {
-        let Some(words) = split_rule(line) else { continue };
+        let Some(words) = split_rule(line) else {
+            continue;
+        };
         match words.first().map(String::as_str) {
-            Some("-N") if words.len() == 2 && is_weave_chain(&words[1]) => chains.push(words[1].clone()),
-            Some("-A") if words.len() > 2 && !is_weave_chain(&words[1]) && belongs_to_weave(line) => {
+            Some("-N") if words.len() == 2 && is_weave_chain(&words[1]) => {
+                chains.push(words[1].clone())
+            }
+            Some("-A")
+                if words.len() > 2 && !is_weave_chain(&words[1]) && belongs_to_weave(line) =>
+            {
                 let mut d = words.clone();
                 d[0] = "-D".to_string();
                 deletions.push(d);
@@ -152,7 +158,19 @@ mod tests {
     #[test]
     fn quoted_comment_is_one_word() {
         let w = split_rule(r#"-A INPUT -m comment --comment "a \"b\" c" -j DROP"#).unwrap();
-        assert_eq!(w, ["-A", "INPUT", "-m", "comment", "--comment", "a \"b\" c", "-j", "DROP"]);
+        assert_eq!(
+            w,
+            [
+                "-A",
+                "INPUT",
+                "-m",
+                "comment",
+                "--comment",
+                "a \"b\" c",
+                "-j",
+                "DROP"
+            ]
+        );
         assert!(split_rule("-A X \"open").is_none());
     }
 

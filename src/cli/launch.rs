@@ -60,7 +60,10 @@ impl LaunchArgs {
         flag("name", self.name.clone());
         flag("nickname", self.nickname.clone());
         flag("ipalloc-range", self.ipalloc_range.clone());
-        flag("ipalloc-default-subnet", self.ipalloc_default_subnet.clone());
+        flag(
+            "ipalloc-default-subnet",
+            self.ipalloc_default_subnet.clone(),
+        );
         flag("status-addr", self.status_addr.clone());
         flag("mtu", self.mtu.map(|m| m.to_string()));
         flag("port", self.port.map(|p| p.to_string()));
@@ -75,18 +78,27 @@ pub(super) fn launch(ctx: &Ctx, args: &LaunchArgs) -> CliResult {
     }
     let quick = quick_client(ctx);
     if quick.status(None).is_ok() {
-        return Err(Failure::new(1, "weave is already running; you can stop it with 'weave stop'"));
+        return Err(Failure::new(
+            1,
+            "weave is already running; you can stop it with 'weave stop'",
+        ));
     }
     let weaver = sibling_executable("weaver")?;
-    fs::create_dir_all(&ctx.datadir)
-        .map_err(|e| Failure::new(1, format!("create directory {}: {e}", ctx.datadir.display())))?;
+    fs::create_dir_all(&ctx.datadir).map_err(|e| {
+        Failure::new(
+            1,
+            format!("create directory {}: {e}", ctx.datadir.display()),
+        )
+    })?;
     let log_path = ctx.datadir.join("weaver.log");
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| Failure::new(1, format!("open {}: {e}", log_path.display())))?;
-    let log_err = log.try_clone().map_err(|e| Failure::new(1, format!("open {}: {e}", log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Failure::new(1, format!("open {}: {e}", log_path.display())))?;
 
     let mut cmd = Command::new(&weaver);
     cmd.arg(format!("--datadir={}", ctx.datadir.display()))
@@ -104,14 +116,16 @@ pub(super) fn launch(ctx: &Ctx, args: &LaunchArgs) -> CliResult {
             Ok(())
         });
     }
-    let mut child =
-        cmd.spawn().map_err(|e| Failure::new(1, format!("start {}: {e}", weaver.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure::new(1, format!("start {}: {e}", weaver.display())))?;
     wait_ready(ctx, &mut child, &log_path)?;
 
-    let name = quick
-        .report()
-        .ok()
-        .and_then(|r| r.pointer("/Router/Name").and_then(|n| n.as_str()).map(str::to_string));
+    let name = quick.report().ok().and_then(|r| {
+        r.pointer("/Router/Name")
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    });
     println!("{}", name.unwrap_or_else(|| child.id().to_string()));
     Ok(())
 }
@@ -124,7 +138,10 @@ fn wait_ready(ctx: &Ctx, child: &mut Child, log_path: &Path) -> CliResult {
         if let Ok(Some(_)) = child.try_wait() {
             return Err(Failure::new(
                 1,
-                format!("The weave router has died. Consult {} for details.", log_path.display()),
+                format!(
+                    "The weave router has died. Consult {} for details.",
+                    log_path.display()
+                ),
             ));
         }
         if let Ok((200, _)) = quick.status(None) {
@@ -148,7 +165,9 @@ fn wait_ready(ctx: &Ctx, child: &mut Child, log_path: &Path) -> CliResult {
 
 /// A client for probes: a router that does not answer within a second is not ready.
 fn quick_client(ctx: &Ctx) -> crate::api::Client {
-    ctx.client.clone().with_timeouts(Duration::from_millis(500), Duration::from_secs(1))
+    ctx.client
+        .clone()
+        .with_timeouts(Duration::from_millis(500), Duration::from_secs(1))
 }
 
 /// `name` in the directory of the running executable.
@@ -157,7 +176,10 @@ pub(super) fn sibling_executable(name: &str) -> Result<PathBuf, Failure> {
         .map_err(|e| Failure::new(1, format!("find the weave executable: {e}")))?;
     let path = exe.parent().unwrap_or(Path::new("/")).join(name);
     if !path.is_file() {
-        return Err(Failure::new(1, format!("find {name}: {} does not exist", path.display())));
+        return Err(Failure::new(
+            1,
+            format!("find {name}: {} does not exist", path.display()),
+        ));
     }
     Ok(path)
 }
@@ -195,13 +217,19 @@ fn terminate(pid: i32) -> CliResult {
     if wait_gone(pid, STOP_TIMEOUT) {
         return Ok(());
     }
-    eprintln!("weave router (pid {pid}) did not stop within {}s; killing it", STOP_TIMEOUT.as_secs());
+    eprintln!(
+        "weave router (pid {pid}) did not stop within {}s; killing it",
+        STOP_TIMEOUT.as_secs()
+    );
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     if wait_gone(pid, Duration::from_secs(5)) {
         Ok(())
     } else {
-        Err(Failure::new(1, format!("stop weave router (pid {pid}): still running after SIGKILL")))
+        Err(Failure::new(
+            1,
+            format!("stop weave router (pid {pid}): still running after SIGKILL"),
+        ))
     }
 }
 
@@ -221,7 +249,10 @@ pub(super) fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may itself contain ')'.
         Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z') | Some('X')),
+            Some(i) => !matches!(
+                stat[i + 1..].trim_start().chars().next(),
+                Some('Z') | Some('X')
+            ),
             None => true,
         },
         Err(_) => false,
@@ -229,11 +260,16 @@ pub(super) fn alive(pid: i32) -> bool {
 }
 
 fn is_weaver(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "weaver").unwrap_or(false)
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() == "weaver")
+        .unwrap_or(false)
 }
 
 fn same_netns(pid: i32) -> bool {
-    match (fs::read_link(format!("/proc/{pid}/ns/net")), fs::read_link("/proc/self/ns/net")) {
+    match (
+        fs::read_link(format!("/proc/{pid}/ns/net")),
+        fs::read_link("/proc/self/ns/net"),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -247,15 +283,32 @@ mod tests {
     fn weaver_args_pass_flags_and_peers() {
         use clap::Parser;
         let cli = super::super::Cli::try_parse_from([
-            "weave", "launch", "--no-cni-setup", "--ipalloc-range", "10.40.0.0/16", "--mtu", "1400",
-            "--nickname", "h1", "10.0.0.2", "10.0.0.3:6783",
+            "weave",
+            "launch",
+            "--no-cni-setup",
+            "--ipalloc-range",
+            "10.40.0.0/16",
+            "--mtu",
+            "1400",
+            "--nickname",
+            "h1",
+            "10.0.0.2",
+            "10.0.0.3:6783",
         ])
         .unwrap();
-        let super::super::Command::Launch(args) = cli.command else { panic!("not launch") };
+        let super::super::Command::Launch(args) = cli.command else {
+            panic!("not launch")
+        };
         assert!(args.no_cni_setup);
         assert_eq!(
             args.weaver_args(),
-            ["--nickname=h1", "--ipalloc-range=10.40.0.0/16", "--mtu=1400", "10.0.0.2", "10.0.0.3:6783"]
+            [
+                "--nickname=h1",
+                "--ipalloc-range=10.40.0.0/16",
+                "--mtu=1400",
+                "10.0.0.2",
+                "10.0.0.3:6783"
+            ]
         );
     }
 

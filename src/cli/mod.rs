@@ -25,7 +25,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEAVE_HTTP_ADDR", default_value = crate::DEFAULT_HTTP_ADDR)]
     pub http_addr: String,
     /// Directory holding the router's state, pid file and log.
-    #[arg(long, global = true, env = "WEAVE_DATADIR", default_value = "/var/lib/weave")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEAVE_DATADIR",
+        default_value = "/var/lib/weave"
+    )]
     pub datadir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -97,7 +102,10 @@ pub struct SetupArgs {
 
 impl SetupArgs {
     fn options(&self) -> SetupOptions {
-        SetupOptions { bin_dir: self.cni_bin_dir.clone(), conf_dir: self.cni_conf_dir.clone() }
+        SetupOptions {
+            bin_dir: self.cni_bin_dir.clone(),
+            conf_dir: self.cni_conf_dir.clone(),
+        }
     }
 }
 
@@ -110,7 +118,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: i32, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -173,7 +184,11 @@ fn dispatch(cli: Cli) -> CliResult {
     }
     let http_addr = normalize_http_addr(&cli.http_addr);
     let client = Client::new(&http_addr);
-    let ctx = Ctx { client, http_addr, datadir: cli.datadir };
+    let ctx = Ctx {
+        client,
+        http_addr,
+        datadir: cli.datadir,
+    };
     match cli.command {
         Command::Setup(args) => setup::run(&args.options()),
         Command::Launch(args) => launch::launch(&ctx, &args),
@@ -217,6 +232,7 @@ pub fn normalize_http_addr(addr: &str) -> String {
 fn usage_of(sub: &str) -> String {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
+    cmd.build(); // gives sub-commands their `weave <sub>` bin name
     match cmd.find_subcommand_mut(sub) {
         Some(c) => c.render_usage().to_string(),
         None => cmd.render_usage().to_string(),

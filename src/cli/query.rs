@@ -9,7 +9,12 @@ pub const STATUS_SUBS: [&str; 5] = ["targets", "connections", "peers", "ipam", "
 
 /// Calls the router like Weave's `call_weave`: the body of a 2xx answer, exit code 4 for a
 /// 404 (body swallowed), and the body as the error message for anything else.
-pub(super) fn call(ctx: &Ctx, method: &str, path: &str, body: Option<&[u8]>) -> Result<String, Failure> {
+pub(super) fn call(
+    ctx: &Ctx,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<String, Failure> {
     let (status, text) = ctx.client.request(method, path, body)?;
     match status {
         200..=299 => Ok(text),
@@ -20,7 +25,13 @@ pub(super) fn call(ctx: &Ctx, method: &str, path: &str, body: Option<&[u8]>) -> 
 
 pub(super) fn status(ctx: &Ctx, sub: Option<&str>) -> CliResult {
     let invalid = |sub: &str| {
-        Failure::new(1, format!("Invalid 'weave status' sub-command: {sub}\n{}", usage_of("status")))
+        Failure::new(
+            1,
+            format!(
+                "Invalid 'weave status' sub-command: {sub}\n{}",
+                usage_of("status")
+            ),
+        )
     };
     if let Some(s) = sub {
         if !STATUS_SUBS.contains(&s) {
@@ -58,7 +69,10 @@ pub(super) fn connect(ctx: &Ctx, peers: &[String], replace: bool) -> CliResult {
 }
 
 pub(super) fn forget(ctx: &Ctx, peers: &[String]) -> CliResult {
-    print!("{}", call(ctx, "POST", "/forget", Some(peer_form(peers).as_bytes()))?);
+    print!(
+        "{}",
+        call(ctx, "POST", "/forget", Some(peer_form(peers).as_bytes()))?
+    );
     Ok(())
 }
 
@@ -96,7 +110,10 @@ pub(super) fn report(ctx: &Ctx) -> CliResult {
 /// Our version always; the router's only if one answers quickly.
 pub(super) fn version(ctx: &Ctx) -> CliResult {
     println!("weave {}", crate::VERSION);
-    let quick = ctx.client.clone().with_timeouts(Duration::from_millis(500), Duration::from_secs(2));
+    let quick = ctx
+        .client
+        .clone()
+        .with_timeouts(Duration::from_millis(500), Duration::from_secs(2));
     if let Ok(report) = quick.report() {
         if let Some(v) = report.get("Version").and_then(|v| v.as_str()) {
             println!("weave router {v}");
@@ -106,7 +123,11 @@ pub(super) fn version(ctx: &Ctx) -> CliResult {
 }
 
 fn peer_form(peers: &[String]) -> String {
-    peers.iter().map(|p| format!("peer={}", url_encode(p))).collect::<Vec<_>>().join("&")
+    peers
+        .iter()
+        .map(|p| format!("peer={}", url_encode(p)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn with_newline(s: &str) -> String {

@@ -10,18 +10,30 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Files the router keeps in its data dir (the log stays for post-mortems).
-pub const STATE_FILES: [&str; 5] = ["ipam.json", "peername", "attachments.json", "weaver.pid", "targets"];
+pub const STATE_FILES: [&str; 5] = [
+    "ipam.json",
+    "peername",
+    "attachments.json",
+    "weaver.pid",
+    "targets",
+];
 /// Links besides the bridge that a router may have created (Weave's fastdp names).
 const OTHER_LINKS: [&str; 2] = ["datapath", "vxlan-6784"];
 /// Prefix of every veth Weave creates (`vethwe-bridge`, `vethwepl<id>`, ...).
 const VETH_PREFIX: &str = "vethwe";
 
 pub(super) fn run(ctx: &Ctx, force: bool) -> CliResult {
-    let probe = ctx.client.clone().with_timeouts(Duration::from_millis(500), Duration::from_secs(1));
+    let probe = ctx
+        .client
+        .clone()
+        .with_timeouts(Duration::from_millis(500), Duration::from_secs(1));
     let answering = probe.status(None).is_ok();
     if answering {
         // Give our ranges to another peer; the router broadcasts the change, let it go out.
-        let leave = ctx.client.clone().with_timeouts(Duration::from_secs(1), Duration::from_secs(10));
+        let leave = ctx
+            .client
+            .clone()
+            .with_timeouts(Duration::from_secs(1), Duration::from_secs(10));
         if let Err(e) = leave.request("DELETE", "/peer", None) {
             eprintln!("warning: remove this peer from the cluster: {e}");
         }
@@ -44,7 +56,9 @@ pub(super) fn run(ctx: &Ctx, force: bool) -> CliResult {
     }
     errors.push_err(iptables::remove_weave_rules());
     errors.push_err(remove_state_files(&ctx.datadir));
-    errors.into_result().map_err(|e| Failure::new(1, format!("reset weave: {e}")))
+    errors
+        .into_result()
+        .map_err(|e| Failure::new(1, format!("reset weave: {e}")))
 }
 
 /// Deletes the bridge, other router links and every `vethwe*` link in this netns.
@@ -52,12 +66,20 @@ async fn remove_links() -> crate::Result<()> {
     let nl = Netlink::open()?;
     let mut errors = ErrorList::default();
     for name in std::iter::once(BRIDGE_NAME).chain(OTHER_LINKS) {
-        errors.push_err(nl.delete_link(name).await.with_context(|| format!("delete link {name:?}")));
+        errors.push_err(
+            nl.delete_link(name)
+                .await
+                .with_context(|| format!("delete link {name:?}")),
+        );
     }
     for link in nl.links().await? {
         if link.name.starts_with(VETH_PREFIX) {
             // Deleting one end removes its peer too: absent is fine.
-            errors.push_err(nl.delete_link(&link.name).await.with_context(|| format!("delete link {:?}", link.name)));
+            errors.push_err(
+                nl.delete_link(&link.name)
+                    .await
+                    .with_context(|| format!("delete link {:?}", link.name)),
+            );
         }
     }
     errors.into_result()
@@ -71,7 +93,9 @@ fn remove_state_files(datadir: &Path) -> crate::Result<()> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                errors.0.push(Error::from(e).context(format!("remove {}", path.display())));
+                errors
+                    .0
+                    .push(Error::from(e).context(format!("remove {}", path.display())));
             }
         }
     }

@@ -41,7 +41,10 @@ impl SetupOptions {
         vec![ConfigFile {
             name: CONFLIST_NAME,
             content: default_conflist(),
-            legacy: vec![(LEGACY_CONF_NAME, serde_json::json!({"name": "weave", "type": "weave-net"}))],
+            legacy: vec![(
+                LEGACY_CONF_NAME,
+                serde_json::json!({"name": "weave", "type": "weave-net"}),
+            )],
         }]
     }
 }
@@ -90,10 +93,16 @@ pub fn default_conflist() -> String {
         cni_version: "1.0.0",
         name: "weave",
         plugins: (
-            WeavePlugin { name: "weave", plugin_type: "weave-net", hairpin_mode: true },
+            WeavePlugin {
+                name: "weave",
+                plugin_type: "weave-net",
+                hairpin_mode: true,
+            },
             PortmapPlugin {
                 plugin_type: "portmap",
-                capabilities: PortmapCapabilities { port_mappings: true },
+                capabilities: PortmapCapabilities {
+                    port_mappings: true,
+                },
                 snat: true,
             },
         ),
@@ -138,14 +147,18 @@ pub fn install_from(source_dir: &Path, opts: &SetupOptions) -> Result<SetupRepor
         for (legacy_name, legacy_content) in &file.legacy {
             let path = opts.conf_dir.join(legacy_name);
             if remove_if_content(&path, legacy_content)? {
-                report.lines.push(format!("Removed legacy {}", path.display()));
+                report
+                    .lines
+                    .push(format!("Removed legacy {}", path.display()));
             }
         }
         let path = opts.conf_dir.join(file.name);
         if write_if_absent(&path, file.content.as_bytes())? {
             report.lines.push(format!("Wrote {}", path.display()));
         } else {
-            report.lines.push(format!("Kept existing {}", path.display()));
+            report
+                .lines
+                .push(format!("Kept existing {}", path.display()));
         }
     }
     Ok(report)
@@ -260,12 +273,19 @@ mod tests {
         );
         let cni = text.find("cniVersion").unwrap();
         let plugins = text.find("plugins").unwrap();
-        assert!(cni < plugins && text.find("\"type\": \"weave-net\"").unwrap() < text.find("hairpinMode").unwrap());
+        assert!(
+            cni < plugins
+                && text.find("\"type\": \"weave-net\"").unwrap()
+                    < text.find("hairpinMode").unwrap()
+        );
         assert!(text.ends_with("}\n"));
     }
 
     #[test]
     fn tmp_path_is_in_same_dir() {
-        assert_eq!(tmp_path(Path::new("/a/b/weave-net")), Path::new("/a/b/weave-net.tmp"));
+        assert_eq!(
+            tmp_path(Path::new("/a/b/weave-net")),
+            Path::new("/a/b/weave-net.tmp")
+        );
     }
 }

@@ -1,0 +1,629 @@
+//! The `weave` binary as a user runs it: setup into temp dirs, usage errors, behaviour
+//! without a router, and (root, `netns-tests`) launch/stop/expose/ps/reset against a real
+//! `weaver` inside a throwaway `wvt-cli-*` network namespace.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WEAVE: &str = env!("CARGO_BIN_EXE_weave");
+
+/// Runs `cmd` to completion, killing it and failing the test if it takes longer than `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "{shown} took longer than {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A loopback port nobody listens on (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `weave` with a router address nobody serves and a private data dir.
+fn weave_offline(datadir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(WEAVE);
+    cmd.env_remove("WEAVE_HTTP_ADDR")
+        .env_remove("WEAVE_DATADIR")
+        .arg(format!("--http-addr=127.0.0.1:{}", free_port()))
+        .arg(format!("--datadir={}", datadir.display()))
+        .args(args);
+    run_bounded(cmd, Duration::from_secs(10))
+}
+
+fn setup(bin: &Path, conf: &Path) -> Output {
+    let mut cmd = Command::new(WEAVE);
+    cmd.arg("setup")
+        .arg(format!("--cni-bin-dir={}", bin.display()))
+        .arg(format!("--cni-conf-dir={}", conf.display()));
+    run_bounded(cmd, Duration::from_secs(10))
+}
+
+fn built_binary(name: &str) -> PathBuf {
+    Path::new(WEAVE).parent().unwrap().join(name)
+}
+
+const EXPECTED_CONFLIST: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "weave",
+  "plugins": [
+    {
+      "name": "weave",
+      "type": "weave-net",
+      "hairpinMode": true
+    },
+    {
+      "type": "portmap",
+      "capabilities": {
+        "portMappings": true
+      },
+      "snat": true
+    }
+  ]
+}
+"#;
+
+#[test]
+fn setup_installs_plugins_and_conflist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, conf) = (
+        tmp.path().join("opt/cni/bin"),
+        tmp.path().join("etc/cni/net.d"),
+    );
+    let out = setup(&bin, &conf);
+    assert!(out.status.success(), "setup failed: {}", stderr(&out));
+    for name in ["weave-net", "weave-ipam"] {
+        let installed = bin.join(name);
+        let meta = fs::symlink_metadata(&installed).unwrap();
+        assert!(meta.file_type().is_file(), "{name} is not a regular file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{name} mode");
+        assert!(
+            fs::read(&installed).unwrap() == fs::read(built_binary(name)).unwrap(),
+            "{name} content differs"
+        );
+        assert!(
+            !bin.join(format!("{name}.tmp")).exists(),
+            "{name}.tmp left behind"
+        );
+        assert!(
+            stdout(&out).contains(&installed.display().to_string()),
+            "output: {}",
+            stdout(&out)
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(conf.join("10-weave.conflist")).unwrap(),
+        EXPECTED_CONFLIST
+    );
+    let names: Vec<_> = fs::read_dir(&conf)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["10-weave.conflist"], "stray files in conf dir");
+}
+
+#[test]
+fn setup_preserves_an_edited_conflist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, conf) = (tmp.path().join("bin"), tmp.path().join("conf"));
+    fs::create_dir_all(&conf).unwrap();
+    let edited =
+        r#"{"cniVersion":"0.4.0","name":"weave","plugins":[{"type":"weave-net","mtu":1200}]}"#;
+    fs::write(conf.join("10-weave.conflist"), edited).unwrap();
+    let out = setup(&bin, &conf);
+    assert!(out.status.success(), "setup failed: {}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(conf.join("10-weave.conflist")).unwrap(),
+        edited
+    );
+}
+
+#[test]
+fn setup_removes_only_weaves_own_legacy_conf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    let (legacy, custom) = (tmp.path().join("legacy"), tmp.path().join("custom"));
+    fs::create_dir_all(&legacy).unwrap();
+    fs::create_dir_all(&custom).unwrap();
+    fs::write(
+        legacy.join("10-weave.conf"),
+        "{\n  \"name\": \"weave\", \"type\": \"weave-net\"\n}\n",
+    )
+    .unwrap();
+    let hand_written = r#"{"name":"weave","type":"weave-net","ipam":{"type":"weave-ipam"}}"#;
+    fs::write(custom.join("10-weave.conf"), hand_written).unwrap();
+
+    assert!(setup(&bin, &legacy).status.success());
+    assert!(!legacy.join("10-weave.conf").exists(), "legacy conf kept");
+    assert!(legacy.join("10-weave.conflist").exists());
+
+    assert!(setup(&bin, &custom).status.success());
+    assert_eq!(
+        fs::read_to_string(custom.join("10-weave.conf")).unwrap(),
+        hand_written
+    );
+}
+
+#[test]
+fn setup_is_idempotent_and_replaces_stale_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, conf) = (tmp.path().join("bin"), tmp.path().join("conf"));
+    fs::create_dir_all(&bin).unwrap();
+    // A leftover temp file and an old (legacy, symlinked) plugin must be replaced.
+    fs::write(bin.join("weave-net.tmp"), b"half written").unwrap();
+    fs::write(tmp.path().join("weave-plugin-2.8.1"), b"old").unwrap();
+    std::os::unix::fs::symlink(
+        tmp.path().join("weave-plugin-2.8.1"),
+        bin.join("weave-ipam"),
+    )
+    .unwrap();
+
+    for round in 0..2 {
+        let out = setup(&bin, &conf);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        for name in ["weave-net", "weave-ipam"] {
+            let meta = fs::symlink_metadata(bin.join(name)).unwrap();
+            assert!(
+                meta.file_type().is_file(),
+                "round {round}: {name} not a regular file"
+            );
+            assert!(fs::read(bin.join(name)).unwrap() == fs::read(built_binary(name)).unwrap());
+            assert!(!bin.join(format!("{name}.tmp")).exists());
+        }
+        assert_eq!(
+            fs::read_to_string(conf.join("10-weave.conflist")).unwrap(),
+            EXPECTED_CONFLIST
+        );
+    }
+    assert_eq!(
+        fs::read(tmp.path().join("weave-plugin-2.8.1")).unwrap(),
+        b"old",
+        "symlink target was written through"
+    );
+}
+
+#[test]
+fn unknown_status_subcommand_fails_with_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weave_offline(tmp.path(), &["status", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Invalid 'weave status' sub-command: bogus"),
+        "stderr: {err}"
+    );
+    assert!(err.contains("Usage:"), "no usage in: {err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn connect_without_peers_prints_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weave_offline(tmp.path(), &["connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Usage: weave connect"),
+        "stderr: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn version_works_without_a_router() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = weave_offline(tmp.path(), &["version"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("weave {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn status_without_a_router_says_not_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = weave_offline(tmp.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("weave is not running"),
+        "stderr: {}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn stop_without_a_router_is_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weave_offline(tmp.path(), &["stop"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "Weave is not running.\n");
+}
+
+#[test]
+fn router_commands_without_a_router_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["report"][..],
+        &["ps"],
+        &["expose"],
+        &["connect", "10.0.0.9"],
+        &["rmpeer", "x"],
+    ] {
+        let out = weave_offline(tmp.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("weave is not running"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// End-to-end against the real router, each test in its own network namespace.
+mod e2e {
+    use super::*;
+
+    const WEAVER: &str = env!("CARGO_BIN_EXE_weaver");
+
+    /// A `wvt-cli-*` netns with loopback up and a private data dir; on drop, every process in
+    /// it is killed and the namespace deleted.
+    struct Host {
+        ns: String,
+        datadir: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new(tag: &str) -> Host {
+            assert!(Path::new(WEAVER).exists(), "weaver not built");
+            let ns = format!("wvt-cli-{tag}-{}", std::process::id());
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            let ok = Command::new("ip")
+                .args(["netns", "add", &ns])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip netns add {ns}");
+            let host = Host {
+                ns,
+                datadir: tempfile::tempdir().unwrap(),
+            };
+            host.sh(&["ip", "link", "set", "lo", "up"]);
+            host
+        }
+
+        /// `weave ARGS` inside the namespace.
+        fn weave(&self, args: &[&str]) -> Output {
+            self.weave_within(args, Duration::from_secs(30))
+        }
+
+        fn weave_within(&self, args: &[&str], limit: Duration) -> Output {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.ns, WEAVE])
+                .env_remove("WEAVE_HTTP_ADDR")
+                .env_remove("WEAVE_DATADIR")
+                .arg(format!("--datadir={}", self.datadir.path().display()))
+                .args(args);
+            run_bounded(cmd, limit)
+        }
+
+        fn weave_ok(&self, args: &[&str]) -> String {
+            let out = self.weave(args);
+            assert!(
+                out.status.success(),
+                "weave {args:?} failed ({:?}): {}{}",
+                out.status,
+                stderr(&out),
+                self.log()
+            );
+            stdout(&out)
+        }
+
+        /// Any command inside the namespace; panics unless it succeeds.
+        fn sh(&self, args: &[&str]) -> String {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.ns]).args(args);
+            let out = run_bounded(cmd, Duration::from_secs(10));
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            stdout(&out)
+        }
+
+        fn link_exists(&self, name: &str) -> bool {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.ns, "ip", "link", "show", name]);
+            run_bounded(cmd, Duration::from_secs(10)).status.success()
+        }
+
+        fn router_pid(&self) -> Option<i32> {
+            fs::read_to_string(self.datadir.path().join("weaver.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        }
+
+        fn log(&self) -> String {
+            let log =
+                fs::read_to_string(self.datadir.path().join("weaver.log")).unwrap_or_default();
+            format!("\n--- weaver.log ---\n{log}")
+        }
+
+        fn pids(&self) -> Vec<i32> {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &self.ns])
+                .output();
+            out.map(|o| {
+                stdout(&o)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+        }
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            for pid in self.pids() {
+                // SAFETY: plain syscall on processes living in the namespace this test made.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
+    }
+
+    fn gone(pid: i32) -> bool {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn launch_status_stop() {
+        let host = Host::new("ls");
+        let name = host.weave_ok(&["launch", "--no-cni-setup"]);
+        assert!(!name.trim().is_empty(), "launch printed no peer name");
+        let pid = host.router_pid().expect("weaver.pid written");
+        assert!(!gone(pid));
+
+        let status = host.weave_ok(&["status"]);
+        assert!(
+            status.starts_with('\n') && status.ends_with("\n\n"),
+            "not between blank lines: {status:?}"
+        );
+        assert!(
+            status.contains(name.trim()),
+            "status does not name the peer {name:?}: {status}"
+        );
+        host.weave_ok(&["status", "ipam"]);
+        let report: serde_json::Value = serde_json::from_str(&host.weave_ok(&["report"])).unwrap();
+        assert_eq!(report["Pid"].as_i64(), Some(pid as i64));
+
+        let again = host.weave(&["launch", "--no-cni-setup"]);
+        assert_eq!(again.status.code(), Some(1));
+        assert!(
+            stderr(&again).contains("weave is already running; you can stop it with 'weave stop'")
+        );
+
+        let version = host.weave_ok(&["version"]);
+        assert!(
+            version.lines().count() == 2,
+            "router version missing: {version}"
+        );
+
+        host.weave_ok(&["stop"]);
+        assert!(gone(pid), "router still running after stop");
+        let status = host.weave(&["status"]);
+        assert_eq!(status.status.code(), Some(1));
+        assert!(stderr(&status).contains("weave is not running"));
+        let stop = host.weave(&["stop"]);
+        assert!(stop.status.success());
+        assert!(stderr(&stop).contains("Weave is not running."));
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn launch_reports_a_router_that_dies() {
+        let host = Host::new("die");
+        let out = host.weave(&["launch", "--no-cni-setup", "--ipalloc-range=not-a-range"]);
+        assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+        let log = host.datadir.path().join("weaver.log");
+        assert!(
+            stderr(&out).contains(&format!(
+                "The weave router has died. Consult {} for details.",
+                log.display()
+            )),
+            "stderr: {}",
+            stderr(&out)
+        );
+        assert!(log.exists());
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn launch_runs_setup_unless_told_not_to() {
+        let host = Host::new("setup");
+        let cni = tempfile::tempdir().unwrap();
+        let (bin, conf) = (cni.path().join("bin"), cni.path().join("conf"));
+        host.weave_ok(&[
+            "launch",
+            &format!("--cni-bin-dir={}", bin.display()),
+            &format!("--cni-conf-dir={}", conf.display()),
+        ]);
+        assert!(bin.join("weave-net").exists() && conf.join("10-weave.conflist").exists());
+        host.weave_ok(&["stop"]);
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn expose_ps_hide() {
+        let host = Host::new("exp");
+        host.weave_ok(&["launch", "--no-cni-setup", "--ipalloc-range=10.40.0.0/16"]);
+        let ip = host.weave_ok(&["expose"]);
+        let ip = ip.trim().to_string();
+        assert!(ip.starts_with("10.40."), "exposed {ip:?}");
+        assert_eq!(
+            host.weave_ok(&["expose"]).trim(),
+            ip,
+            "expose is not idempotent"
+        );
+
+        let ps = host.weave_ok(&["ps"]);
+        let first = ps.lines().next().unwrap_or_default().to_string();
+        let fields: Vec<&str> = first.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"weave:expose"), "ps: {ps}");
+        assert_eq!(
+            fields.get(1).map(|m| m.len()),
+            Some(17),
+            "no MAC in {first:?}"
+        );
+        assert_eq!(
+            fields.get(2),
+            Some(&format!("{ip}/16").as_str()),
+            "ps: {ps}"
+        );
+        assert!(host
+            .sh(&["ip", "-4", "addr", "show", "dev", "weave"])
+            .contains(&format!("{ip}/16")));
+
+        assert_eq!(host.weave_ok(&["hide"]).trim(), ip);
+        assert!(!host
+            .sh(&["ip", "-4", "addr", "show", "dev", "weave"])
+            .contains(&ip));
+        let ps = host.weave_ok(&["ps"]);
+        assert!(!ps.contains(&ip), "still exposed: {ps}");
+
+        let explicit = host.weave_ok(&["expose", "ip:10.40.7.7/16", "--without-masquerade"]);
+        assert_eq!(explicit.trim(), "10.40.7.7");
+        host.weave_ok(&["stop"]);
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn reset_removes_bridge_veths_rules_and_state() {
+        let host = Host::new("rst");
+        host.weave_ok(&["launch", "--no-cni-setup"]);
+        host.weave_ok(&["expose"]);
+        // A CNI container's leftover host veth.
+        host.sh(&[
+            "ip",
+            "link",
+            "add",
+            "vethwepl1234567",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vethwepg1234567",
+        ]);
+        let pid = host.router_pid().expect("weaver.pid");
+        assert!(host.link_exists("weave"));
+
+        host.weave_ok(&["reset"]);
+        assert!(gone(pid), "router still running after reset");
+        assert!(!host.link_exists("weave"), "bridge left");
+        assert!(!host.link_exists("vethwepl1234567"), "container veth left");
+        for table in ["filter", "nat"] {
+            let rules = host.sh(&["iptables", "-w", "-t", table, "-S"]);
+            assert!(
+                !rules.to_lowercase().contains("weave"),
+                "{table} rules left:\n{rules}"
+            );
+        }
+        for f in [
+            "ipam.json",
+            "peername",
+            "attachments.json",
+            "weaver.pid",
+            "targets",
+        ] {
+            assert!(!host.datadir.path().join(f).exists(), "{f} left");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "netns-tests"),
+        ignore = "needs root: cargo test --features netns-tests"
+    )]
+    fn reset_without_router_needs_force_when_ranges_would_be_lost() {
+        let host = Host::new("rsf");
+        let ipam = host.datadir.path().join("ipam.json");
+        fs::write(&ipam, "{}").unwrap();
+        host.sh(&["ip", "link", "add", "weave", "type", "bridge"]);
+        let out = host.weave(&["reset"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("use --force to override"),
+            "stderr: {}",
+            stderr(&out)
+        );
+        assert!(
+            ipam.exists() && host.link_exists("weave"),
+            "refused reset changed something"
+        );
+
+        host.weave_ok(&["reset", "--force"]);
+        assert!(!ipam.exists());
+        assert!(!host.link_exists("weave"));
+    }
+}
