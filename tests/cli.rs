@@ -299,6 +299,76 @@ fn router_commands_without_a_router_fail() {
     }
 }
 
+/// A process whose name is `weaver` (a copy of `sleep`), killed on drop.
+struct FakeRouter {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeRouter {
+    fn start() -> FakeRouter {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("weaver");
+        fs::copy("/bin/sleep", &exe).unwrap();
+        let child = Command::new(&exe)
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        FakeRouter { child, _dir: dir }
+    }
+}
+
+impl Drop for FakeRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn stop_falls_back_to_the_pid_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut router = FakeRouter::start();
+    fs::write(
+        tmp.path().join("weaver.pid"),
+        format!("{}\n", router.child.id()),
+    )
+    .unwrap();
+
+    let launch = weave_offline(tmp.path(), &["launch", "--no-cni-setup"]);
+    assert_eq!(launch.status.code(), Some(1));
+    assert!(
+        stderr(&launch).contains("weave is already running"),
+        "stderr: {}",
+        stderr(&launch)
+    );
+
+    let out = weave_offline(tmp.path(), &["stop"]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let status = router.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "not stopped by SIGTERM: {status:?}"
+    );
+}
+
+#[test]
+fn stop_ignores_a_stale_pid_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Our own pid: alive, but not a weaver; stop must not signal it.
+    fs::write(
+        tmp.path().join("weaver.pid"),
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    let out = weave_offline(tmp.path(), &["stop"]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "Weave is not running.\n");
+}
+
 /// End-to-end against the real router, each test in its own network namespace.
 mod e2e {
     use super::*;

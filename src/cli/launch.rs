@@ -77,7 +77,8 @@ pub(super) fn launch(ctx: &Ctx, args: &LaunchArgs) -> CliResult {
         super::setup::run(&args.setup.options())?;
     }
     let quick = quick_client(ctx);
-    if quick.status(None).is_ok() {
+    // A router that answers, or a live one from our pid file that is still starting.
+    if quick.status(None).is_ok() || router_from_pid_file(ctx).is_some() {
         return Err(Failure::new(
             1,
             "weave is already running; you can stop it with 'weave stop'",
@@ -202,9 +203,14 @@ pub(super) fn find_router(ctx: &Ctx) -> Option<i32> {
         .ok()
         .and_then(|r| r.get("Pid").and_then(|p| p.as_i64()))
         .map(|p| p as i32);
-    if let Some(pid) = reported.filter(|&p| p > 0 && alive(p)) {
-        return Some(pid);
-    }
+    reported
+        .filter(|&p| p > 0 && alive(p))
+        .or_else(|| router_from_pid_file(ctx))
+}
+
+/// A live `weaver` in our network namespace named by `<datadir>/weaver.pid` (a stale file
+/// whose pid was reused by another process does not count).
+fn router_from_pid_file(ctx: &Ctx) -> Option<i32> {
     let text = fs::read_to_string(ctx.datadir.join("weaver.pid")).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
     (pid > 0 && alive(pid) && is_weaver(pid) && same_netns(pid)).then_some(pid)
