@@ -10,11 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Files the router keeps in its data dir (the log stays for post-mortems).
-pub const STATE_FILES: [&str; 5] = [
+pub const STATE_FILES: [&str; 6] = [
     "ipam.json",
     "peername",
     "attachments.json",
     "weaver.pid",
+    "targets.json",
     "targets",
 ];
 /// Links besides the bridge that a router may have created (Weave's fastdp names).

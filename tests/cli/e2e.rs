@@ -15,7 +15,10 @@ impl Host {
     fn new(tag: &str) -> Host {
         assert!(Path::new(WEAVER).exists(), "weaver not built");
         let ns = format!("wvt-cli-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
         let ok = Command::new("ip")
             .args(["netns", "add", &ns])
             .status()
@@ -271,8 +274,12 @@ fn reset_removes_bridge_veths_rules_and_state() {
         "name",
         "vethwepg1234567",
     ]);
+    host.weave_ok(&["connect", "10.9.9.9"]);
     let pid = host.router_pid().expect("weaver.pid");
     assert!(host.link_exists("weave"));
+    for f in ["ipam.json", "targets.json"] {
+        assert!(host.datadir.path().join(f).exists(), "router wrote no {f}");
+    }
 
     host.weave_ok(&["reset"]);
     assert!(gone(pid), "router still running after reset");
@@ -290,7 +297,7 @@ fn reset_removes_bridge_veths_rules_and_state() {
         "peername",
         "attachments.json",
         "weaver.pid",
-        "targets",
+        "targets.json",
     ] {
         assert!(!host.datadir.path().join(f).exists(), "{f} left");
     }
