@@ -151,6 +151,26 @@ fn launch_status_stop() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("weave is already running; you can stop it with 'weave stop'"));
 
+    host.weave_ok(&["connect", "10.9.9.9", "10.9.9.10:6783"]);
+    let targets = host.weave_ok(&["status", "targets"]);
+    assert!(
+        targets.contains("10.9.9.9") && targets.contains("10.9.9.10"),
+        "targets: {targets}"
+    );
+    host.weave_ok(&["connect", "--replace", "10.9.9.11"]);
+    host.weave_ok(&["forget", "10.9.9.11"]);
+    let targets = host.weave_ok(&["status", "targets"]);
+    assert!(!targets.contains("10.9.9."), "targets left: {targets}");
+    let bad = host.weave(&["connect", "bad:name:x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("invalid peer name"),
+        "stderr: {}",
+        stderr(&bad)
+    );
+    let taken = host.weave_ok(&["rmpeer", "aa:bb:cc:dd:ee:ff"]);
+    assert_eq!(taken, "0 IPs taken over from aa:bb:cc:dd:ee:ff\n");
+
     let version = host.weave_ok(&["version"]);
     assert!(
         version.lines().count() == 2,
