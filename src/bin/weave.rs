@@ -1,1 +1,5 @@
-fn main() {}
+//! The `weave` command (see [`weave::cli`]).
+
+fn main() {
+    std::process::exit(weave::cli::main());
+}

@@ -1,0 +1,104 @@
+//! `weave reset`: hand our address ranges to a peer, stop the router, and remove everything
+//! it created on this host except the CNI plugins and config.
+
+use super::{block_on, iptables, launch, CliResult, Ctx, Failure};
+use crate::error::ErrorList;
+use crate::netlink::Netlink;
+use crate::{Context, Error, BRIDGE_NAME};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+/// Files the router keeps in its data dir (the log stays for post-mortems).
+pub const STATE_FILES: [&str; 6] = [
+    "ipam.json",
+    "peername",
+    "attachments.json",
+    "weaver.pid",
+    "targets.json",
+    "targets",
+];
+/// Links besides the bridge that a router may have created (Weave's fastdp names).
+const OTHER_LINKS: [&str; 2] = ["datapath", "vxlan-6784"];
+/// Prefix of every veth Weave creates (`vethwe-bridge`, `vethwepl<id>`, ...).
+const VETH_PREFIX: &str = "vethwe";
+
+pub(super) fn run(ctx: &Ctx, force: bool) -> CliResult {
+    let probe = ctx
+        .client
+        .clone()
+        .with_timeouts(Duration::from_millis(500), Duration::from_secs(1));
+    let answering = probe.status(None).is_ok();
+    if answering {
+        // Give our ranges to another peer; the router broadcasts the change, let it go out.
+        let leave = ctx
+            .client
+            .clone()
+            .with_timeouts(Duration::from_secs(1), Duration::from_secs(10));
+        if let Err(e) = leave.request("DELETE", "/peer", None) {
+            eprintln!("warning: remove this peer from the cluster: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    } else if !force && ctx.datadir.join("ipam.json").exists() {
+        return Err(Failure::new(
+            1,
+            "ERROR: weave is not running; unable to remove from cluster.\n\
+             Re-launch weave before reset or use --force to override.",
+        ));
+    }
+    launch::stop(ctx)?;
+
+    let mut errors = ErrorList::default();
+    match block_on(remove_links()) {
+        Ok(r) => {
+            errors.push_err(r);
+        }
+        Err(f) => return Err(f),
+    }
+    errors.push_err(iptables::remove_weave_rules());
+    errors.push_err(remove_state_files(&ctx.datadir));
+    errors
+        .into_result()
+        .map_err(|e| Failure::new(1, format!("reset weave: {e}")))
+}
+
+/// Deletes the bridge, other router links and every `vethwe*` link in this netns.
+async fn remove_links() -> crate::Result<()> {
+    let nl = Netlink::open()?;
+    let mut errors = ErrorList::default();
+    for name in std::iter::once(BRIDGE_NAME).chain(OTHER_LINKS) {
+        errors.push_err(
+            nl.delete_link(name)
+                .await
+                .with_context(|| format!("delete link {name:?}")),
+        );
+    }
+    for link in nl.links().await? {
+        if link.name.starts_with(VETH_PREFIX) {
+            // Deleting one end removes its peer too: absent is fine.
+            errors.push_err(
+                nl.delete_link(&link.name)
+                    .await
+                    .with_context(|| format!("delete link {:?}", link.name)),
+            );
+        }
+    }
+    errors.into_result()
+}
+
+fn remove_state_files(datadir: &Path) -> crate::Result<()> {
+    let mut errors = ErrorList::default();
+    for name in STATE_FILES {
+        let path = datadir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                errors
+                    .0
+                    .push(Error::from(e).context(format!("remove {}", path.display())));
+            }
+        }
+    }
+    errors.into_result()
+}
