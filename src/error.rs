@@ -44,12 +44,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), errno: None }
+        Error {
+            kind,
+            message: message.into(),
+            errno: None,
+        }
     }
 
     /// A kernel error carrying the errno, so callers can tell EEXIST or ENOENT apart.
     pub fn kernel(errno: i32, message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Kernel, message: message.into(), errno: Some(errno) }
+        Error {
+            kind: ErrorKind::Kernel,
+            message: message.into(),
+            errno: Some(errno),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -79,7 +87,10 @@ impl Error {
     /// True for "no such file/device/process" style failures.
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
-            || matches!(self.errno, Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH))
+            || matches!(
+                self.errno,
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH)
+            )
     }
 }
 
@@ -98,7 +109,11 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
             _ => ErrorKind::Io,
         };
-        Error { kind, message: e.to_string(), errno: e.raw_os_error() }
+        Error {
+            kind,
+            message: e.to_string(),
+            errno: e.raw_os_error(),
+        }
     }
 }
 
@@ -147,7 +162,10 @@ impl ErrorList {
             _ => {
                 let kind = self.0[0].kind;
                 let lines: Vec<String> = self.0.iter().map(|e| format!("\t- {e}")).collect();
-                Err(Error::new(kind, format!("multiple errors:\n{}", lines.join("\n"))))
+                Err(Error::new(
+                    kind,
+                    format!("multiple errors:\n{}", lines.join("\n")),
+                ))
             }
         }
     }
@@ -163,7 +181,10 @@ mod tests {
             Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         let e = r.context("open netns \"/x\"").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        assert!(e.message().starts_with("open netns \"/x\": No such file"), "{e}");
+        assert!(
+            e.message().starts_with("open netns \"/x\": No such file"),
+            "{e}"
+        );
         assert_eq!(e.errno(), Some(libc::ENOENT));
     }
 

@@ -3,7 +3,9 @@
 use crate::Result;
 
 /// Every version VERSION reports (podman drops a conflist whose version is not listed).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// The version we prefer to report in VERSION output.
 pub const CURRENT_VERSION: &str = "1.1.0";
