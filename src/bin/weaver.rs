@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use weave::router::{self, Config};
 
 #[derive(Parser, Debug)]
-#[command(name = "weaver", version, about = "Weave Net router daemon")]
+#[command(name = "weaver", version, about = "Weave Net router daemon", args_override_self = true)]
 struct Args {
     /// Peer name (MAC-like aa:bb:cc:dd:ee:ff); default: stored in the data dir, else random.
     #[arg(long)]
@@ -86,6 +86,7 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let cfg = match config(Args::parse()) {
