@@ -10,8 +10,15 @@ use std::time::{Duration, Instant};
 
 /// One request through the crate's client (which sends `Connection: close`).
 fn req(r: &Router, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let (m, p, b) = (method.to_string(), path.to_string(), body.map(|s| s.as_bytes().to_vec()));
-    r.call(move |c| c.request(&m, &p, b.as_deref()).unwrap_or_else(|e| panic!("{m} {p}: {e}")))
+    let (m, p, b) = (
+        method.to_string(),
+        path.to_string(),
+        body.map(|s| s.as_bytes().to_vec()),
+    );
+    r.call(move |c| {
+        c.request(&m, &p, b.as_deref())
+            .unwrap_or_else(|e| panic!("{m} {p}: {e}"))
+    })
 }
 
 fn expect(r: &Router, method: &str, path: &str, body: Option<&str>, code: u16, text: &str) {
@@ -24,7 +31,10 @@ fn start(ns: &Netns, extra: &[&str]) -> Router {
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn ipam_endpoints_follow_weave() {
     let ns = Netns::new("rt");
     let r = start(&ns, &[]);
@@ -35,7 +45,14 @@ fn ipam_endpoints_follow_weave() {
     expect(&r, "GET", "/ip/nobody", None, 200, "");
     expect(&r, "POST", "/ip/c1/10.40.0.0/16", None, 200, "10.40.0.1/16");
     expect(&r, "GET", "/ip/c1/10.40.0.0/16", None, 200, "10.40.0.1/16");
-    expect(&r, "GET", "/ip/c1/10.32.0.0/12", None, 200, "10.32.0.1/12 10.40.0.1/16");
+    expect(
+        &r,
+        "GET",
+        "/ip/c1/10.32.0.0/12",
+        None,
+        200,
+        "10.32.0.1/12 10.40.0.1/16",
+    );
 
     let bits = "invalid subnet - bits after network prefix are not all zero: 10.40.0.1/16";
     expect(&r, "POST", "/ip/c3/10.40.0.1/16", None, 400, bits);
@@ -43,7 +60,14 @@ fn ipam_endpoints_follow_weave() {
     expect(&r, "POST", "/ip/c3/10.40.0.0/31", None, 400, small);
     let oob = "range 192.168.0.0/24 out of bounds: 10.32.0.0/12";
     expect(&r, "POST", "/ip/c3/192.168.0.0/24", None, 400, oob);
-    expect(&r, "POST", "/ip/c3/10.40.0.0/99", None, 400, "invalid CIDR address: 10.40.0.0/99");
+    expect(
+        &r,
+        "POST",
+        "/ip/c3/10.40.0.0/99",
+        None,
+        400,
+        "invalid CIDR address: 10.40.0.0/99",
+    );
 
     expect(&r, "PUT", "/ip/c4/10.32.0.9/12", None, 204, "");
     let owned = "Unable to claim: address 10.32.0.9 is already owned by c4";
@@ -52,7 +76,14 @@ fn ipam_endpoints_follow_weave() {
     expect(&r, "PUT", "/ip/_/10.32.0.10/12", None, 204, "");
 
     expect(&r, "DELETE", "/ip/c2", None, 204, "");
-    expect(&r, "DELETE", "/ip/c2", None, 400, "Delete: no addresses for c2");
+    expect(
+        &r,
+        "DELETE",
+        "/ip/c2",
+        None,
+        400,
+        "Delete: no addresses for c2",
+    );
     expect(&r, "POST", "/ip/c6", None, 200, "10.32.0.2/12"); // lowest free, reused
     expect(&r, "POST", "/ip/c7", None, 200, "10.32.0.3/12");
     expect(&r, "DELETE", "/ip/c1/10.40.0.1", None, 204, "");
@@ -63,12 +94,27 @@ fn ipam_endpoints_follow_weave() {
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let owned = v["owned"].as_array().unwrap();
-    let find = |id: &str| owned.iter().find(|o| o["containerid"] == id).map(|o| o["addrs"].clone());
+    let find = |id: &str| {
+        owned
+            .iter()
+            .find(|o| o["containerid"] == id)
+            .map(|o| o["addrs"].clone())
+    };
     assert_eq!(find("c1").unwrap(), serde_json::json!(["10.32.0.1/12"]));
-    assert_eq!(find("10.32.0.10").unwrap(), serde_json::json!(["10.32.0.10/12"]));
+    assert_eq!(
+        find("10.32.0.10").unwrap(),
+        serde_json::json!(["10.32.0.10/12"])
+    );
     assert!(find("c2").is_none());
 
-    expect(&r, "GET", "/ipinfo/defaultsubnet", None, 200, "10.32.0.0/12");
+    expect(
+        &r,
+        "GET",
+        "/ipinfo/defaultsubnet",
+        None,
+        200,
+        "10.32.0.0/12",
+    );
     expect(&r, "GET", "/ipinfo/tracker", None, 200, "\n");
     expect(&r, "GET", "/ring", None, 200, "");
     let (code, body) = req(&r, "POST", "/ip/a%20b", None);
@@ -76,30 +122,74 @@ fn ipam_endpoints_follow_weave() {
     assert!(body.starts_with("invalid container id \"a b\""), "{body}");
     expect(&r, "GET", "/nope", None, 404, "unknown path");
     expect(&r, "PATCH", "/ip/c1", None, 404, "unknown path");
-    expect(&r, "DELETE", "/peer/somebody", None, 200, "0 IPs taken over from somebody\n");
+    expect(
+        &r,
+        "DELETE",
+        "/peer/somebody",
+        None,
+        200,
+        "0 IPs taken over from somebody\n",
+    );
     expect(&r, "DELETE", "/peer", None, 204, "");
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn connect_forget_and_targets() {
     let ns = Netns::new("rt");
     let r = start(&ns, &["10.0.0.9"]);
     expect(&r, "GET", "/status/targets", None, 200, "10.0.0.9\n");
     let msg = "invalid peer name \"x:y\", should be host[:port]\ninvalid peer name \"a b\", should be host[:port]";
-    expect(&r, "POST", "/connect", Some("peer=x%3Ay&peer=a+b"), 400, msg);
-    expect(&r, "POST", "/connect", Some("peer=10.0.0.2%3A6783"), 200, "");
-    expect(&r, "GET", "/status/targets", None, 200, "10.0.0.9\n10.0.0.2:6783\n");
-    expect(&r, "POST", "/connect", Some("peer=h1&replace=true"), 200, "");
+    expect(
+        &r,
+        "POST",
+        "/connect",
+        Some("peer=x%3Ay&peer=a+b"),
+        400,
+        msg,
+    );
+    expect(
+        &r,
+        "POST",
+        "/connect",
+        Some("peer=10.0.0.2%3A6783"),
+        200,
+        "",
+    );
+    expect(
+        &r,
+        "GET",
+        "/status/targets",
+        None,
+        200,
+        "10.0.0.9\n10.0.0.2:6783\n",
+    );
+    expect(
+        &r,
+        "POST",
+        "/connect",
+        Some("peer=h1&replace=true"),
+        200,
+        "",
+    );
     expect(&r, "GET", "/status/targets", None, 200, "h1\n");
     expect(&r, "POST", "/forget", Some("peer=h1"), 200, "");
     expect(&r, "GET", "/status/targets", None, 200, "");
     let saved = std::fs::read_to_string(r.datadir.join("targets.json")).unwrap();
-    assert_eq!(serde_json::from_str::<Vec<String>>(&saved).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&saved).unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn expose_and_hide_change_bridge_and_iptables() {
     let ns = Netns::new("rt");
     let r = start(&ns, &[]);
@@ -120,25 +210,57 @@ fn expose_and_hide_change_bridge_and_iptables() {
     ns.sh("iptables -w -t nat -C WEAVE ! -s 10.32.0.0/12 -d 10.32.0.0/12 -j MASQUERADE");
     ns.sh("iptables -w -t nat -C WEAVE -s 10.32.0.0/12 -d 224.0.0.0/4 -j RETURN");
     let nat_rules = ns.sh("iptables -w -t nat -S WEAVE");
-    assert_eq!(nat_rules.lines().count(), 4, "one copy of each rule:\n{nat_rules}");
+    assert_eq!(
+        nat_rules.lines().count(),
+        4,
+        "one copy of each rule:\n{nat_rules}"
+    );
 
     expect(&r, "DELETE", "/expose/10.32.0.1/12", None, 204, "");
     assert!(ns.addrs("weave").is_empty());
     assert_ne!(ns.try_sh(masq).0, 0, "rule still there");
 
-    expect(&r, "POST", "/expose/10.33.0.1/16?skipNAT=true", None, 204, "");
+    expect(
+        &r,
+        "POST",
+        "/expose/10.33.0.1/16?skipNAT=true",
+        None,
+        204,
+        "",
+    );
     assert_eq!(ns.addrs("weave"), vec!["10.33.0.1/16"]);
-    assert_eq!(ns.sh("iptables -w -t nat -S WEAVE").lines().count(), 1, "no NAT with skipNAT");
+    assert_eq!(
+        ns.sh("iptables -w -t nat -S WEAVE").lines().count(),
+        1,
+        "no NAT with skipNAT"
+    );
     let (code, body) = req(&r, "POST", "/expose/10.33.0.x/16", None);
-    assert_eq!((code, body.starts_with("unable to parse ip addr")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.starts_with("unable to parse ip addr")),
+        (400, true),
+        "{body}"
+    );
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn status_report_metrics_and_read_only_listener() {
     let ns = Netns::new("rt");
     let name = "aa:bb:cc:00:11:22";
-    let r = start(&ns, &["--name", name, "--nickname", "host1", "--status-addr", "127.0.0.1:6782"]);
+    let r = start(
+        &ns,
+        &[
+            "--name",
+            name,
+            "--nickname",
+            "host1",
+            "--status-addr",
+            "127.0.0.1:6782",
+        ],
+    );
     req(&r, "POST", "/ip/c1", None);
     let (code, status) = req(&r, "GET", "/status", None);
     assert_eq!(code, 200);
@@ -159,9 +281,19 @@ fn status_report_metrics_and_read_only_listener() {
     ] {
         assert!(status.contains(line), "missing {line:?} in\n{status}");
     }
-    expect(&r, "GET", "/status/peers", None, 200, "aa:bb:cc:00:11:22(host1)\n");
+    expect(
+        &r,
+        "GET",
+        "/status/peers",
+        None,
+        200,
+        "aa:bb:cc:00:11:22(host1)\n",
+    );
     expect(&r, "GET", "/status/connections", None, 200, "");
-    let ipam_line = format!("{:<37}  1048576 IPs (100.0% of total) (1 active)\n", "aa:bb:cc:00:11:22(host1)");
+    let ipam_line = format!(
+        "{:<37}  1048576 IPs (100.0% of total) (1 active)\n",
+        "aa:bb:cc:00:11:22(host1)"
+    );
     expect(&r, "GET", "/status/ipam", None, 200, &ipam_line);
     expect(&r, "GET", "/status/bogus", None, 404, "unknown path");
 
@@ -178,11 +310,21 @@ fn status_report_metrics_and_read_only_listener() {
     assert_eq!(v["IPAM"]["Entries"][0]["Token"], "10.32.0.0");
     assert_eq!(v["DataDir"], r.datadir.display().to_string());
     assert!(v["Pid"].as_u64().unwrap() > 1);
-    expect(&r, "GET", "/report?format=%7B%7B.Version%7D%7D", None, 200, weave::VERSION);
+    expect(
+        &r,
+        "GET",
+        "/report?format=%7B%7B.Version%7D%7D",
+        None,
+        200,
+        weave::VERSION,
+    );
 
     let (code, m) = req(&r, "GET", "/metrics", None);
     assert_eq!(code, 200);
-    for line in ["weave_ipam_unreachable_count 0\n", "weave_ips{state=\"local-used\"} 1\n"] {
+    for line in [
+        "weave_ipam_unreachable_count 0\n",
+        "weave_ips{state=\"local-used\"} 1\n",
+    ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
     assert!(m.contains("weave_connections{state=\"established\"} 0\n"));
@@ -190,16 +332,26 @@ fn status_report_metrics_and_read_only_listener() {
 
     // The status listener serves only read-only paths.
     let ro = |method: &'static str, path: &'static str| {
-        r.call(move |_| weave::api::Client::new("127.0.0.1:6782").request(method, path, None).unwrap())
+        r.call(move |_| {
+            weave::api::Client::new("127.0.0.1:6782")
+                .request(method, path, None)
+                .unwrap()
+        })
     };
-    assert_eq!(ro("GET", "/status/peers"), (200, "aa:bb:cc:00:11:22(host1)\n".to_string()));
+    assert_eq!(
+        ro("GET", "/status/peers"),
+        (200, "aa:bb:cc:00:11:22(host1)\n".to_string())
+    );
     assert_eq!(ro("GET", "/metrics").0, 200);
     assert_eq!(ro("POST", "/ip/c9"), (404, "unknown path".to_string()));
     assert_eq!(ro("GET", "/ip"), (404, "unknown path".to_string()));
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn attachments_crud_and_body_limit() {
     let ns = Netns::new("rt");
     let r = start(&ns, &[]);
@@ -209,8 +361,22 @@ fn attachments_crud_and_body_limit() {
         )
     };
     expect(&r, "GET", "/cni/attachments", None, 200, "[]\n");
-    expect(&r, "POST", "/cni/attachments", Some(&a("aa:aa:aa:aa:aa:01")), 204, "");
-    expect(&r, "POST", "/cni/attachments", Some(&a("aa:aa:aa:aa:aa:02")), 204, "");
+    expect(
+        &r,
+        "POST",
+        "/cni/attachments",
+        Some(&a("aa:aa:aa:aa:aa:01")),
+        204,
+        "",
+    );
+    expect(
+        &r,
+        "POST",
+        "/cni/attachments",
+        Some(&a("aa:aa:aa:aa:aa:02")),
+        204,
+        "",
+    );
     let (_, body) = req(&r, "GET", "/cni/attachments", None);
     let list: Vec<weave::api::Attachment> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 1, "upsert by (container id, ifname)");
@@ -245,13 +411,23 @@ fn attachments_crud_and_body_limit() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn state_survives_kill9_and_sigterm_removes_pid_file() {
     let ns = Netns::new("rt");
     let mut r = start(&ns, &[]);
     let name_before = std::fs::read_to_string(r.datadir.join("peername")).unwrap();
     for i in 1..=20 {
-        expect(&r, "POST", &format!("/ip/c{i}"), None, 200, &format!("10.32.0.{i}/12"));
+        expect(
+            &r,
+            "POST",
+            &format!("/ip/c{i}"),
+            None,
+            200,
+            &format!("10.32.0.{i}/12"),
+        );
     }
     expect(&r, "PUT", "/ip/_/10.32.1.1/12", None, 204, "");
     expect(&r, "DELETE", "/ip/c5", None, 204, "");
@@ -264,13 +440,21 @@ fn state_survives_kill9_and_sigterm_removes_pid_file() {
     r.spawn();
     let (_, after) = req(&r, "GET", "/ip", None);
     assert_eq!(before, after);
-    assert_eq!(std::fs::read_to_string(r.datadir.join("peername")).unwrap(), name_before);
+    assert_eq!(
+        std::fs::read_to_string(r.datadir.join("peername")).unwrap(),
+        name_before
+    );
     expect(&r, "POST", "/ip/c1", None, 200, "10.32.0.1/12");
     expect(&r, "POST", "/ip/new", None, 200, "10.32.0.21/12");
     expect(&r, "POST", "/ip/weave:expose", None, 200, "10.32.0.5/12");
     // Re-exposed at start: the NAT rule is there (and still only once).
     let nat = ns.sh("iptables -w -t nat -S WEAVE");
-    assert_eq!(nat.matches("-s 10.32.0.0/12 ! -d 10.32.0.0/12 -j MASQUERADE").count(), 1, "{nat}");
+    assert_eq!(
+        nat.matches("-s 10.32.0.0/12 ! -d 10.32.0.0/12 -j MASQUERADE")
+            .count(),
+        1,
+        "{nat}"
+    );
 
     let pid = r.child.as_ref().unwrap().id() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
@@ -291,7 +475,10 @@ fn state_survives_kill9_and_sigterm_removes_pid_file() {
 /// Prints the median latency of `POST /ip` (new id each time) over 1000 calls, each on a new
 /// connection as the plugin makes them. Informational: nothing is asserted about the time.
 #[test]
-#[cfg_attr(not(feature = "netns-tests"), ignore = "needs root: cargo test --features netns-tests")]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
 fn post_ip_latency_median() {
     let ns = Netns::new("rt");
     let r = start(&ns, &[]);

@@ -8,7 +8,12 @@ use std::process::ExitCode;
 use weave::router::{self, Config};
 
 #[derive(Parser, Debug)]
-#[command(name = "weaver", version, about = "Weave Net router daemon", args_override_self = true)]
+#[command(
+    name = "weaver",
+    version,
+    about = "Weave Net router daemon",
+    args_override_self = true
+)]
 struct Args {
     /// Peer name (MAC-like aa:bb:cc:dd:ee:ff); default: stored in the data dir, else random.
     #[arg(long)]

@@ -67,6 +67,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// Owner id → its CIDRs, as persisted.
+pub type Owned = BTreeMap<String, Vec<Ipv4Net>>;
+
 /// Paths of the router's files in one data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -103,11 +106,7 @@ impl DataDir {
 
     /// Loads persisted ownership. Data for another peer name or another range is discarded
     /// (as Weave does), with the reason, so the caller can log it.
-    pub fn load_ipam(
-        &self,
-        peername: &str,
-        range: Ipv4Net,
-    ) -> Result<(BTreeMap<String, Vec<Ipv4Net>>, Option<String>)> {
+    pub fn load_ipam(&self, peername: &str, range: Ipv4Net) -> Result<(Owned, Option<String>)> {
         let path = self.ipam_path();
         let Some(file) = read_json::<IpamFile>(&path)? else {
             return Ok((BTreeMap::new(), None));
