@@ -1,1 +1,122 @@
-fn main() {}
+//! `weaver`: the router daemon (bridge, IPAM, expose/NAT, HTTP API on 127.0.0.1:6784).
+
+use clap::Parser;
+use ipnet::Ipv4Net;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weave::router::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weaver",
+    version,
+    about = "Weave Net router daemon",
+    args_override_self = true
+)]
+struct Args {
+    /// Peer name (MAC-like aa:bb:cc:dd:ee:ff); default: stored in the data dir, else random.
+    #[arg(long)]
+    name: Option<String>,
+    /// Nickname shown next to the peer name (default: hostname).
+    #[arg(long)]
+    nickname: Option<String>,
+    /// Range of addresses IPAM hands out (CIDR-aligned).
+    #[arg(long, default_value = weave::DEFAULT_IPALLOC_RANGE)]
+    ipalloc_range: Ipv4Net,
+    /// Subnet used when a request names none (default: the whole range).
+    #[arg(long)]
+    ipalloc_default_subnet: Option<Ipv4Net>,
+    /// Full control API listener ("" disables).
+    #[arg(long, default_value = weave::DEFAULT_HTTP_ADDR)]
+    http_addr: String,
+    /// Read-only status listener ("" disables).
+    #[arg(long, default_value = weave::DEFAULT_STATUS_ADDR)]
+    status_addr: String,
+    /// MTU of the weave bridge.
+    #[arg(long, default_value_t = weave::DEFAULT_MTU)]
+    mtu: u32,
+    /// Where state (ipam.json, peername, ...) lives.
+    #[arg(long, env = "WEAVE_DATADIR", default_value = "/var/lib/weave")]
+    datadir: PathBuf,
+    /// Mesh port (stored only until the mesh exists).
+    #[arg(long, default_value_t = 6783)]
+    port: u16,
+    /// Peers to connect to (host[:port]).
+    peers: Vec<String>,
+}
+
+fn addr(flag: &str, s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("--{flag} {s:?}: want ip:port"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weave".into())
+}
+
+fn config(a: Args) -> Result<Config, String> {
+    Ok(Config {
+        name: a.name,
+        nickname: a.nickname.unwrap_or_else(hostname),
+        default_subnet: a.ipalloc_default_subnet.unwrap_or(a.ipalloc_range),
+        ipalloc_range: a.ipalloc_range,
+        http_addr: addr("http-addr", &a.http_addr)?,
+        status_addr: addr("status-addr", &a.status_addr)?,
+        mtu: a.mtu,
+        datadir: a.datadir,
+        port: a.port,
+        peers: a.peers,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let cfg = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weaver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weaver: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(router::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("weaver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The router's files in its data directory, each written atomically (temp file in the same
+//! directory, fsync, rename, fsync of the directory) so a crash leaves the old or the new
+//! version, never a torn one:
+//! - `ipam.json`: peer name, range and every owner's CIDRs (written on every change);
+//! - `peername`: our MAC-like peer name;
+//! - `targets.json`: connect targets; `attachments.json`: CNI attachments.
+
+use super::Ipam;
+use crate::{Context, Error, ErrorKind, Result};
+use ipnet::Ipv4Net;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Version of the `ipam.json` layout; another major version is refused.
+pub const IPAM_FILE_VERSION: u32 = 1;
+
+/// Contents of `ipam.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamFile {
+    pub version: u32,
+    pub peername: String,
+    pub range: Ipv4Net,
+    pub owned: BTreeMap<String, Vec<Ipv4Net>>,
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("create temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("write {}", tmp.path().display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("fsync {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::from(e.error))
+        .with_context(|| format!("rename to {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync {}", dir.display()))
+}
+
+/// Reads and decodes a JSON file; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("decode {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::from(e).context(format!("read {}", path.display()))),
+    }
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).context("encode json")?;
+    write_atomic(path, &bytes)
+}
+
+/// Owner id → its CIDRs, as persisted.
+pub type Owned = BTreeMap<String, Vec<Ipv4Net>>;
+
+/// Paths of the router's files in one data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the directory if needed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DataDir> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).with_context(|| format!("create data dir {}", dir.display()))?;
+        Ok(DataDir { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ipam_path(&self) -> PathBuf {
+        self.dir.join("ipam.json")
+    }
+
+    pub fn targets_path(&self) -> PathBuf {
+        self.dir.join("targets.json")
+    }
+
+    pub fn attachments_path(&self) -> PathBuf {
+        self.dir.join("attachments.json")
+    }
+
+    pub fn pid_path(&self) -> PathBuf {
+        self.dir.join("weaver.pid")
+    }
+
+    /// Loads persisted ownership. Data for another peer name or another range is discarded
+    /// (as Weave does), with the reason, so the caller can log it.
+    pub fn load_ipam(&self, peername: &str, range: Ipv4Net) -> Result<(Owned, Option<String>)> {
+        let path = self.ipam_path();
+        let Some(file) = read_json::<IpamFile>(&path)? else {
+            return Ok((BTreeMap::new(), None));
+        };
+        if file.version != IPAM_FILE_VERSION {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "load {}: unsupported version {}",
+                    path.display(),
+                    file.version
+                ),
+            ));
+        }
+        let discard = if file.peername != peername {
+            Some(format!(
+                "peer name changed from {} to {peername}",
+                file.peername
+            ))
+        } else if file.range != range {
+            Some(format!("range changed from {} to {range}", file.range))
+        } else {
+            None
+        };
+        match discard {
+            Some(why) => Ok((
+                BTreeMap::new(),
+                Some(format!("discarding persisted IPAM data: {why}")),
+            )),
+            None => Ok((file.owned, None)),
+        }
+    }
+
+    /// Persists the whole allocation state (one atomic write).
+    pub fn save_ipam(&self, peername: &str, ipam: &Ipam) -> Result<()> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u32,
+            peername: &'a str,
+            range: Ipv4Net,
+            owned: &'a BTreeMap<String, Vec<Ipv4Net>>,
+        }
+        let doc = Borrowed {
+            version: IPAM_FILE_VERSION,
+            peername,
+            range: ipam.universe(),
+            owned: ipam.owned(),
+        };
+        let bytes = serde_json::to_vec(&doc).context("encode ipam state")?;
+        write_atomic(&self.ipam_path(), &bytes).context("save ipam state")
+    }
+
+    /// The peer name: `requested` if given (and then remembered), else the stored one, else a
+    /// new random MAC-like name with the locally-administered bit set.
+    pub fn peer_name(&self, requested: Option<&str>) -> Result<String> {
+        let path = self.dir.join("peername");
+        let stored = match fs::read_to_string(&path) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::from(e).context(format!("read {}", path.display()))),
+        };
+        let name = match requested {
+            Some(r) => parse_peer_name(r)?,
+            None => match stored.as_deref().map(parse_peer_name) {
+                Some(Ok(n)) => n,
+                _ => random_peer_name(),
+            },
+        };
+        if stored.as_deref() != Some(name.as_str()) {
+            write_atomic(&path, format!("{name}\n").as_bytes()).context("save peer name")?;
+        }
+        Ok(name)
+    }
+}
+
+/// Accepts `aa:bb:cc:dd:ee:ff` (any case); returns it lowercased.
+pub fn parse_peer_name(s: &str) -> Result<String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("invalid peer name {s:?}: want a MAC address like aa:bb:cc:dd:ee:ff"),
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// A random unicast MAC with the locally-administered bit.
+pub fn random_peer_name() -> String {
+    let mut b: [u8; 6] = rand::random();
+    b[0] = (b[0] & 0xfe) | 0x02;
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipam_round_trip_and_discard_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path().join("d")).unwrap();
+        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
+        let mut ipam = Ipam::new(range, range).unwrap();
+        ipam.allocate("c1", range).unwrap();
+        ipam.claim("_", "10.32.9.9/12".parse().unwrap()).unwrap();
+        dd.save_ipam("02:00:00:00:00:01", &ipam).unwrap();
+        let (owned, why) = dd.load_ipam("02:00:00:00:00:01", range).unwrap();
+        assert_eq!(&owned, ipam.owned());
+        assert!(why.is_none());
+        let (owned, why) = dd.load_ipam("02:00:00:00:00:02", range).unwrap();
+        assert!(owned.is_empty());
+        assert!(why.unwrap().contains("peer name changed"));
+        let (owned, why) = dd
+            .load_ipam("02:00:00:00:00:01", "10.0.0.0/8".parse().unwrap())
+            .unwrap();
+        assert!(owned.is_empty() && why.unwrap().contains("range changed"));
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(dd.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("ipam.json")]);
+    }
+
+    #[test]
+    fn failed_write_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path()).unwrap();
+        // A non-empty directory where the file should be makes the rename fail.
+        fs::create_dir_all(dd.ipam_path().join("x")).unwrap();
+        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
+        let e = dd
+            .save_ipam("02:00:00:00:00:01", &Ipam::new(range, range).unwrap())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("save ipam state: rename to"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn peer_name_is_stable_and_overridable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path()).unwrap();
+        let a = dd.peer_name(None).unwrap();
+        assert_eq!(parse_peer_name(&a).unwrap(), a);
+        assert_eq!(u8::from_str_radix(&a[..2], 16).unwrap() & 0x03, 0x02, "{a}");
+        assert_eq!(dd.peer_name(None).unwrap(), a);
+        assert_eq!(
+            dd.peer_name(Some("AA:BB:CC:DD:EE:FF")).unwrap(),
+            "aa:bb:cc:dd:ee:ff"
+        );
+        assert_eq!(dd.peer_name(None).unwrap(), "aa:bb:cc:dd:ee:ff");
+        assert!(dd.peer_name(Some("nope")).is_err());
+        assert!(parse_peer_name("aa:bb:cc:dd:ee").is_err());
+    }
+
+    #[test]
+    fn read_json_missing_is_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(read_json::<Vec<String>>(&tmp.path().join("none"))
+            .unwrap()
+            .is_none());
+        write_json(&tmp.path().join("t.json"), &vec!["a".to_string()]).unwrap();
+        assert_eq!(
+            read_json::<Vec<String>>(&tmp.path().join("t.json"))
+                .unwrap()
+                .unwrap(),
+            vec!["a"]
+        );
+    }
+}

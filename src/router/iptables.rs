@@ -1,0 +1,184 @@
+//! iptables rules through the `iptables` binary (blocking: call from `spawn_blocking`).
+//! Every change checks first (`-C`), so applying the same rule twice is harmless.
+
+use crate::{Error, ErrorKind, Result, BRIDGE_NAME};
+use ipnet::Ipv4Net;
+use std::process::Command;
+
+/// NAT chain for exposed subnets, jumped from POSTROUTING.
+pub const NAT_CHAIN: &str = "WEAVE";
+/// Filter chain accepting traffic to exposed subnets, jumped from FORWARD for `-o weave`.
+pub const EXPOSE_CHAIN: &str = "WEAVE-EXPOSE";
+
+fn iptables(args: &[&str]) -> Result<std::process::Output> {
+    // `-w 10`: wait for the xtables lock, but never forever.
+    Command::new("iptables")
+        .args(["-w", "10"])
+        .args(args)
+        .output()
+        .map_err(|e| Error::from(e).context("run iptables"))
+}
+
+fn run_ok(args: &[&str]) -> Result<()> {
+    let out = iptables(args)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(Error::new(
+        ErrorKind::Kernel,
+        format!("iptables {}: {}", args.join(" "), stderr.trim()),
+    ))
+}
+
+/// True if the rule exists (`-C`).
+pub fn rule_exists(table: &str, chain: &str, rule: &[&str]) -> Result<bool> {
+    let mut args = vec!["-t", table, "-C", chain];
+    args.extend_from_slice(rule);
+    let out = iptables(&args)?;
+    Ok(out.status.success())
+}
+
+/// Creates `chain` in `table` unless it exists.
+pub fn ensure_chain(table: &str, chain: &str) -> Result<()> {
+    if iptables(&["-t", table, "-S", chain])?.status.success() {
+        return Ok(());
+    }
+    run_ok(&["-t", table, "-N", chain])
+}
+
+/// Appends (or, with `insert`, inserts at the top) the rule unless it exists.
+pub fn ensure_rule(table: &str, chain: &str, rule: &[&str], insert: bool) -> Result<()> {
+    if rule_exists(table, chain, rule)? {
+        return Ok(());
+    }
+    let mut args = vec!["-t", table, if insert { "-I" } else { "-A" }, chain];
+    args.extend_from_slice(rule);
+    run_ok(&args)
+}
+
+/// Deletes every copy of the rule; a missing rule or chain is fine.
+pub fn delete_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
+    while rule_exists(table, chain, rule)? {
+        let mut args = vec!["-t", table, "-D", chain];
+        args.extend_from_slice(rule);
+        run_ok(&args)?;
+    }
+    Ok(())
+}
+
+/// The rules the router always wants: forwarding for the bridge, the NAT and expose chains,
+/// and (when the API listens on loopback) the INPUT rule keeping other hosts off the API port.
+pub fn configure_base(protect_port: Option<u16>) -> Result<()> {
+    let b = BRIDGE_NAME;
+    ensure_chain("filter", EXPOSE_CHAIN)?;
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &["-i", b, "!", "-o", b, "-j", "ACCEPT"],
+        false,
+    )?;
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &[
+            "-o",
+            b,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+        false,
+    )?;
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &["-i", b, "-o", b, "-j", "ACCEPT"],
+        false,
+    )?;
+    ensure_rule("filter", "FORWARD", &["-o", b, "-j", EXPOSE_CHAIN], false)?;
+    ensure_chain("nat", NAT_CHAIN)?;
+    ensure_rule("nat", "POSTROUTING", &["-j", NAT_CHAIN], false)?;
+    if let Some(port) = protect_port {
+        let port = port.to_string();
+        ensure_rule("filter", "INPUT", &input_guard(&port), true)?;
+    }
+    Ok(())
+}
+
+/// Weave's rule: drop new connections to the control port on 127.0.0.1 that do not come from
+/// a local address (e.g. routed in by a container with route_localnet tricks).
+pub fn input_guard(port: &str) -> Vec<&str> {
+    vec![
+        "-p",
+        "tcp",
+        "-d",
+        "127.0.0.1/32",
+        "--dport",
+        port,
+        "-m",
+        "addrtype",
+        "!",
+        "--src-type",
+        "LOCAL",
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-m",
+        "comment",
+        "--comment",
+        "Block non-local access to Weave Net control port",
+        "-j",
+        "DROP",
+    ]
+}
+
+/// The three NAT rules of an exposed subnet, as argument lists.
+pub fn nat_rules(cidr: Ipv4Net) -> [Vec<String>; 3] {
+    let c = cidr.trunc().to_string();
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    [
+        v(&["-s", &c, "-d", "224.0.0.0/4", "-j", "RETURN"]),
+        v(&["-d", &c, "!", "-s", &c, "-j", "MASQUERADE"]),
+        v(&["-s", &c, "!", "-d", &c, "-j", "MASQUERADE"]),
+    ]
+}
+
+fn expose_rule(cidr: Ipv4Net) -> Vec<String> {
+    vec![
+        "-d".into(),
+        cidr.trunc().to_string(),
+        "-j".into(),
+        "ACCEPT".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Firewall side of `expose`: accept forwarding to the subnet and, unless `skip_nat`,
+/// masquerade traffic leaving or entering it.
+pub fn expose(cidr: Ipv4Net, skip_nat: bool) -> Result<()> {
+    ensure_rule("filter", EXPOSE_CHAIN, &strs(&expose_rule(cidr)), false)?;
+    if !skip_nat {
+        for r in nat_rules(cidr) {
+            ensure_rule("nat", NAT_CHAIN, &strs(&r), false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`expose`] (whether or not NAT had been skipped).
+pub fn hide(cidr: Ipv4Net) -> Result<()> {
+    delete_rule("filter", EXPOSE_CHAIN, &strs(&expose_rule(cidr)))?;
+    for r in nat_rules(cidr) {
+        delete_rule("nat", NAT_CHAIN, &strs(&r))?;
+    }
+    Ok(())
+}

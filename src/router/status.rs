@@ -1,0 +1,310 @@
+//! Weave's status texts, `/report` JSON and Prometheus metrics, rendered from a snapshot.
+
+use super::state::IpamSummary;
+use crate::api::Attachment;
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Everything the status pages show, gathered once per request.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub peer_name: String,
+    pub nickname: String,
+    pub port: u16,
+    pub targets: Vec<String>,
+    pub ipam: IpamSummary,
+    pub attachments: Vec<Attachment>,
+    pub pid: u32,
+    pub datadir: String,
+    pub http_addr: String,
+}
+
+impl View {
+    fn peer_label(&self) -> String {
+        format!("{}({})", self.peer_name, self.nickname)
+    }
+}
+
+fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{key:>15}: {value}");
+}
+
+/// `GET /status`.
+pub fn status_text(v: &View) -> String {
+    let mut s = String::new();
+    line(
+        &mut s,
+        "Version",
+        format_args!("{} (version check update disabled)", crate::VERSION),
+    );
+    s.push('\n');
+    line(&mut s, "Service", "router");
+    line(&mut s, "Protocol", "weave 1..2");
+    line(&mut s, "Name", v.peer_label());
+    line(&mut s, "Encryption", "disabled");
+    line(&mut s, "PeerDiscovery", "enabled");
+    line(&mut s, "Targets", v.targets.len());
+    line(
+        &mut s,
+        "Connections",
+        "0 (0 established, 0 pending, 0 retrying, 0 failed, 0 connecting)",
+    );
+    line(
+        &mut s,
+        "Peers",
+        "1 (with 0 established, 0 pending connections)",
+    );
+    line(&mut s, "TrustedSubnets", "none");
+    s.push('\n');
+    line(&mut s, "Service", "ipam");
+    line(&mut s, "Status", "ready");
+    line(&mut s, "Range", v.ipam.universe);
+    line(&mut s, "DefaultSubnet", v.ipam.default_subnet);
+    s
+}
+
+/// `GET /status/targets`: one per line.
+pub fn targets_text(v: &View) -> String {
+    v.targets.iter().map(|t| format!("{t}\n")).collect()
+}
+
+/// `GET /status/peers`: just us until the mesh exists.
+pub fn peers_text(v: &View) -> String {
+    format!("{}\n", v.peer_label())
+}
+
+/// `GET /status/ipam`: one line per peer, `%-37v %8d IPs (%04.1f%% of total) (N active)`.
+pub fn ipam_text(v: &View) -> String {
+    let total = crate::ipam::size_of(v.ipam.universe) as f64;
+    let pct = v.ipam.owned_size as f64 * 100.0 / total;
+    format!(
+        "{:<37} {:>8} IPs ({:04.1}% of total) ({} active)\n",
+        v.peer_label(),
+        v.ipam.owned_size,
+        pct,
+        v.ipam.active
+    )
+}
+
+/// `GET /report`: Weave's `WeaveStatus` fields we can fill, plus ours (Pid, DataDir, ...).
+pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
+    let entries: Vec<Value> = v
+        .ipam
+        .owned_ranges
+        .iter()
+        .map(|r| {
+            json!({
+                "Token": r.network().to_string(),
+                "Size": crate::ipam::size_of(*r),
+                "Peer": v.peer_name,
+                "Nickname": v.nickname,
+                "IsKnownPeer": true,
+                "Version": 0,
+            })
+        })
+        .collect();
+    let owned: Vec<Value> = owned
+        .iter()
+        .map(|(id, cidrs)| json!({"ContainerID": id, "Addrs": cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()}))
+        .collect();
+    json!({
+        "Ready": true,
+        "Version": crate::VERSION,
+        "VersionCheck": {"Enabled": false, "Success": false, "NewVersion": "", "NextCheckAt": ""},
+        "Router": {
+            "Protocol": "weave",
+            "ProtocolMinVersion": 1,
+            "ProtocolMaxVersion": 2,
+            "Encryption": false,
+            "PeerDiscovery": true,
+            "Name": v.peer_name,
+            "NickName": v.nickname,
+            "Port": v.port,
+            "Peers": [{
+                "Name": v.peer_name,
+                "NickName": v.nickname,
+                "Connections": [],
+            }],
+            "UnicastRoutes": [],
+            "BroadcastRoutes": [],
+            "Connections": [],
+            "TerminationCount": 0,
+            "Targets": v.targets,
+            "TrustedSubnets": [],
+            "Interface": crate::BRIDGE_NAME,
+        },
+        "IPAM": {
+            "Paxos": null,
+            "Range": v.ipam.universe.to_string(),
+            "RangeNumIPs": crate::ipam::size_of(v.ipam.universe),
+            "ActiveIPs": v.ipam.active,
+            "DefaultSubnet": v.ipam.default_subnet.to_string(),
+            "Entries": entries,
+            "PendingClaims": [],
+            "PendingAllocates": [],
+            "Owned": owned,
+        },
+        "Pid": v.pid,
+        "DataDir": v.datadir,
+        "HTTPAddr": v.http_addr,
+        "Attachments": v.attachments,
+    })
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub fn metrics(v: &View) -> String {
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(s, "{name}{labels} {value}");
+        }
+    };
+    gauge(
+        "weave_ipam_unreachable_count",
+        "Number of unreachable peers.",
+        &[("", 0)],
+    );
+    gauge(
+        "weave_ipam_unreachable_percentage",
+        "Percentage of IP addresses owned by unreachable peers.",
+        &[("", 0)],
+    );
+    gauge(
+        "weave_ipam_pending_allocates",
+        "Number of pending allocates.",
+        &[("", 0)],
+    );
+    gauge(
+        "weave_ipam_pending_claims",
+        "Number of pending claims.",
+        &[("", 0)],
+    );
+    gauge(
+        "weave_ips",
+        "Number of IP addresses.",
+        &[
+            ("{state=\"local-used\"}", v.ipam.active as u64),
+            ("{state=\"local-free\"}", v.ipam.free),
+            ("{state=\"local-owned\"}", v.ipam.owned_size),
+            ("{state=\"total\"}", crate::ipam::size_of(v.ipam.universe)),
+        ],
+    );
+    let states = ["established", "pending", "retrying", "failed", "connecting"];
+    let conns: Vec<(String, u64)> = states
+        .iter()
+        .map(|st| (format!("{{state=\"{st}\"}}"), 0))
+        .collect();
+    let conns: Vec<(&str, u64)> = conns.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    gauge(
+        "weave_connections",
+        "Number of peer-to-peer connections.",
+        &conns,
+    );
+    gauge(
+        "weave_connection_terminations_total",
+        "Number of connections terminated.",
+        &[("", 0)],
+    );
+    gauge(
+        "weave_attachments",
+        "Number of CNI attachments registered.",
+        &[("", v.attachments.len() as u64)],
+    );
+    s
+}
+
+/// A tiny subset of Go templates for `/report?format=`: text with `{{.A.B}}` and
+/// `{{json .A.B}}`. Anything else is an error, so callers see it is unsupported.
+pub fn render_template(tmpl: &str, doc: &Value) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = tmpl;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed action in template {tmpl:?}"))?;
+        let action = after[..end].trim();
+        let (as_json, path) = match action.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, action),
+        };
+        let path = path
+            .strip_prefix('.')
+            .ok_or_else(|| format!("unsupported template action {action:?}"))?;
+        let mut value = doc;
+        for key in path.split('.').filter(|k| !k.is_empty()) {
+            value = value
+                .get(key)
+                .ok_or_else(|| format!("template: no field {key:?} in {action:?}"))?;
+        }
+        match (as_json, value) {
+            (false, Value::String(s)) => out.push_str(s),
+            _ => out.push_str(&value.to_string()),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        let r: Ipv4Net = "10.32.0.0/12".parse().unwrap();
+        View {
+            peer_name: "aa:bb:cc:dd:ee:ff".into(),
+            nickname: "host1".into(),
+            port: 6783,
+            targets: vec!["10.0.0.2".into()],
+            ipam: IpamSummary {
+                universe: r,
+                default_subnet: r,
+                owned_ranges: vec![r],
+                owned_size: 1 << 20,
+                active: 3,
+                free: (1 << 20) - 3,
+                ids: 3,
+            },
+            attachments: vec![],
+            pid: 1,
+            datadir: "/d".into(),
+            http_addr: "127.0.0.1:6784".into(),
+        }
+    }
+
+    #[test]
+    fn status_keys_are_right_aligned() {
+        let t = status_text(&view());
+        assert!(t.contains("\n        Service: router\n"), "{t}");
+        assert!(t.contains("\n  PeerDiscovery: enabled\n"));
+        assert!(t.contains("\n           Name: aa:bb:cc:dd:ee:ff(host1)\n"));
+        assert!(t.contains("\n        Targets: 1\n"));
+        assert!(t.contains("\n  DefaultSubnet: 10.32.0.0/12\n"));
+    }
+
+    #[test]
+    fn ipam_line_matches_weave_format() {
+        assert_eq!(
+            ipam_text(&view()),
+            format!(
+                "{:<37}  1048576 IPs (100.0% of total) (3 active)\n",
+                "aa:bb:cc:dd:ee:ff(host1)"
+            )
+        );
+    }
+
+    #[test]
+    fn templates() {
+        let doc = json!({"Version": "1.2", "IPAM": {"Range": "10.32.0.0/12", "N": 3}});
+        assert_eq!(render_template("v{{.Version}}!", &doc).unwrap(), "v1.2!");
+        assert_eq!(render_template("{{json .IPAM.N}}", &doc).unwrap(), "3");
+        assert!(render_template("{{range .X}}", &doc).is_err());
+        assert!(render_template("{{.Nope}}", &doc).is_err());
+    }
+}
