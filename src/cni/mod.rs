@@ -4,6 +4,7 @@
 pub mod config;
 pub mod env;
 pub mod error;
+mod json;
 pub mod result;
 pub mod skel;
 pub mod version;
