@@ -24,6 +24,19 @@ impl Netlink {
             .with_context(|| format!("get link {index}"))
     }
 
+    /// True once the kernel reports the link operationally up (IFF_RUNNING): only then is its
+    /// queue active, so a packet sent earlier (e.g. a gratuitous ARP) would be dropped.
+    pub async fn is_running(&self, index: u32) -> Result<bool> {
+        let query = LinkUnspec::new_with_index(index).build();
+        let replies = self
+            .ack(RouteNetlinkMessage::GetLink(query), 0)
+            .await
+            .with_context(|| format!("get link {index}"))?;
+        Ok(replies.iter().any(|m| {
+            matches!(m, RouteNetlinkMessage::NewLink(l) if l.header.flags.contains(LinkFlags::Running))
+        }))
+    }
+
     async fn get_link(&self, query: LinkMessage) -> Result<Option<LinkInfo>> {
         match self.ack(RouteNetlinkMessage::GetLink(query), 0).await {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {

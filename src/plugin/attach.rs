@@ -1,0 +1,261 @@
+//! The kernel half of ADD and DEL, without the router: veth into the container namespace,
+//! address, routes, sysctls, gratuitous ARP; and the teardown. Kept apart so it can be
+//! tested against a bridge in a throw-away namespace.
+
+use super::arp::send_gratuitous_arp;
+use crate::cni::Route;
+use crate::error::ErrorList;
+use crate::netlink::{LinkInfo, Netlink};
+use crate::netns::{write_net_sysctl, NetNs};
+use crate::{Error, ErrorKind, Result};
+use ipnet::Ipv4Net;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// How long to wait for the container link's queue to come up before the gratuitous ARP.
+const RUNNING_WAIT: Duration = Duration::from_millis(50);
+
+/// The two namespaces an attachment spans, each with its own netlink connection.
+pub struct Sides<'a> {
+    pub host_ns: &'a NetNs,
+    pub host: &'a Netlink,
+    pub container_ns: &'a NetNs,
+    pub container: &'a Netlink,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct AttachRequest<'a> {
+    pub host_veth: &'a str,
+    pub ifname: &'a str,
+    pub mtu: u32,
+    pub bridge_index: u32,
+    pub hairpin: bool,
+    pub address: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    /// `None`: default route via the gateway; `Some(list)`: exactly these (maybe none).
+    pub routes: Option<&'a [Route]>,
+}
+
+/// What was built.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The host end; `None` only when a re-run found an interface someone else made.
+    pub host: Option<LinkInfo>,
+    pub container: LinkInfo,
+    /// Routes installed in the container, in order.
+    pub routes: Vec<Route>,
+    /// False when the container interface already existed (a repeated ADD).
+    pub created: bool,
+}
+
+/// `vethwepl` + 7 hex digits of FNV-1a over `container_id/ifname`: unique per interface (two
+/// interfaces of one container, or IDs sharing a prefix, do not collide) and 15 chars long.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(ifname.bytes())
+    {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}{:07x}", crate::HOST_VETH_PREFIX, hash & 0x0fff_ffff)
+}
+
+/// Creates (unless `ifname` already exists in the container) and configures the interface.
+/// On failure, a veth created here is deleted again.
+pub async fn attach(sides: &Sides<'_>, req: &AttachRequest<'_>) -> Result<Attached> {
+    let existing = sides.container.link(req.ifname).await?;
+    let created = existing.is_none();
+    let host_index = if created {
+        let index = sides
+            .host
+            .create_veth_into(
+                req.host_veth,
+                req.ifname,
+                req.mtu,
+                Some(req.bridge_index),
+                sides.container_ns,
+            )
+            .await?;
+        Some(index)
+    } else {
+        None
+    };
+    let result = configure(sides, req, existing, host_index).await;
+    if result.is_err() && created {
+        if let Err(e) = sides.host.delete_link(req.host_veth).await {
+            tracing::warn!("{e}");
+        }
+    }
+    result
+}
+
+async fn configure(
+    sides: &Sides<'_>,
+    req: &AttachRequest<'_>,
+    existing: Option<LinkInfo>,
+    host_index: Option<u32>,
+) -> Result<Attached> {
+    let created = host_index.is_some();
+    if let Some(index) = host_index {
+        sides.host.set_up(index).await?;
+        if req.hairpin {
+            sides.host.set_hairpin(index, true).await?;
+        }
+        sides
+            .host_ns
+            .write_sysctl(&format!("net/ipv6/conf/{}/accept_ra", req.host_veth), "0")?;
+        sides.container_ns.run(|| container_sysctls(req.ifname))??;
+    }
+    let mut link = match existing {
+        Some(l) => l,
+        None => sides.container.link(req.ifname).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("interface {:?} vanished after creation", req.ifname),
+            )
+        })?,
+    };
+    sides.container.add_address(link.index, req.address).await?;
+    if !link.up {
+        sides.container.set_up(link.index).await?;
+        link.up = true;
+        announce(sides, &link, req.address.addr()).await;
+    }
+    let routes = install_routes(sides.container, link.index, req).await?;
+    let host = match host_index {
+        Some(i) => sides.host.link_by_index(i).await?,
+        None => sides.host.link(req.host_veth).await?,
+    };
+    Ok(Attached {
+        host,
+        container: link,
+        routes,
+        created,
+    })
+}
+
+/// Sysctls of the container end, written from inside its namespace.
+fn container_sysctls(ifname: &str) -> Result<()> {
+    write_net_sysctl(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0")?;
+    // Weave's values: notice a moved IP within seconds instead of minutes.
+    for (key, value) in [
+        ("base_reachable_time", "5"),
+        ("delay_first_probe_time", "2"),
+        ("ucast_solicit", "1"),
+    ] {
+        write_net_sysctl(&format!("net/ipv4/neigh/{ifname}/{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// Best effort: a lost gratuitous ARP only delays reachability, so failures are logged.
+async fn announce(sides: &Sides<'_>, link: &LinkInfo, ip: Ipv4Addr) {
+    let deadline = tokio::time::Instant::now() + RUNNING_WAIT;
+    while !matches!(sides.container.is_running(link.index).await, Ok(true)) {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if let Err(e) = send_gratuitous_arp(sides.container_ns, link.index, link.mac, ip) {
+        tracing::warn!("{e}");
+    }
+}
+
+async fn install_routes(nl: &Netlink, index: u32, req: &AttachRequest<'_>) -> Result<Vec<Route>> {
+    let mut installed = Vec::new();
+    match req.routes {
+        None => {
+            let Some(gw) = req.gateway else {
+                return Ok(installed);
+            };
+            if !req.address.contains(&gw) {
+                // The gateway is off-subnet: make it reachable on the link first.
+                let host_route = Ipv4Net::from(gw);
+                nl.add_route_v4(host_route, None, index, true).await?;
+                installed.push(Route {
+                    dst: host_route,
+                    gw: None,
+                });
+            }
+            let default = Ipv4Net::default();
+            nl.add_route_v4(default, Some(gw), index, false).await?;
+            installed.push(Route {
+                dst: default,
+                gw: Some(IpAddr::V4(gw)),
+            });
+        }
+        Some(list) => {
+            for r in list {
+                let gw = match r.gw {
+                    Some(IpAddr::V4(g)) => Some(g),
+                    Some(IpAddr::V6(g)) => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidConfig,
+                            format!(
+                                "add route {} via {g}: IPv6 gateways are not supported",
+                                r.dst
+                            ),
+                        ))
+                    }
+                    None => req.gateway,
+                };
+                nl.add_route_v4(r.dst, gw, index, false).await?;
+                installed.push(Route {
+                    dst: r.dst,
+                    gw: gw.map(IpAddr::V4),
+                });
+            }
+        }
+    }
+    Ok(installed)
+}
+
+/// Removes `ifname` from the container (if its namespace is given) and the host veth.
+/// Missing links are fine; returns whether anything was deleted.
+pub async fn detach(
+    host: &Netlink,
+    container: Option<&Netlink>,
+    ifname: &str,
+    host_veth: &str,
+) -> Result<bool> {
+    let mut errors = ErrorList::default();
+    let mut deleted = false;
+    if let Some(c) = container {
+        deleted |= errors
+            .push_err(c.delete_link(ifname).await)
+            .unwrap_or(false);
+    }
+    // Gone already when the container end was deleted (a veth dies as a pair).
+    deleted |= errors
+        .push_err(host.delete_link(host_veth).await)
+        .unwrap_or(false);
+    errors.into_result().map(|()| deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_unique_per_interface_and_fit_ifnamsiz() {
+        let a = host_veth_name("abcdefg-1", "eth0");
+        let b = host_veth_name("abcdefg-1", "net1");
+        let c = host_veth_name("abcdefg-2", "eth0");
+        for n in [&a, &b, &c] {
+            assert!(n.starts_with("vethwepl"), "{n}");
+            assert_eq!(n.len(), 15, "{n}");
+        }
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            a,
+            host_veth_name("abcdefg-1", "eth0"),
+            "stable across calls (DEL finds it)"
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! `weave-net`: attaches a container to the `weave` bridge with an address from the router's
+//! IPAM (or a delegated IPAM plugin).
+
+use super::attach::{attach, detach, host_veth_name, AttachRequest, Sides};
+use super::{delegate, ipam_id, require_netns, runtime};
+use crate::api::{Attachment, Client};
+use crate::cni::{
+    AddResult, CmdArgs, CniPlugin, Command, GcAttachment, Interface, IpConfig, NetConf, Route,
+};
+use crate::error::ErrorList;
+use crate::netlink::{format_mac, LinkInfo, Netlink};
+use crate::netns::NetNs;
+use crate::{Context, Error, ErrorKind, Result};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+/// The `weave-net` plugin.
+pub struct WeaveNet {
+    client: Client,
+}
+
+/// An address and what IPAM said about reaching the world from it.
+struct Allocation {
+    address: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    /// `None`: no routes given (the default route is added).
+    routes: Option<Vec<Route>>,
+}
+
+impl WeaveNet {
+    pub fn new(client: Client) -> WeaveNet {
+        WeaveNet { client }
+    }
+
+    /// Router address from `WEAVE_HTTP_ADDR`, else 127.0.0.1:6784.
+    pub fn from_env() -> WeaveNet {
+        WeaveNet::new(Client::from_env())
+    }
+
+    fn allocate(&self, args: &CmdArgs, conf: &NetConf, id: &str) -> Result<Allocation> {
+        let what = || format!("allocate IP address for {id:?}");
+        if conf.ipam.ipam_type.is_empty() {
+            let address = self
+                .client
+                .allocate(id, conf.ipam.subnet)
+                .with_context(what)?;
+            return Ok(Allocation {
+                address,
+                gateway: conf.ipam.gateway,
+                routes: conf.ipam.routes.clone(),
+            });
+        }
+        let result = delegate::exec(args, conf, Command::Add, id)
+            .and_then(|v| AddResult::parse(&v))
+            .with_context(what)?;
+        let ip = result.ips.first().ok_or_else(|| {
+            Error::new(ErrorKind::Router, "IPAM plugin returned no IP address").context(what())
+        })?;
+        // An empty list cannot be told from an absent one in a result: both mean "default".
+        let routes = (!result.routes.is_empty()).then_some(result.routes.clone());
+        Ok(Allocation {
+            address: ip.address,
+            gateway: ip.gateway,
+            routes,
+        })
+    }
+
+    fn release(&self, args: &CmdArgs, conf: &NetConf, id: &str) -> Result<()> {
+        if conf.ipam.ipam_type.is_empty() {
+            // Ok(false): nothing was allocated, which is what DEL wants anyway.
+            self.client
+                .release(id)
+                .with_context(|| format!("release IP address of {id:?}"))?;
+        } else {
+            delegate::exec(args, conf, Command::Del, id)?;
+        }
+        Ok(())
+    }
+
+    /// The gateway when IPAM gave neither a gateway nor routes: the bridge's address in the
+    /// container's subnet (else its first), or a freshly allocated and exposed one.
+    fn gateway(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        host: &Netlink,
+        bridge: &LinkInfo,
+        alloc: &Allocation,
+        args: &CmdArgs,
+        conf: &NetConf,
+    ) -> Result<Option<Ipv4Addr>> {
+        if alloc.gateway.is_some() || alloc.routes.as_ref().is_some_and(|r| !r.is_empty()) {
+            return Ok(alloc.gateway);
+        }
+        let addrs = rt.block_on(host.addresses_v4(bridge.index))?;
+        let inside = addrs.iter().find(|a| alloc.address.contains(&a.addr()));
+        if let Some(a) = inside.or(addrs.first()) {
+            return Ok(Some(a.addr()));
+        }
+        let subnet = alloc.address.trunc();
+        let cidr = if conf.ipam.ipam_type.is_empty() {
+            self.client.allocate(crate::EXPOSE_ID, Some(subnet))
+        } else {
+            delegate::exec(args, conf, Command::Add, crate::EXPOSE_ID)
+                .and_then(|v| AddResult::parse(&v))
+                .and_then(|r| {
+                    r.ips.first().map(|ip| ip.address).ok_or_else(|| {
+                        Error::new(ErrorKind::Router, "IPAM plugin returned no IP address")
+                    })
+                })
+        }
+        .context("allocate IP address for bridge")?;
+        self.client
+            .expose(cidr, false)
+            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
+        Ok(Some(cidr.addr()))
+    }
+
+    /// Best-effort undo of a failed ADD; the original error is what the runtime sees.
+    fn undo(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        host: &Netlink,
+        args: &CmdArgs,
+        conf: &NetConf,
+        id: &str,
+    ) {
+        let host_veth = host_veth_name(&args.container_id, &args.ifname);
+        if let Err(e) = rt.block_on(host.delete_link(&host_veth)) {
+            tracing::warn!("undo ADD: {e}");
+        }
+        if let Err(e) = self.release(args, conf, id) {
+            tracing::warn!("undo ADD: {e}");
+        }
+        if let Err(e) = self
+            .client
+            .unregister_attachment(&args.container_id, &args.ifname)
+        {
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!("undo ADD: {e}");
+            }
+        }
+    }
+}
+
+fn reject_unsupported(conf: &NetConf) -> Result<()> {
+    if conf.is_gateway {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            "isGateway is not supported: the weave bridge is the gateway",
+        ));
+    }
+    if conf.ip_masq {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            "ipMasq is not supported: masquerading is set up by `weave expose`",
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the container namespace, refusing the plugin's own (it would rewire the host).
+fn open_container_ns(path: &std::path::Path) -> Result<NetNs> {
+    let ns = NetNs::open(path)?;
+    if ns.same_as(&NetNs::current()?)? {
+        return Err(Error::new(
+            ErrorKind::NetNs,
+            format!(
+                "netns {:?} is the host network namespace; refusing to attach",
+                path.display().to_string()
+            ),
+        ));
+    }
+    Ok(ns)
+}
+
+fn bridge_missing(name: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("bridge {name:?} not found; is the router running? (weave launch)"),
+    )
+}
+
+impl CniPlugin for WeaveNet {
+    fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<AddResult> {
+        reject_unsupported(conf)?;
+        let netns_path = require_netns(args)?;
+        let container_ns = open_container_ns(netns_path)?;
+        let host_ns = NetNs::current()?;
+        let rt = runtime()?;
+        let _enter = rt.enter();
+        let host = Netlink::open()?;
+        let container = Netlink::open_in(&container_ns)?;
+        // Checked before allocating, so a missing bridge costs no address.
+        let bridge = rt
+            .block_on(host.link(&conf.bridge))?
+            .ok_or_else(|| bridge_missing(&conf.bridge))?;
+        let preexisting = rt.block_on(container.link(&args.ifname))?.is_some();
+        if !conf.port_mappings.is_empty()
+            || conf
+                .mesos
+                .as_ref()
+                .is_some_and(|m| !m.port_mappings.is_empty())
+        {
+            // Not done by this plugin (yet): chain the `portmap` plugin for host ports.
+            tracing::warn!("port mappings are ignored by weave-net; chain the portmap plugin");
+        }
+
+        let id = ipam_id(&args.container_id, &args.ifname);
+        let alloc = self.allocate(args, conf, &id)?;
+        let host_veth = host_veth_name(&args.container_id, &args.ifname);
+        let netns_str = netns_path.display().to_string();
+        let mut record = Attachment {
+            container_id: args.container_id.clone(),
+            ifname: args.ifname.clone(),
+            host_veth: host_veth.clone(),
+            mac: String::new(),
+            ips: vec![alloc.address.to_string()],
+            netns: netns_str.clone(),
+        };
+        let attached = (|| {
+            // Registered before any kernel change, so leftovers of a crash can be found (GC).
+            self.client
+                .register_attachment(&record)
+                .context("register attachment")?;
+            let gateway = self.gateway(&rt, &host, &bridge, &alloc, args, conf)?;
+            let mtu = if conf.mtu > 0 { conf.mtu } else { bridge.mtu };
+            let sides = Sides {
+                host_ns: &host_ns,
+                host: &host,
+                container_ns: &container_ns,
+                container: &container,
+            };
+            let req = AttachRequest {
+                host_veth: &host_veth,
+                ifname: &args.ifname,
+                mtu,
+                bridge_index: bridge.index,
+                hairpin: conf.hairpin_mode,
+                address: alloc.address,
+                gateway,
+                routes: alloc.routes.as_deref(),
+            };
+            let attached = rt.block_on(attach(&sides, &req))?;
+            record.mac = format_mac(&attached.container.mac);
+            self.client
+                .register_attachment(&record)
+                .context("register attachment")?;
+            Ok((attached, gateway))
+        })();
+        let (attached, gateway) = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                // A repeated ADD found a working interface: leave it (and its address) alone.
+                if !preexisting {
+                    self.undo(&rt, &host, args, conf, &id);
+                }
+                return Err(e);
+            }
+        };
+
+        let mut interfaces = Vec::new();
+        if let Some(h) = &attached.host {
+            interfaces.push(Interface {
+                name: h.name.clone(),
+                mac: format_mac(&h.mac),
+                sandbox: None,
+                mtu: None,
+            });
+        }
+        interfaces.push(Interface {
+            name: args.ifname.clone(),
+            mac: record.mac.clone(),
+            sandbox: Some(netns_str),
+            mtu: None,
+        });
+        let container_index = interfaces.len() - 1;
+        Ok(AddResult {
+            interfaces,
+            ips: vec![IpConfig {
+                address: alloc.address,
+                gateway,
+                interface: Some(container_index),
+            }],
+            routes: attached.routes,
+            dns: conf.dns.clone(),
+        })
+    }
+
+    fn del(&self, args: &CmdArgs, conf: &NetConf) -> Result<()> {
+        let rt = runtime()?;
+        let _enter = rt.enter();
+        let host = Netlink::open()?;
+        let host_veth = host_veth_name(&args.container_id, &args.ifname);
+        // A missing or unusable namespace took the interface with it: log and go on.
+        let container = match args.netns.as_deref().map(open_container_ns) {
+            Some(Ok(ns)) => match Netlink::open_in(&ns) {
+                Ok(nl) => Some(nl),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            },
+            Some(Err(e)) => {
+                tracing::warn!("{e}");
+                None
+            }
+            None => None,
+        };
+        if let Err(e) = rt.block_on(detach(&host, container.as_ref(), &args.ifname, &host_veth)) {
+            tracing::warn!("remove interface {:?}: {e}", args.ifname);
+        }
+        self.release(args, conf, &ipam_id(&args.container_id, &args.ifname))?;
+        match self
+            .client
+            .unregister_attachment(&args.container_id, &args.ifname)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::TryAgainLater => Err(e),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn check(&self, args: &CmdArgs, conf: &NetConf) -> Result<()> {
+        let netns_path = require_netns(args)?;
+        let ns = NetNs::open(netns_path)?;
+        let rt = runtime()?;
+        let _enter = rt.enter();
+        let container = Netlink::open_in(&ns)?;
+        let id = ipam_id(&args.container_id, &args.ifname);
+        let in_ns = format!("in netns {:?}", netns_path.display().to_string());
+        let link = rt.block_on(container.link(&args.ifname))?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("check: interface {:?} not found {in_ns}", args.ifname),
+            )
+        })?;
+        let expected = match &conf.prev_result {
+            Some(prev) => expected_address(
+                &AddResult::parse(prev).context("check: decode prevResult")?,
+                &args.ifname,
+            ),
+            None => None,
+        };
+        let expected = if conf.ipam.ipam_type.is_empty() {
+            let owned = self.client.lookup(&id, conf.ipam.subnet).context("check")?;
+            match expected {
+                Some(a) if !owned.contains(&a) => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "check: router has no allocation of {a} for {id:?} (it has {owned:?})"
+                        ),
+                    ))
+                }
+                Some(a) => a,
+                None => *owned.first().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("check: router has no address for {id:?}"),
+                    )
+                })?,
+            }
+        } else {
+            delegate::exec(args, conf, Command::Check, &id)?;
+            expected.ok_or_else(|| {
+                Error::new(ErrorKind::InvalidConfig, "check: prevResult has no address")
+            })?
+        };
+        let have = rt.block_on(container.addresses_v4(link.index))?;
+        if !have.contains(&expected) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "check: interface {:?} {in_ns} lacks address {expected} (has {have:?})",
+                    args.ifname
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn status(&self, _conf: &NetConf) -> Result<()> {
+        router_ready(&self.client)
+    }
+
+    fn gc(&self, _conf: &NetConf, valid: &[GcAttachment]) -> Result<()> {
+        let attachments = self.client.attachments()?;
+        let stale: Vec<&Attachment> = attachments
+            .iter()
+            .filter(|a| {
+                !valid
+                    .iter()
+                    .any(|v| v.container_id == a.container_id && v.ifname == a.ifname)
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let rt = runtime()?;
+        let _enter = rt.enter();
+        let host = Netlink::open()?;
+        let mut errors = ErrorList::default();
+        for a in stale {
+            tracing::info!(
+                "gc: removing stale attachment {}/{}",
+                a.container_id,
+                a.ifname
+            );
+            errors.push_err(rt.block_on(host.delete_link(&a.host_veth)));
+            let id = ipam_id(&a.container_id, &a.ifname);
+            for ip in &a.ips {
+                let Ok(cidr) = ip.parse::<Ipv4Net>() else {
+                    continue;
+                };
+                match self.client.release_one(&id, cidr.addr()) {
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    r => {
+                        errors.push_err(r);
+                    }
+                }
+            }
+            match self
+                .client
+                .unregister_attachment(&a.container_id, &a.ifname)
+            {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                r => {
+                    errors.push_err(r);
+                }
+            }
+        }
+        errors.into_result()
+    }
+}
+
+/// The address a previous result gave `ifname` (or its first address).
+fn expected_address(prev: &AddResult, ifname: &str) -> Option<Ipv4Net> {
+    let on_if = prev.ips.iter().find(|ip| {
+        ip.interface
+            .and_then(|i| prev.interfaces.get(i))
+            .is_some_and(|i| i.name == ifname)
+    });
+    on_if.or(prev.ips.first()).map(|ip| ip.address)
+}
+
+/// STATUS for both plugins: the router answers and is ready.
+pub(crate) fn router_ready(client: &Client) -> Result<()> {
+    let (code, body) = client.status(None)?;
+    if code == 503 {
+        return Err(Error::new(
+            ErrorKind::TryAgainLater,
+            format!("router not ready: {}", body.trim()),
+        ));
+    }
+    Ok(())
+}

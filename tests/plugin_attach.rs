@@ -1,0 +1,423 @@
+//! The kernel half of the weave-net plugin (attach/detach), against a bridge in a throw-away
+//! `wvt-pa-*` "host" namespace and containers in further namespaces. No router involved.
+
+use ipnet::Ipv4Net;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use weave::cni::Route;
+use weave::netlink::{format_mac, Netlink, RouteInfo};
+use weave::netns::NetNs;
+use weave::plugin::{attach, detach, host_veth_name, AttachRequest, Sides};
+use weave::ErrorKind;
+
+/// A namespace made with `ip netns add`, deleted on drop (also when the test panics).
+struct TestNs {
+    name: String,
+    ns: NetNs,
+    nl: Netlink,
+}
+
+impl TestNs {
+    /// Must be called inside the test's runtime (the netlink connection is spawned on it).
+    fn new(tag: &str) -> TestNs {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("wvt-pa-{tag}{n}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        assert!(Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
+        let nl = Netlink::open_in(&ns).unwrap();
+        TestNs { name, ns, nl }
+    }
+
+    fn sh(&self, cmd: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn links(&self) -> Vec<String> {
+        self.sh("ls /sys/class/net")
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run<F: Future>(body: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), body)
+            .await
+            .expect("test timed out")
+    })
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// A "host" with bridge `wvtbr` at 10.32.0.1/12 that learns neighbours from gratuitous ARP.
+async fn host_with_bridge() -> (TestNs, u32) {
+    let host = TestNs::new("h");
+    let br = host.nl.ensure_bridge("wvtbr", 1376).await.unwrap();
+    host.nl
+        .add_address(br.index, net("10.32.0.1/12"))
+        .await
+        .unwrap();
+    host.sh("sysctl -qw net.ipv4.conf.wvtbr.arp_accept=1");
+    (host, br.index)
+}
+
+fn request<'a>(
+    veth: &'a str,
+    bridge: u32,
+    address: &str,
+    gateway: &str,
+    routes: Option<&'a [Route]>,
+) -> AttachRequest<'a> {
+    AttachRequest {
+        host_veth: veth,
+        ifname: "eth0",
+        mtu: 1376,
+        bridge_index: bridge,
+        hairpin: true,
+        address: net(address),
+        gateway: Some(ip(gateway)),
+        routes,
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn attach_builds_a_working_interface_and_is_rerunnable() {
+    run(async {
+        let (host, bridge) = host_with_bridge().await;
+        let c = TestNs::new("c");
+        let veth = host_veth_name("ctr-1", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c.ns,
+            container: &c.nl,
+        };
+        let req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
+        let a = attach(&sides, &req).await.unwrap();
+        assert!(a.created);
+        let h = a.host.clone().expect("host end");
+        assert_eq!(
+            (h.name.as_str(), h.master, h.mtu),
+            (veth.as_str(), Some(bridge), 1376)
+        );
+        assert_eq!(a.container.name, "eth0");
+        assert_eq!(
+            a.routes,
+            vec![Route {
+                dst: net("0.0.0.0/0"),
+                gw: Some(IpAddr::V4(ip("10.32.0.1")))
+            }]
+        );
+
+        // The gratuitous ARP taught the bridge the container's MAC before any traffic.
+        let mac = format_mac(&a.container.mac);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let neigh = host.sh("ip neigh show 10.32.0.5 dev wvtbr");
+            if neigh.contains(&mac) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no neighbour entry from the gratuitous ARP: {neigh:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        assert_eq!(
+            c.sh("ip -o -4 addr show dev eth0 | awk '{print $4}'"),
+            "10.32.0.5/12"
+        );
+        assert!(c.sh("ip link show eth0").contains("mtu 1376"));
+        assert!(c
+            .sh("ip route show default")
+            .contains("via 10.32.0.1 dev eth0"));
+        assert_eq!(
+            host.sh(&format!("cat /sys/class/net/{veth}/brport/hairpin_mode")),
+            "1"
+        );
+        assert!(host
+            .sh(&format!("ip link show {veth}"))
+            .contains("state UP"));
+        for (key, want) in [
+            ("base_reachable_time", "5"),
+            ("delay_first_probe_time", "2"),
+            ("ucast_solicit", "1"),
+        ] {
+            assert_eq!(
+                c.sh(&format!("cat /proc/sys/net/ipv4/neigh/eth0/{key}")),
+                want,
+                "{key}"
+            );
+        }
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            assert_eq!(c.sh("cat /proc/sys/net/ipv6/conf/eth0/accept_ra"), "0");
+            assert_eq!(
+                host.sh(&format!("cat /proc/sys/net/ipv6/conf/{veth}/accept_ra")),
+                "0"
+            );
+        }
+        // Traffic flows: a TCP connect from the container to a listener on the bridge address.
+        let listener = host
+            .ns
+            .run(|| std::net::TcpListener::bind("10.32.0.1:0"))
+            .unwrap()
+            .unwrap();
+        let target = listener.local_addr().unwrap();
+        c.ns.run(|| std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)))
+            .unwrap()
+            .expect("container reaches the bridge");
+
+        let again = attach(&sides, &req).await.expect("a repeated ADD succeeds");
+        assert!(!again.created);
+        assert_eq!(again.container.index, a.container.index);
+        assert_eq!(again.host.map(|h| h.index), Some(h.index));
+        assert_eq!(c.sh("ip -o -4 addr show dev eth0 | wc -l"), "1");
+    });
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn routes_follow_ipam_gateway_outside_explicit_and_none() {
+    run(async {
+        let (host, bridge) = host_with_bridge().await;
+        let (c1, c2, c3) = (TestNs::new("r1"), TestNs::new("r2"), TestNs::new("r3"));
+
+        // Gateway outside the container's subnet: a link route to it first.
+        let v1 = host_veth_name("r1", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c1.ns,
+            container: &c1.nl,
+        };
+        let a = attach(
+            &sides,
+            &request(&v1, bridge, "10.32.0.5/24", "10.32.9.1", None),
+        )
+        .await
+        .unwrap();
+        let gw = Some(IpAddr::V4(ip("10.32.9.1")));
+        assert_eq!(
+            a.routes,
+            vec![
+                Route {
+                    dst: net("10.32.9.1/32"),
+                    gw: None
+                },
+                Route {
+                    dst: net("0.0.0.0/0"),
+                    gw
+                }
+            ]
+        );
+        assert!(c1.sh("ip route show 10.32.9.1").contains("scope link"));
+        assert!(c1.sh("ip route show default").contains("via 10.32.9.1"));
+
+        // Explicit routes: exactly those, via their own gateway or the IPAM one.
+        let v2 = host_veth_name("r2", "eth0");
+        let routes = [
+            Route {
+                dst: net("10.96.0.0/16"),
+                gw: None,
+            },
+            Route {
+                dst: net("10.97.0.0/16"),
+                gw: Some(IpAddr::V4(ip("10.32.0.9"))),
+            },
+        ];
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c2.ns,
+            container: &c2.nl,
+        };
+        let a = attach(
+            &sides,
+            &request(&v2, bridge, "10.32.0.6/12", "10.32.0.1", Some(&routes)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.routes[0].gw, Some(IpAddr::V4(ip("10.32.0.1"))));
+        let eth0 = a.container.index;
+        let have = c2.nl.routes_v4().await.unwrap();
+        assert!(have.contains(&RouteInfo {
+            dst: net("10.96.0.0/16"),
+            gateway: Some(ip("10.32.0.1")),
+            oif: Some(eth0)
+        }));
+        assert!(have.contains(&RouteInfo {
+            dst: net("10.97.0.0/16"),
+            gateway: Some(ip("10.32.0.9")),
+            oif: Some(eth0)
+        }));
+        assert!(c2.sh("ip route show default").is_empty());
+
+        // `routes: []`: no routes at all.
+        let v3 = host_veth_name("r3", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c3.ns,
+            container: &c3.nl,
+        };
+        let a = attach(
+            &sides,
+            &request(&v3, bridge, "10.32.0.7/12", "10.32.0.1", Some(&[])),
+        )
+        .await
+        .unwrap();
+        assert!(a.routes.is_empty());
+        assert!(c3.sh("ip route show default").is_empty());
+    });
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn failed_attach_leaves_nothing_behind() {
+    run(async {
+        let (host, bridge) = host_with_bridge().await;
+        let c = TestNs::new("f");
+        let before = host.links();
+        let veth = host_veth_name("fail", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c.ns,
+            container: &c.nl,
+        };
+
+        // Fails after the veth exists: an unreachable route gateway.
+        let bad = [Route {
+            dst: net("10.97.0.0/16"),
+            gw: Some(IpAddr::V4(ip("192.168.77.1"))),
+        }];
+        let e = attach(
+            &sides,
+            &request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", Some(&bad)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENETUNREACH), "{e}");
+        assert!(
+            e.message()
+                .starts_with("add route 10.97.0.0/16 via 192.168.77.1"),
+            "{e}"
+        );
+        assert_eq!(host.links(), before);
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+
+        // Fails at creation: an MTU the kernel refuses.
+        let mut req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
+        req.mtu = 70000;
+        let e = attach(&sides, &req).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Kernel, "{e}");
+        assert!(
+            e.message().starts_with(&format!("create veth \"{veth}\"")),
+            "{e}"
+        );
+        assert_eq!(host.links(), before);
+
+        // The host name is taken by something else: AlreadyExists, and it is left alone.
+        host.sh(&format!("ip link add {veth} type bridge"));
+        let e = attach(
+            &sides,
+            &request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        assert!(host.links().contains(&veth));
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+    });
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn detach_removes_both_ends_and_is_idempotent() {
+    run(async {
+        let (host, bridge) = host_with_bridge().await;
+        let c = TestNs::new("d");
+        let veth = host_veth_name("det", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c.ns,
+            container: &c.nl,
+        };
+        attach(
+            &sides,
+            &request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None),
+        )
+        .await
+        .unwrap();
+        assert!(detach(&host.nl, Some(&c.nl), "eth0", &veth).await.unwrap());
+        assert!(!host.links().contains(&veth));
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+        assert!(!detach(&host.nl, Some(&c.nl), "eth0", &veth).await.unwrap());
+
+        // Without the container namespace (gone, or DEL without CNI_NETNS): the host end.
+        attach(
+            &sides,
+            &request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None),
+        )
+        .await
+        .unwrap();
+        assert!(detach(&host.nl, None, "eth0", &veth).await.unwrap());
+        assert!(!host.links().contains(&veth));
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+    });
+}
