@@ -208,11 +208,20 @@ fn cases(regular_file: &str, host_ns: &str) -> Vec<Case> {
             "wvt-nobr",
         ),
         c(
-            "mtu the kernel refuses",
+            "mtu out of range",
             vec![],
             with(|v| v["mtu"] = json!(70000)),
+            7,
+            "mtu",
+        ),
+        c(
+            "route the kernel refuses",
+            vec![],
+            with(|v| {
+                v["ipam"] = json!({"routes": [{"dst": "198.51.100.0/24", "gw": "203.0.113.1"}]})
+            }),
             101,
-            "veth",
+            "198.51.100.0/24",
         ),
         c(
             "unknown IPAM plugin",

@@ -96,9 +96,10 @@ fn add_check_del_every_version_1() {
         };
         assert!(addr.starts_with("10.3") && addr.ends_with("/12"), "{addr}");
         assert_eq!(c.addrs("eth0"), vec![addr.clone()]);
+        let routes = c.sh("ip route show default");
         assert!(
-            c.sh("ip route show default").contains("via 10.32.0.1"),
-            "default route via the bridge"
+            routes.contains("via 10.32.0.1"),
+            "default route via the bridge: {routes}"
         );
         // The bridge was exposed for the gateway.
         assert_eq!(host.addrs("weave"), vec!["10.32.0.1/12".to_string()]);
@@ -271,9 +272,11 @@ fn routes_and_mtu_follow_the_config_1() {
     let c2 = Netns::new("c");
     let r = add(&host, "bridge-mtu", &c2, "eth0", &conf(Some("1.0.0")));
     assert_eq!(r.code, 0, "{r:?}");
+    let link = c2.sh("ip link show eth0");
     assert!(
-        c2.sh("ip link show eth0").contains("mtu 1376"),
-        "the bridge's MTU by default"
+        link.contains("mtu 1376"),
+        "the bridge's MTU by default: {link} / {}",
+        host.sh("ip link show weave")
     );
 }
 

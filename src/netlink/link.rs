@@ -97,10 +97,25 @@ impl Netlink {
             )
             .context(what()));
         }
+        // Set the MTU explicitly even right after creation: the kernel then treats it as
+        // chosen by the user and stops lowering it to the smallest port's MTU (a container
+        // with `"mtu": 1300` must not shrink the bridge for everyone). It also applies a
+        // changed --mtu to an existing bridge, which Weave only did after a reset (#3293).
+        // The kernel ignores a change to the current value, so step away from it first.
+        if bridge.mtu == mtu && mtu > 68 {
+            self.set_mtu(bridge.index, mtu - 1)
+                .await
+                .with_context(what)?;
+        }
+        self.set_mtu(bridge.index, mtu).await.with_context(what)?;
         if !bridge.up {
             self.set_up(bridge.index).await?;
         }
-        Ok(LinkInfo { up: true, ..bridge })
+        Ok(LinkInfo {
+            up: true,
+            mtu,
+            ..bridge
+        })
     }
 
     /// `ip link del NAME`; `Ok(false)` if it did not exist.

@@ -115,6 +115,33 @@ impl WeaveNet {
         Ok(Some(cidr.addr()))
     }
 
+    /// With the built-in IPAM the need for a gateway is known before allocating: when the
+    /// bridge has no address yet, expose it first, so that it gets the lowest address of the
+    /// subnet (the `.1` users expect, as after `weave expose`), not the container.
+    fn expose_bridge_first(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        host: &Netlink,
+        bridge: &LinkInfo,
+        conf: &NetConf,
+    ) -> Result<()> {
+        let needs_gateway =
+            conf.ipam.gateway.is_none() && conf.ipam.routes.as_ref().is_none_or(|r| r.is_empty());
+        if !conf.ipam.ipam_type.is_empty() || !needs_gateway {
+            return Ok(());
+        }
+        if !rt.block_on(host.addresses_v4(bridge.index))?.is_empty() {
+            return Ok(());
+        }
+        let cidr = self
+            .client
+            .allocate(crate::EXPOSE_ID, conf.ipam.subnet)
+            .context("allocate IP address for bridge")?;
+        self.client
+            .expose(cidr, false)
+            .with_context(|| format!("expose bridge {:?}", conf.bridge))
+    }
+
     /// Best-effort undo of a failed ADD; the original error is what the runtime sees.
     fn undo(
         &self,
@@ -205,6 +232,7 @@ impl CniPlugin for WeaveNet {
             tracing::warn!("port mappings are ignored by weave-net; chain the portmap plugin");
         }
 
+        self.expose_bridge_first(&rt, &host, &bridge, conf)?;
         let id = ipam_id(&args.container_id, &args.ifname);
         let alloc = self.allocate(args, conf, &id)?;
         let host_veth = host_veth_name(&args.container_id, &args.ifname);
