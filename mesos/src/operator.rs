@@ -274,3 +274,32 @@ pub fn event_type_name(e: &Event) -> &'static str {
         .map(|t| t.as_str_name())
         .unwrap_or("UNKNOWN")
 }
+
+/// The container IPs of `task` as `(network name, ip)`, from the newest status whose
+/// `container_status.network_infos` carry addresses (Mesos reports CNI IPs there).
+pub fn task_ips(task: &crate::proto::v1::Task) -> Vec<(String, String)> {
+    for status in task.statuses.iter().rev() {
+        let Some(cs) = &status.container_status else { continue };
+        let ips: Vec<(String, String)> = cs
+            .network_infos
+            .iter()
+            .flat_map(|n| {
+                let name = n.name.clone().unwrap_or_default();
+                n.ip_addresses
+                    .iter()
+                    .filter_map(move |a| a.ip_address.clone().map(|ip| (name.clone(), ip)))
+            })
+            .collect();
+        if !ips.is_empty() {
+            return ips;
+        }
+    }
+    Vec::new()
+}
+
+/// Name of a task state, e.g. `TASK_RUNNING`.
+pub fn task_state_name(state: i32) -> String {
+    crate::proto::v1::TaskState::try_from(state)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("TASK_STATE_{state}"))
+}
