@@ -39,14 +39,23 @@ impl HostReport {
 impl std::fmt::Display for HostReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for x in &self.findings {
-            writeln!(f, "{} {}", if x.ok { "ok:     " } else { "MISSING:" }, x.message)?;
+            writeln!(
+                f,
+                "{} {}",
+                if x.ok { "ok:     " } else { "MISSING:" },
+                x.message
+            )?;
         }
         Ok(())
     }
 }
 
 /// Checks plugins, config and router for an agent started with `cfg`.
-pub fn check_host(cfg: &AgentFlagsConfig, router_status_url: &str, timeout: Duration) -> HostReport {
+pub fn check_host(
+    cfg: &AgentFlagsConfig,
+    router_status_url: &str,
+    timeout: Duration,
+) -> HostReport {
     let mut report = HostReport::default();
     match which(PLUGIN_TYPE, &cfg.cni_plugins_dir) {
         Ok(p) => report.push(true, format!("plugin {PLUGIN_TYPE} at {}", p.display())),
@@ -54,11 +63,20 @@ pub fn check_host(cfg: &AgentFlagsConfig, router_status_url: &str, timeout: Dura
     }
     match find_weave_config(&cfg.cni_config_dir) {
         Ok((path, name, ipam)) => {
-            report.push(true, format!("CNI network {name:?} of type {PLUGIN_TYPE} in {}", path.display()));
+            report.push(
+                true,
+                format!(
+                    "CNI network {name:?} of type {PLUGIN_TYPE} in {}",
+                    path.display()
+                ),
+            );
             if let Some(ipam) = ipam {
                 match which(&ipam, &cfg.cni_plugins_dir) {
                     Ok(p) => report.push(true, format!("IPAM plugin {ipam} at {}", p.display())),
-                    Err(e) => report.push(false, format!("{e} (named by ipam.type in {})", path.display())),
+                    Err(e) => report.push(
+                        false,
+                        format!("{e} (named by ipam.type in {})", path.display()),
+                    ),
                 }
             }
         }
@@ -66,7 +84,10 @@ pub fn check_host(cfg: &AgentFlagsConfig, router_status_url: &str, timeout: Dura
     }
     match router_status(router_status_url, timeout) {
         Ok(()) => report.push(true, format!("router answers GET {router_status_url}")),
-        Err(e) => report.push(false, format!("router does not answer GET {router_status_url}: {e}")),
+        Err(e) => report.push(
+            false,
+            format!("router does not answer GET {router_status_url}: {e}"),
+        ),
     }
     report
 }
@@ -85,9 +106,14 @@ pub fn which(name: &str, path: &str) -> Result<PathBuf, String> {
         }
     }
     if not_exec.is_empty() {
-        Err(format!("plugin {name} not found in --network_cni_plugins_dir {path}"))
+        Err(format!(
+            "plugin {name} not found in --network_cni_plugins_dir {path}"
+        ))
     } else {
-        Err(format!("plugin {name} is not an executable file: {}", not_exec.join(", ")))
+        Err(format!(
+            "plugin {name} is not an executable file: {}",
+            not_exec.join(", ")
+        ))
     }
 }
 
@@ -102,7 +128,9 @@ pub fn find_weave_config(dir: &Path) -> Result<(PathBuf, String, Option<String>)
         if path.is_dir() {
             continue;
         }
-        let Ok(text) = std::fs::read(&path) else { continue };
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(&text) else {
             continue;
         };
@@ -120,13 +148,22 @@ pub fn find_weave_config(dir: &Path) -> Result<(PathBuf, String, Option<String>)
         }
         match json.get("name").and_then(|n| n.as_str()) {
             Some(name) => {
-                let ipam = json.pointer("/ipam/type").and_then(|t| t.as_str()).map(str::to_string);
+                let ipam = json
+                    .pointer("/ipam/type")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string);
                 return Ok((path, name.to_string(), ipam));
             }
-            None => skipped.push(format!("{} has no \"name\": Mesos skips it", path.display())),
+            None => skipped.push(format!(
+                "{} has no \"name\": Mesos skips it",
+                path.display()
+            )),
         }
     }
-    let mut msg = format!("no CNI config with \"type\": \"{PLUGIN_TYPE}\" in {}", dir.display());
+    let mut msg = format!(
+        "no CNI config with \"type\": \"{PLUGIN_TYPE}\" in {}",
+        dir.display()
+    );
     for s in skipped {
         msg.push_str("; ");
         msg.push_str(&s);
@@ -142,7 +179,12 @@ fn router_status(url: &str, timeout: Duration) -> crate::Result<()> {
         headers: Vec::new(),
         body: Vec::new(),
     };
-    let resp = http::fetch(&Connector::direct(), &req, Instant::now() + timeout, 1 << 20)?;
+    let resp = http::fetch(
+        &Connector::direct(),
+        &req,
+        Instant::now() + timeout,
+        1 << 20,
+    )?;
     if resp.head.status == 200 {
         Ok(())
     } else {
@@ -169,34 +211,56 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let path = format!("{}:{}", a.path().display(), b.path().display());
         let err = which("weave-net", &path).unwrap_err();
-        assert!(err.starts_with("plugin weave-net not found in --network_cni_plugins_dir"), "{err}");
+        assert!(
+            err.starts_with("plugin weave-net not found in --network_cni_plugins_dir"),
+            "{err}"
+        );
         exec_file(&a.path().join("weave-net"), 0o644);
         let err = which("weave-net", &path).unwrap_err();
-        assert!(err.starts_with("plugin weave-net is not an executable file"), "{err}");
+        assert!(
+            err.starts_with("plugin weave-net is not an executable file"),
+            "{err}"
+        );
         exec_file(&b.path().join("weave-net"), 0o755);
-        assert_eq!(which("weave-net", &path).unwrap(), b.path().join("weave-net"));
+        assert_eq!(
+            which("weave-net", &path).unwrap(),
+            b.path().join("weave-net")
+        );
     }
 
     #[test]
     fn config_must_be_single_plugin_weave_net() {
         let d = tempfile::tempdir().unwrap();
         let err = find_weave_config(d.path()).unwrap_err();
-        assert!(err.starts_with("no CNI config with \"type\": \"weave-net\""), "{err}");
+        assert!(
+            err.starts_with("no CNI config with \"type\": \"weave-net\""),
+            "{err}"
+        );
         fs::write(
             d.path().join("10-weave.conflist"),
             r#"{"cniVersion":"0.4.0","name":"weave","plugins":[{"type":"weave-net"}]}"#,
         )
         .unwrap();
-        fs::write(d.path().join("other.conf"), r#"{"name":"b","type":"bridge"}"#).unwrap();
+        fs::write(
+            d.path().join("other.conf"),
+            r#"{"name":"b","type":"bridge"}"#,
+        )
+        .unwrap();
         let err = find_weave_config(d.path()).unwrap_err();
-        assert!(err.contains("is a conflist (no top-level type): Mesos skips conflists"), "{err}");
+        assert!(
+            err.contains("is a conflist (no top-level type): Mesos skips conflists"),
+            "{err}"
+        );
         fs::write(
             d.path().join("weave.conf"),
             r#"{"cniVersion":"0.2.0","name":"weave","type":"weave-net","ipam":{"type":"weave-ipam"}}"#,
         )
         .unwrap();
         let (path, name, ipam) = find_weave_config(d.path()).unwrap();
-        assert_eq!((path, name.as_str(), ipam.as_deref()), (d.path().join("weave.conf"), "weave", Some("weave-ipam")));
+        assert_eq!(
+            (path, name.as_str(), ipam.as_deref()),
+            (d.path().join("weave.conf"), "weave", Some("weave-ipam"))
+        );
     }
 
     #[test]
@@ -212,8 +276,17 @@ mod tests {
         assert!(!report.ok());
         let text = report.to_string();
         assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text.contains("MISSING: plugin weave-net not found"), "{text}");
-        assert!(text.contains("MISSING: read --network_cni_config_dir"), "{text}");
-        assert!(text.contains("MISSING: router does not answer GET http://127.0.0.1:1/status"), "{text}");
+        assert!(
+            text.contains("MISSING: plugin weave-net not found"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MISSING: read --network_cni_config_dir"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MISSING: router does not answer GET http://127.0.0.1:1/status"),
+            "{text}"
+        );
     }
 }

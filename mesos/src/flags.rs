@@ -81,17 +81,24 @@ pub fn agent_flags(cfg: &AgentFlagsConfig) -> Result<Vec<(String, String)>> {
             format!("isolation {other_net:?} conflicts with network/cni: Mesos allows one network isolator"),
         ));
     }
-    let dir = cfg.cni_config_dir.to_str().ok_or_else(|| {
-        Error::new(ErrorKind::InvalidConfig, "CNI config dir is not UTF-8")
-    })?;
+    let dir = cfg
+        .cni_config_dir
+        .to_str()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "CNI config dir is not UTF-8"))?;
     let mut flags = vec![
         ("isolation".to_string(), isolation.join(",")),
         ("launcher".to_string(), cfg.launcher.clone()),
         ("network_cni_config_dir".to_string(), dir.to_string()),
-        ("network_cni_plugins_dir".to_string(), cfg.cni_plugins_dir.clone()),
+        (
+            "network_cni_plugins_dir".to_string(),
+            cfg.cni_plugins_dir.clone(),
+        ),
     ];
     if cfg.root_dir_persist {
-        flags.push(("network_cni_root_dir_persist".to_string(), "true".to_string()));
+        flags.push((
+            "network_cni_root_dir_persist".to_string(),
+            "true".to_string(),
+        ));
     }
     if cfg.images {
         flags.push(("image_providers".to_string(), "docker".to_string()));

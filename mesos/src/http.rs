@@ -42,7 +42,10 @@ impl Url {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
                 let port = p.parse().map_err(|_| {
-                    Error::new(ErrorKind::InvalidConfig, format!("parse URL {s:?}: bad port {p:?}"))
+                    Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!("parse URL {s:?}: bad port {p:?}"),
+                    )
                 })?;
                 (h, port)
             }
@@ -55,7 +58,10 @@ impl Url {
             ));
         }
         Ok(Url {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             path: path.to_string(),
         })
@@ -148,10 +154,7 @@ impl Connector {
 }
 
 fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .context("resolve")?
-        .collect();
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().context("resolve")?.collect();
     let mut last = Error::new(ErrorKind::NotFound, "no address");
     for a in addrs {
         match TcpStream::connect_timeout(&a, timeout) {
@@ -241,7 +244,10 @@ impl BodyReader {
                     })?;
                     if size == 0 {
                         // Trailers end with an empty line.
-                        while !read_line(&mut self.conn).context("read trailer")?.is_empty() {}
+                        while !read_line(&mut self.conn)
+                            .context("read trailer")?
+                            .is_empty()
+                        {}
                         self.done = true;
                         break;
                     }
@@ -252,13 +258,20 @@ impl BodyReader {
                 Framing::UntilEof => 16 << 10,
             };
             let mut buf = vec![0u8; want.min(16 << 10) as usize];
-            let n = self.conn.read(&mut buf).map_err(io_error).context("read body")?;
+            let n = self
+                .conn
+                .read(&mut buf)
+                .map_err(io_error)
+                .context("read body")?;
             if n == 0 {
                 if matches!(self.framing, Framing::UntilEof) {
                     self.done = true;
                     break;
                 }
-                return Err(Error::new(ErrorKind::Io, "read body: connection closed early"));
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    "read body: connection closed early",
+                ));
             }
             buf.truncate(n);
             match &mut self.framing {
@@ -268,7 +281,10 @@ impl BodyReader {
                     if *left == 0 {
                         let end = read_line(&mut self.conn).context("read chunk end")?;
                         if !end.is_empty() {
-                            return Err(Error::new(ErrorKind::Decode, "chunk not followed by CRLF"));
+                            return Err(Error::new(
+                                ErrorKind::Decode,
+                                "chunk not followed by CRLF",
+                            ));
                         }
                         self.framing = Framing::Chunked(None);
                     }
@@ -286,7 +302,10 @@ impl BodyReader {
         while let Some(piece) = self.read_some(deadline)? {
             body.extend_from_slice(&piece);
             if body.len() > max {
-                return Err(Error::new(ErrorKind::Decode, format!("body larger than {max} bytes")));
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("body larger than {max} bytes"),
+                ));
             }
         }
         Ok(body)
@@ -294,7 +313,10 @@ impl BodyReader {
 }
 
 fn io_error(e: std::io::Error) -> Error {
-    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ) {
         Error::new(ErrorKind::TryAgainLater, "timed out")
     } else {
         e.into()
@@ -326,7 +348,11 @@ fn read_line(conn: &mut BufReader<TcpStream>) -> Result<String> {
 }
 
 /// Sends `req` and reads the answer's head; the body is left to the caller (streams).
-pub fn send(connector: &Connector, req: &Request, deadline: Instant) -> Result<(ResponseHead, BodyReader)> {
+pub fn send(
+    connector: &Connector,
+    req: &Request,
+    deadline: Instant,
+) -> Result<(ResponseHead, BodyReader)> {
     let conn = connector.connect(&req.url.host, req.url.port, deadline)?;
     conn.set_nodelay(true).ok();
     conn.set_write_timeout(Some(remaining(deadline)?))?;
@@ -343,7 +369,10 @@ pub fn send(connector: &Connector, req: &Request, deadline: Instant) -> Result<(
     head.push_str("\r\n");
     let mut out = head.into_bytes();
     out.extend_from_slice(&req.body);
-    (&conn).write_all(&out).map_err(io_error).context("send request")?;
+    (&conn)
+        .write_all(&out)
+        .map_err(io_error)
+        .context("send request")?;
 
     let mut conn = BufReader::new(conn);
     set_deadline(&conn, deadline)?;
@@ -375,26 +404,43 @@ pub fn send(connector: &Connector, req: &Request, deadline: Instant) -> Result<(
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let head = ResponseHead { status, reason, headers };
+    let head = ResponseHead {
+        status,
+        reason,
+        headers,
+    };
     let chunked = head
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let framing = if chunked {
-        Framing::Chunked(None)
-    } else if let Some(len) = head.header("content-length") {
-        Framing::Length(len.parse().map_err(|_| {
-            Error::new(ErrorKind::Decode, format!("bad Content-Length {len:?}"))
-        })?)
-    } else if req.method == "HEAD" || status == 204 || status == 304 {
-        Framing::Length(0)
-    } else {
-        Framing::UntilEof
-    };
-    Ok((head, BodyReader { conn, framing, done: false }))
+    let framing =
+        if chunked {
+            Framing::Chunked(None)
+        } else if let Some(len) = head.header("content-length") {
+            Framing::Length(len.parse().map_err(|_| {
+                Error::new(ErrorKind::Decode, format!("bad Content-Length {len:?}"))
+            })?)
+        } else if req.method == "HEAD" || status == 204 || status == 304 {
+            Framing::Length(0)
+        } else {
+            Framing::UntilEof
+        };
+    Ok((
+        head,
+        BodyReader {
+            conn,
+            framing,
+            done: false,
+        },
+    ))
 }
 
 /// Sends `req` and reads the whole answer (at most `max_body` bytes) before `deadline`.
-pub fn fetch(connector: &Connector, req: &Request, deadline: Instant, max_body: usize) -> Result<Response> {
+pub fn fetch(
+    connector: &Connector,
+    req: &Request,
+    deadline: Instant,
+    max_body: usize,
+) -> Result<Response> {
     let (head, mut body) = send(connector, req, deadline)?;
     let body = body.read_all(deadline, max_body)?;
     Ok(Response { head, body })
@@ -405,7 +451,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -65,25 +65,43 @@ fn health_answer(healthy: bool) -> Vec<u8> {
         get_health: Some(response::GetHealth { healthy }),
         ..Default::default()
     };
-    answer("200 OK", &["Content-Type: application/x-protobuf"], &resp.encode_to_vec())
+    answer(
+        "200 OK",
+        &["Content-Type: application/x-protobuf"],
+        &resp.encode_to_vec(),
+    )
 }
 
 #[test]
 fn url_forms() {
     let u = Url::parse("http://10.0.0.1:5050").unwrap();
-    assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("10.0.0.1", 5050, "/"));
+    assert_eq!(
+        (u.host.as_str(), u.port, u.path.as_str()),
+        ("10.0.0.1", 5050, "/")
+    );
     assert_eq!(Url::parse("master.local").unwrap().port, 5050);
     assert_eq!(Url::parse("h:81/x?y").unwrap().path, "/x?y");
     let j = u.join_location("//192.0.2.2:5051/api/v1").unwrap();
     assert_eq!(j.to_string(), "http://192.0.2.2:5051/api/v1");
-    assert_eq!(u.join_location("/api/v1").unwrap().to_string(), "http://10.0.0.1:5050/api/v1");
+    assert_eq!(
+        u.join_location("/api/v1").unwrap().to_string(),
+        "http://10.0.0.1:5050/api/v1"
+    );
     assert!(Url::parse("https://x").is_err());
     assert!(Url::parse("h:notaport").is_err());
 }
 
 #[test]
 fn base64_matches_rfc4648_vectors() {
-    for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+    for (i, o) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
         assert_eq!(base64(i.as_bytes()), o);
     }
 }
@@ -98,7 +116,13 @@ fn chunked_body_is_reassembled() {
         headers: Vec::new(),
         body: Vec::new(),
     };
-    let resp = fetch(&Connector::direct(), &req, Instant::now() + Duration::from_secs(5), 1024).unwrap();
+    let resp = fetch(
+        &Connector::direct(),
+        &req,
+        Instant::now() + Duration::from_secs(5),
+        1024,
+    )
+    .unwrap();
     assert_eq!(resp.body, b"hello world");
     server.join().unwrap();
 }
@@ -113,9 +137,21 @@ fn operator_call_sends_exact_content_type_and_basic_auth() {
     let reqs = server.join().unwrap();
     let req = &reqs[0];
     assert!(req.starts_with("POST /api/v1 HTTP/1.1\r\n"), "{req}");
-    assert!(req.contains("\r\nContent-Type: application/x-protobuf\r\n"), "{req}");
-    assert!(req.contains("\r\nAccept: application/x-protobuf\r\n"), "{req}");
-    assert!(req.contains(&format!("\r\nAuthorization: Basic {}\r\n", base64(b"ops:s3cret"))), "{req}");
+    assert!(
+        req.contains("\r\nContent-Type: application/x-protobuf\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.contains("\r\nAccept: application/x-protobuf\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!(
+            "\r\nAuthorization: Basic {}\r\n",
+            base64(b"ops:s3cret")
+        )),
+        "{req}"
+    );
     // The body is Call{type: GET_HEALTH}: field 1, varint 1.
     assert!(req.ends_with("\r\n\r\n\x08\x01"), "{req:?}");
 }
@@ -135,31 +171,58 @@ fn operator_follows_protocol_relative_leader_redirect() {
 fn operator_errors_name_the_call_and_status() {
     let (port, server) = serve(vec![
         answer("503 Service Unavailable", &[], b"No leader elected"),
-        answer("401 Unauthorized", &["WWW-Authenticate: Basic realm=\"mesos-master-readwrite\""], b""),
-        answer("415 Unsupported Media Type", &[], b"Expecting 'Content-Type' of application/json or application/x-protobuf"),
+        answer(
+            "401 Unauthorized",
+            &["WWW-Authenticate: Basic realm=\"mesos-master-readwrite\""],
+            b"",
+        ),
+        answer(
+            "415 Unsupported Media Type",
+            &[],
+            b"Expecting 'Content-Type' of application/json or application/x-protobuf",
+        ),
         answer("403 Forbidden", &[], b""),
     ]);
     let client = OperatorClient::new(&format!("127.0.0.1:{port}")).unwrap();
     let e = client.get_agents().unwrap_err();
-    assert_eq!(e.to_string(), "GET_AGENTS: master answered 503: No leader elected");
+    assert_eq!(
+        e.to_string(),
+        "GET_AGENTS: master answered 503: No leader elected"
+    );
     assert_eq!(e.kind(), ErrorKind::TryAgainLater);
     let e = client.get_tasks().unwrap_err().to_string();
     assert_eq!(e, "GET_TASKS: master answered 401: Unauthorized (needs credentials: Basic realm=\"mesos-master-readwrite\"; pass --principal and --secret)");
     let e = client.get_flags().unwrap_err().to_string();
-    assert!(e.starts_with("GET_FLAGS: master answered 415: Expecting 'Content-Type'"), "{e}");
+    assert!(
+        e.starts_with("GET_FLAGS: master answered 415: Expecting 'Content-Type'"),
+        "{e}"
+    );
     let e = client.get_state().unwrap_err().to_string();
-    assert_eq!(e, "GET_STATE: master answered 403: Forbidden (the principal is not authorized for this call)");
+    assert_eq!(
+        e,
+        "GET_STATE: master answered 403: Forbidden (the principal is not authorized for this call)"
+    );
     server.join().unwrap();
 }
 
 #[test]
 fn json_mode_sends_json_and_decodes_json_with_unknown_fields() {
-    let body = br#"{"type":"GET_HEALTH","get_health":{"healthy":true,"extra":1},"not_ours":{"a":[1]}}"#;
-    let (port, server) = serve(vec![answer("200 OK", &["Content-Type: application/json"], body)]);
-    let client = OperatorClient::new(&format!("127.0.0.1:{port}")).unwrap().with_encoding(Encoding::Json);
+    let body =
+        br#"{"type":"GET_HEALTH","get_health":{"healthy":true,"extra":1},"not_ours":{"a":[1]}}"#;
+    let (port, server) = serve(vec![answer(
+        "200 OK",
+        &["Content-Type: application/json"],
+        body,
+    )]);
+    let client = OperatorClient::new(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .with_encoding(Encoding::Json);
     assert!(client.get_health().unwrap());
     let req = server.join().unwrap().remove(0);
-    assert!(req.contains("\r\nContent-Type: application/json\r\n"), "{req}");
+    assert!(
+        req.contains("\r\nContent-Type: application/json\r\n"),
+        "{req}"
+    );
     assert!(req.ends_with(r#"{"type":"GET_HEALTH"}"#), "{req}");
 }
 

@@ -14,7 +14,11 @@ use weave_mesos::proto::{self, Encoding};
 use weave_mesos::Result;
 
 #[derive(Parser)]
-#[command(name = "weave-mesos", version, about = "Run weave under Apache Mesos (network/cni)")]
+#[command(
+    name = "weave-mesos",
+    version,
+    about = "Run weave under Apache Mesos (network/cni)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,12 @@ struct MasterArgs {
     json: bool,
     #[arg(long, requires = "secret")]
     principal: Option<String>,
-    #[arg(long, requires = "principal", env = "MESOS_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        requires = "principal",
+        env = "MESOS_SECRET",
+        hide_env_values = true
+    )]
     secret: Option<String>,
     /// Deadline of each call, in seconds.
     #[arg(long, default_value_t = 10)]
@@ -94,7 +103,11 @@ impl MasterArgs {
     fn client(&self) -> Result<OperatorClient> {
         let mut c = OperatorClient::new(&self.master)?
             .with_timeout(Duration::from_secs(self.timeout))
-            .with_encoding(if self.json { Encoding::Json } else { Encoding::Protobuf });
+            .with_encoding(if self.json {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            });
         if let (Some(p), Some(s)) = (&self.principal, &self.secret) {
             c = c.with_basic_auth(p, s);
         }
@@ -122,9 +135,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let agents = m.client()?.get_agents()?;
             println!("{:<44} {:<20} {:<28} VERSION", "ID", "HOSTNAME", "PID");
             for a in agents.agents {
-                let id = a.agent_info.id.as_ref().map(|i| i.value.as_str()).unwrap_or("-");
+                let id = a
+                    .agent_info
+                    .id
+                    .as_ref()
+                    .map(|i| i.value.as_str())
+                    .unwrap_or("-");
                 let pid = a.pid.as_deref().unwrap_or("-");
-                println!("{id:<44} {:<20} {pid:<28} {}", a.agent_info.hostname, a.version);
+                println!(
+                    "{id:<44} {:<20} {pid:<28} {}",
+                    a.agent_info.hostname, a.version
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -141,13 +162,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .unwrap_or_else(|| id.to_string())
             };
             println!("{:<32} {:<16} {:<20} IPS", "TASK", "STATE", "AGENT");
-            for t in tasks.tasks.iter().chain(&tasks.completed_tasks).chain(&tasks.unreachable_tasks) {
+            for t in tasks
+                .tasks
+                .iter()
+                .chain(&tasks.completed_tasks)
+                .chain(&tasks.unreachable_tasks)
+            {
                 let ips: Vec<String> = task_ips(t)
                     .into_iter()
-                    .map(|(n, ip)| if n.is_empty() { ip } else { format!("{n}={ip}") })
+                    .map(|(n, ip)| {
+                        if n.is_empty() {
+                            ip
+                        } else {
+                            format!("{n}={ip}")
+                        }
+                    })
                     .collect();
-                let ips = if ips.is_empty() { "-".to_string() } else { ips.join(",") };
-                println!("{:<32} {:<16} {:<20} {ips}", t.task_id.value, task_state_name(t.state), hostname(&t.agent_id.value));
+                let ips = if ips.is_empty() {
+                    "-".to_string()
+                } else {
+                    ips.join(",")
+                };
+                println!(
+                    "{:<32} {:<16} {:<20} {ips}",
+                    t.task_id.value,
+                    task_state_name(t.state),
+                    hostname(&t.agent_id.value)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,7 +198,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", String::from_utf8_lossy(&json));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Subscribe { master, max_events, duration } => {
+        Command::Subscribe {
+            master,
+            max_events,
+            duration,
+        } => {
             let deadline = Instant::now() + Duration::from_secs(duration);
             let stream = master.client()?.subscribe(deadline)?;
             for (n, event) in stream.enumerate() {
@@ -191,7 +236,11 @@ fn agent_flags_cmd(a: AgentFlagsArgs) -> Result<ExitCode> {
     }
     let report = check_host(&cfg, &a.router_status_url, Duration::from_secs(2));
     eprint!("{report}");
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// One line per event: its type and what it is about.
@@ -200,14 +249,46 @@ fn describe(e: &Event) -> String {
     let detail = match e.r#type.and_then(|t| event::Type::try_from(t).ok()) {
         Some(event::Type::Subscribed) => e.subscribed.as_ref().map(|s| {
             let state = s.get_state.as_ref();
-            let agents = state.and_then(|s| s.get_agents.as_ref()).map_or(0, |a| a.agents.len());
-            let tasks = state.and_then(|s| s.get_tasks.as_ref()).map_or(0, |t| t.tasks.len());
-            format!("agents={agents} tasks={tasks} heartbeat={}s", s.heartbeat_interval_seconds.unwrap_or(0.0))
+            let agents = state
+                .and_then(|s| s.get_agents.as_ref())
+                .map_or(0, |a| a.agents.len());
+            let tasks = state
+                .and_then(|s| s.get_tasks.as_ref())
+                .map_or(0, |t| t.tasks.len());
+            format!(
+                "agents={agents} tasks={tasks} heartbeat={}s",
+                s.heartbeat_interval_seconds.unwrap_or(0.0)
+            )
         }),
-        Some(event::Type::TaskAdded) => e.task_added.as_ref().map(|t| format!("task={} state={}", t.task.task_id.value, task_state_name(t.task.state))),
-        Some(event::Type::TaskUpdated) => e.task_updated.as_ref().map(|t| format!("task={} state={}", t.status.task_id.value, task_state_name(t.state))),
-        Some(event::Type::AgentAdded) => e.agent_added.as_ref().map(|a| format!("agent={} pid={}", a.agent.agent_info.id.as_ref().map_or("-", |i| i.value.as_str()), a.agent.pid.as_deref().unwrap_or("-"))),
-        Some(event::Type::AgentRemoved) => e.agent_removed.as_ref().map(|a| format!("agent={}", a.agent_id.value)),
+        Some(event::Type::TaskAdded) => e.task_added.as_ref().map(|t| {
+            format!(
+                "task={} state={}",
+                t.task.task_id.value,
+                task_state_name(t.task.state)
+            )
+        }),
+        Some(event::Type::TaskUpdated) => e.task_updated.as_ref().map(|t| {
+            format!(
+                "task={} state={}",
+                t.status.task_id.value,
+                task_state_name(t.state)
+            )
+        }),
+        Some(event::Type::AgentAdded) => e.agent_added.as_ref().map(|a| {
+            format!(
+                "agent={} pid={}",
+                a.agent
+                    .agent_info
+                    .id
+                    .as_ref()
+                    .map_or("-", |i| i.value.as_str()),
+                a.agent.pid.as_deref().unwrap_or("-")
+            )
+        }),
+        Some(event::Type::AgentRemoved) => e
+            .agent_removed
+            .as_ref()
+            .map(|a| format!("agent={}", a.agent_id.value)),
         _ => None,
     };
     match detail {

@@ -76,7 +76,9 @@ impl OperatorClient {
         let name = call_name(call);
         let deadline = Instant::now() + self.timeout;
         let (head, mut body) = self.post(call, deadline).context(&name)?;
-        let data = body.read_all(deadline, MAX_ANSWER).with_context(|| format!("{name}: read answer"))?;
+        let data = body
+            .read_all(deadline, MAX_ANSWER)
+            .with_context(|| format!("{name}: read answer"))?;
         let enc = answer_encoding(&head, self.encoding);
         proto::decode::<Response>(&data, enc).context(&name)
     }
@@ -101,6 +103,8 @@ impl OperatorClient {
         need(r.get_agents, "GET_AGENTS", "get_agents")
     }
 
+    /// Seen on the Mesos 1.11.0 fixture: in protobuf the master leaves completed tasks out
+    /// of GET_TASKS and GET_STATE (running tasks are there); JSON answers include them.
     pub fn get_tasks(&self) -> Result<response::GetTasks> {
         let r = self.call(&simple(call::Type::GetTasks))?;
         need(r.get_tasks, "GET_TASKS", "get_tasks")
@@ -138,7 +142,10 @@ impl OperatorClient {
         let mut url = self.master.clone();
         for _ in 0..=MAX_REDIRECTS {
             let mut headers = vec![
-                ("Content-Type".to_string(), self.encoding.media_type().to_string()),
+                (
+                    "Content-Type".to_string(),
+                    self.encoding.media_type().to_string(),
+                ),
                 ("Accept".to_string(), self.encoding.media_type().to_string()),
             ];
             if let Some(a) = &self.authorization {
@@ -155,7 +162,10 @@ impl OperatorClient {
                 200 | 202 => return Ok((head, reader)),
                 307 => {
                     let location = head.header("location").ok_or_else(|| {
-                        Error::new(ErrorKind::Decode, format!("master {url} answered 307 without Location"))
+                        Error::new(
+                            ErrorKind::Decode,
+                            format!("master {url} answered 307 without Location"),
+                        )
                     })?;
                     url = url.join_location(location)?;
                 }
@@ -200,14 +210,28 @@ fn answer_encoding(head: &ResponseHead, asked: Encoding) -> Encoding {
 /// `master answered 503: No leader elected`, with a hint where one helps.
 fn status_error(head: &ResponseHead, status: u16, body: &str) -> Error {
     let body = body.trim();
-    let text = if body.is_empty() { head.reason.as_str() } else { body };
+    let text = if body.is_empty() {
+        head.reason.as_str()
+    } else {
+        body
+    };
     let (kind, hint) = match status {
         401 => {
             let realm = head.header("www-authenticate").unwrap_or("");
-            (ErrorKind::Router, format!(" (needs credentials: {realm}; pass --principal and --secret)"))
+            (
+                ErrorKind::Router,
+                format!(" (needs credentials: {realm}; pass --principal and --secret)"),
+            )
         }
-        403 => (ErrorKind::Router, " (the principal is not authorized for this call)".to_string()),
-        415 => (ErrorKind::Internal, " (Content-Type must be exactly application/x-protobuf or application/json)".to_string()),
+        403 => (
+            ErrorKind::Router,
+            " (the principal is not authorized for this call)".to_string(),
+        ),
+        415 => (
+            ErrorKind::Internal,
+            " (Content-Type must be exactly application/x-protobuf or application/json)"
+                .to_string(),
+        ),
         503 => (ErrorKind::TryAgainLater, String::new()),
         _ => (ErrorKind::Router, String::new()),
     };
@@ -241,11 +265,18 @@ impl EventStream {
                     .context("decode SUBSCRIBE event")
                     .map(Some);
             }
-            match self.body.read_some(deadline).context("read SUBSCRIBE stream")? {
+            match self
+                .body
+                .read_some(deadline)
+                .context("read SUBSCRIBE stream")?
+            {
                 Some(piece) => self.queue.extend(self.decoder.feed(&piece)?),
                 None if self.decoder.is_idle() => return Ok(None),
                 None => {
-                    return Err(Error::new(ErrorKind::Decode, "SUBSCRIBE stream ended inside a record"))
+                    return Err(Error::new(
+                        ErrorKind::Decode,
+                        "SUBSCRIBE stream ended inside a record",
+                    ))
                 }
             }
         }
@@ -279,7 +310,9 @@ pub fn event_type_name(e: &Event) -> &'static str {
 /// `container_status.network_infos` carry addresses (Mesos reports CNI IPs there).
 pub fn task_ips(task: &crate::proto::v1::Task) -> Vec<(String, String)> {
     for status in task.statuses.iter().rev() {
-        let Some(cs) = &status.container_status else { continue };
+        let Some(cs) = &status.container_status else {
+            continue;
+        };
         let ips: Vec<(String, String)> = cs
             .network_infos
             .iter()

@@ -50,8 +50,12 @@ pub fn to_json(full_name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
         .stringify_64_bit_integers(false);
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::new(&mut out);
-    msg.serialize_with_options(&mut ser, &opts)
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("encode {full_name} as JSON: {e}")))?;
+    msg.serialize_with_options(&mut ser, &opts).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("encode {full_name} as JSON: {e}"),
+        )
+    })?;
     Ok(out)
 }
 
@@ -113,5 +117,6 @@ pub fn decode<M: prost::Message + prost::Name + Default>(data: &[u8], enc: Encod
             &converted
         }
     };
-    M::decode(bytes).map_err(|e| Error::new(ErrorKind::Decode, format!("decode {}: {e}", M::full_name())))
+    M::decode(bytes)
+        .map_err(|e| Error::new(ErrorKind::Decode, format!("decode {}: {e}", M::full_name())))
 }

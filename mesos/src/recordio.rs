@@ -62,8 +62,8 @@ impl Decoder {
                         }
                         break;
                     };
-                    let len = parse_length(&self.buf[..nl], self.max_record)
-                        .map_err(|e| self.fail(e))?;
+                    let len =
+                        parse_length(&self.buf[..nl], self.max_record).map_err(|e| self.fail(e))?;
                     self.buf.drain(..=nl);
                     self.pending = Some(len);
                 }
@@ -161,7 +161,14 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_rejected() {
-        for input in [&b"abc\n"[..], b"\n", b"-1\n", b"1 2\n", b"007\nxxxxxxx", b"99999999999999999999999\n"] {
+        for input in [
+            &b"abc\n"[..],
+            b"\n",
+            b"-1\n",
+            b"1 2\n",
+            b"007\nxxxxxxx",
+            b"99999999999999999999999\n",
+        ] {
             let err = Decoder::default().feed(input).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Decode, "{input:?}");
             assert!(err.message().starts_with("decode recordio: "), "{err}");
@@ -183,6 +190,12 @@ mod tests {
             "decode recordio: record of 17 bytes is larger than the 16-byte limit"
         );
         assert!(d.feed(b"1\nx").is_err(), "a failed stream stays failed");
-        assert_eq!(Decoder::new(16).feed(b"16\n0123456789abcdef").unwrap().len(), 1);
+        assert_eq!(
+            Decoder::new(16)
+                .feed(b"16\n0123456789abcdef")
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -15,7 +15,9 @@ const PORT: u16 = 5050;
 fn fixture_script() -> PathBuf {
     let dir = std::env::var_os("MESOS_FIXTURE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture")
+        });
     dir.join("mesos-fixture")
 }
 
@@ -26,8 +28,16 @@ fn run(secs: u64, cmd: &[&str]) -> String {
         .args(cmd)
         .output()
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -92,10 +102,18 @@ impl Drop for Fixture {
         if self.started {
             let script = fixture_script();
             let _ = Command::new("timeout")
-                .args(["120", script.to_str().unwrap(), "stop", "--name", &self.name])
+                .args([
+                    "120",
+                    script.to_str().unwrap(),
+                    "stop",
+                    "--name",
+                    &self.name,
+                ])
                 .output();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
     }
 }
 
@@ -105,21 +123,41 @@ fn check_operator_api(f: &Fixture, enc: Encoding) {
     assert_eq!(c.get_version().unwrap().version, "1.11.0", "{enc:?}");
 
     let flags = c.get_flags().unwrap();
-    let flag = |n: &str| flags.iter().find(|f| f.name == n).and_then(|f| f.value.clone());
-    assert!(flag("work_dir").is_some_and(|w| !w.is_empty()), "{enc:?}: no work_dir in {flags:?}");
+    let flag = |n: &str| {
+        flags
+            .iter()
+            .find(|f| f.name == n)
+            .and_then(|f| f.value.clone())
+    };
+    assert!(
+        flag("work_dir").is_some_and(|w| !w.is_empty()),
+        "{enc:?}: no work_dir in {flags:?}"
+    );
     assert_eq!(flag("port").as_deref(), Some("5050"), "{enc:?}");
 
     let agents = c.get_agents().unwrap();
     assert_eq!(agents.agents.len(), 1, "{enc:?}: {agents:?}");
     let agent = &agents.agents[0];
     // A local-mode fixture runs master and agent in one libprocess: one port.
-    assert_eq!(agent.pid.as_deref(), Some(format!("slave(1)@{IP}:{PORT}").as_str()), "{enc:?}");
+    assert_eq!(
+        agent.pid.as_deref(),
+        Some(format!("slave(1)@{IP}:{PORT}").as_str()),
+        "{enc:?}"
+    );
     assert_eq!(agent.version, "1.11.0");
     assert!(agent.active);
     assert_eq!(agent.agent_info.hostname, IP);
-    let cpus = agent.total_resources.iter().find(|r| r.name == "cpus").expect("cpus resource");
+    let cpus = agent
+        .total_resources
+        .iter()
+        .find(|r| r.name == "cpus")
+        .expect("cpus resource");
     assert_eq!(cpus.scalar.as_ref().map(|s| s.value), Some(2.0));
-    let ports = agent.total_resources.iter().find(|r| r.name == "ports").expect("ports resource");
+    let ports = agent
+        .total_resources
+        .iter()
+        .find(|r| r.name == "ports")
+        .expect("ports resource");
     let range = &ports.ranges.as_ref().expect("ports ranges").range[0];
     assert_eq!((range.begin, range.end), (31000, 31999));
 
@@ -130,18 +168,25 @@ fn check_operator_api(f: &Fixture, enc: Encoding) {
     c.get_frameworks().unwrap();
 
     // SUBSCRIBED with the full state, then an immediate HEARTBEAT, then nothing for 15 s.
-    let mut events = c.subscribe(Instant::now() + Duration::from_secs(20)).unwrap();
+    let mut events = c
+        .subscribe(Instant::now() + Duration::from_secs(20))
+        .unwrap();
     let first = events.next().expect("a first event").unwrap();
     assert_eq!(event_type_name(&first), "SUBSCRIBED", "{enc:?}: {first:?}");
     let sub = first.subscribed.expect("subscribed");
     assert_eq!(sub.heartbeat_interval_seconds, Some(15.0));
-    let sub_agents = sub.get_state.and_then(|s| s.get_agents).expect("state in SUBSCRIBED");
+    let sub_agents = sub
+        .get_state
+        .and_then(|s| s.get_agents)
+        .expect("state in SUBSCRIBED");
     assert_eq!(sub_agents.agents[0].pid, agent.pid);
     let second = events.next().expect("a second event").unwrap();
     assert_eq!(event_type_name(&second), "HEARTBEAT", "{enc:?}");
     // The deadline bounds the wait for the next heartbeat.
     let start = Instant::now();
-    let err = events.next_event(Instant::now() + Duration::from_millis(500)).unwrap_err();
+    let err = events
+        .next_event(Instant::now() + Duration::from_millis(500))
+        .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(3), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
 }
@@ -158,17 +203,53 @@ fn operator_api_against_real_mesos_1_11() {
 
     // The binary, as an operator would run it.
     let out = Command::new(env!("CARGO_BIN_EXE_weave-mesos"))
-        .args(["agents", "--master", &format!("{IP}:{PORT}"), "--netns", &f.netns, "--timeout", "10"])
+        .args([
+            "agents",
+            "--master",
+            &format!("{IP}:{PORT}"),
+            "--netns",
+            &f.netns,
+            "--timeout",
+            "10",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("slave(1)@{IP}:{PORT}")) && text.contains("1.11.0"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("slave(1)@{IP}:{PORT}")) && text.contains("1.11.0"),
+        "{text}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_weave-mesos"))
-        .args(["subscribe", "--json", "--master", &format!("{IP}:{PORT}"), "--netns", &f.netns, "--max-events", "2", "--duration", "20"])
+        .args([
+            "subscribe",
+            "--json",
+            "--master",
+            &format!("{IP}:{PORT}"),
+            "--netns",
+            &f.netns,
+            "--max-events",
+            "2",
+            "--duration",
+            "20",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(text.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(), ["SUBSCRIBED", "HEARTBEAT"], "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["SUBSCRIBED", "HEARTBEAT"],
+        "{text}"
+    );
 }
