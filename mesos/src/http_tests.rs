@@ -1,0 +1,242 @@
+//! HTTP client and operator client against a scripted server on loopback: real TCP,
+//! canned answers, so redirects, auth, errors and chunking are tested without a master.
+
+use super::*;
+use crate::operator::OperatorClient;
+use crate::proto::v1::master::{response, Response};
+use crate::proto::Encoding;
+use prost::Message;
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+
+/// Serves one canned answer per connection, in order; returns the raw requests it got.
+fn serve(answers: Vec<Vec<u8>>) -> (u16, JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for answer in answers {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then as much body as Content-Length says.
+            loop {
+                let n = conn.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            seen.push(String::from_utf8_lossy(&req).to_string());
+            conn.write_all(&answer).unwrap();
+        }
+        seen
+    });
+    (port, handle)
+}
+
+fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for h in headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn health_answer(healthy: bool) -> Vec<u8> {
+    let resp = Response {
+        r#type: Some(response::Type::GetHealth as i32),
+        get_health: Some(response::GetHealth { healthy }),
+        ..Default::default()
+    };
+    answer(
+        "200 OK",
+        &["Content-Type: application/x-protobuf"],
+        &resp.encode_to_vec(),
+    )
+}
+
+#[test]
+fn url_forms() {
+    let u = Url::parse("http://10.0.0.1:5050").unwrap();
+    assert_eq!(
+        (u.host.as_str(), u.port, u.path.as_str()),
+        ("10.0.0.1", 5050, "/")
+    );
+    assert_eq!(Url::parse("master.local").unwrap().port, 5050);
+    assert_eq!(Url::parse("h:81/x?y").unwrap().path, "/x?y");
+    let j = u.join_location("//192.0.2.2:5051/api/v1").unwrap();
+    assert_eq!(j.to_string(), "http://192.0.2.2:5051/api/v1");
+    assert_eq!(
+        u.join_location("/api/v1").unwrap().to_string(),
+        "http://10.0.0.1:5050/api/v1"
+    );
+    assert!(Url::parse("https://x").is_err());
+    assert!(Url::parse("h:notaport").is_err());
+}
+
+#[test]
+fn base64_matches_rfc4648_vectors() {
+    for (i, o) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(i.as_bytes()), o);
+    }
+}
+
+#[test]
+fn chunked_body_is_reassembled() {
+    let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: y\r\n\r\n";
+    let (port, server) = serve(vec![body.to_vec()]);
+    let req = Request {
+        method: "GET",
+        url: Url::parse(&format!("127.0.0.1:{port}")).unwrap(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    let resp = fetch(
+        &Connector::direct(),
+        &req,
+        Instant::now() + Duration::from_secs(5),
+        1024,
+    )
+    .unwrap();
+    assert_eq!(resp.body, b"hello world");
+    server.join().unwrap();
+}
+
+#[test]
+fn operator_call_sends_exact_content_type_and_basic_auth() {
+    let (port, server) = serve(vec![health_answer(true)]);
+    let client = OperatorClient::new(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_basic_auth("ops", "s3cret");
+    assert!(client.get_health().unwrap());
+    let reqs = server.join().unwrap();
+    let req = &reqs[0];
+    assert!(req.starts_with("POST /api/v1 HTTP/1.1\r\n"), "{req}");
+    assert!(
+        req.contains("\r\nContent-Type: application/x-protobuf\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.contains("\r\nAccept: application/x-protobuf\r\n"),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!(
+            "\r\nAuthorization: Basic {}\r\n",
+            base64(b"ops:s3cret")
+        )),
+        "{req}"
+    );
+    // The body is Call{type: GET_HEALTH}: field 1, varint 1.
+    assert!(req.ends_with("\r\n\r\n\x08\x01"), "{req:?}");
+}
+
+#[test]
+fn operator_follows_protocol_relative_leader_redirect() {
+    let (leader_port, leader) = serve(vec![health_answer(true)]);
+    let location = format!("Location: //127.0.0.1:{leader_port}/api/v1");
+    let (port, follower) = serve(vec![answer("307 Temporary Redirect", &[&location], b"")]);
+    let client = OperatorClient::new(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(client.get_health().unwrap());
+    assert_eq!(follower.join().unwrap().len(), 1);
+    assert_eq!(leader.join().unwrap().len(), 1);
+}
+
+#[test]
+fn operator_errors_name_the_call_and_status() {
+    let (port, server) = serve(vec![
+        answer("503 Service Unavailable", &[], b"No leader elected"),
+        answer(
+            "401 Unauthorized",
+            &["WWW-Authenticate: Basic realm=\"mesos-master-readwrite\""],
+            b"",
+        ),
+        answer(
+            "415 Unsupported Media Type",
+            &[],
+            b"Expecting 'Content-Type' of application/json or application/x-protobuf",
+        ),
+        answer("403 Forbidden", &[], b""),
+    ]);
+    let client = OperatorClient::new(&format!("127.0.0.1:{port}")).unwrap();
+    let e = client.get_agents().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "GET_AGENTS: master answered 503: No leader elected"
+    );
+    assert_eq!(e.kind(), ErrorKind::TryAgainLater);
+    let e = client.get_tasks().unwrap_err().to_string();
+    assert_eq!(e, "GET_TASKS: master answered 401: Unauthorized (needs credentials: Basic realm=\"mesos-master-readwrite\"; pass --principal and --secret)");
+    let e = client.get_flags().unwrap_err().to_string();
+    assert!(
+        e.starts_with("GET_FLAGS: master answered 415: Expecting 'Content-Type'"),
+        "{e}"
+    );
+    let e = client.get_state().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "GET_STATE: master answered 403: Forbidden (the principal is not authorized for this call)"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn json_mode_sends_json_and_decodes_json_with_unknown_fields() {
+    let body =
+        br#"{"type":"GET_HEALTH","get_health":{"healthy":true,"extra":1},"not_ours":{"a":[1]}}"#;
+    let (port, server) = serve(vec![answer(
+        "200 OK",
+        &["Content-Type: application/json"],
+        body,
+    )]);
+    let client = OperatorClient::new(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .with_encoding(Encoding::Json);
+    assert!(client.get_health().unwrap());
+    let req = server.join().unwrap().remove(0);
+    assert!(
+        req.contains("\r\nContent-Type: application/json\r\n"),
+        "{req}"
+    );
+    assert!(req.ends_with(r#"{"type":"GET_HEALTH"}"#), "{req}");
+}
+
+#[test]
+fn silent_server_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = OperatorClient::new(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+    let start = Instant::now();
+    let e = client.get_health().unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(e.kind(), ErrorKind::TryAgainLater, "{e}");
+    assert!(e.to_string().starts_with("GET_HEALTH: "), "{e}");
+    drop(listener);
+}

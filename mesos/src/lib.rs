@@ -1,0 +1,18 @@
+//! Mesos harness for weave: agent flags and host checks for the `network/cni` isolator, and
+//! clients for the Mesos v1 HTTP APIs (operator API now; scheduler API types are generated
+//! for the scenario runner).
+//!
+//! - [`proto`]: Rust types generated from the hand-written `protos/` (Mesos 1.11.0 numbers).
+//! - [`http`]: a small blocking HTTP/1.1 client (timeouts, chunked bodies, netns sockets).
+//! - [`recordio`]: the `<len>\n<bytes>` framing of Mesos event streams.
+//! - [`operator`]: the master operator API (`POST /api/v1`) in protobuf or JSON.
+//! - [`flags`] and [`check`]: agent flags to enable weave on an agent, and a host check.
+
+pub mod check;
+pub mod flags;
+pub mod http;
+pub mod operator;
+pub mod proto;
+pub mod recordio;
+
+pub use weave::{Context, Error, ErrorKind, Result};
