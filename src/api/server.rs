@@ -184,17 +184,11 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             },
             Err(r) => r,
         },
-        ("DELETE", ["ip", id]) => {
-            // The attachment goes with its addresses, also when they were already freed.
-            let freed = ipam.free(id).await;
-            if let Err(e) = router.remove_attachments_of(id).await {
-                return error_reply(&e, "");
-            }
-            match freed {
-                Ok(_) => Reply::Empty(StatusCode::NO_CONTENT),
-                Err(e) => error_reply(&e, ""),
-            }
-        }
+        // Also drops the attachments recorded with the id's addresses.
+        ("DELETE", ["ip", id]) => match ipam.free(id).await {
+            Ok(_) => Reply::Empty(StatusCode::NO_CONTENT),
+            Err(e) => error_reply(&e, ""),
+        },
         ("DELETE", ["ip", id, ip]) => match ip.parse::<Ipv4Addr>() {
             Ok(ip) => match ipam.free_one(id, ip).await {
                 Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
@@ -243,9 +237,10 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             tracing::warn!("rmpeer {name}: no such peer (single host)");
             ok_text(format!("0 IPs taken over from {name}\n"))
         }
-        ("GET", ["cni", "attachments"]) => {
-            Reply::Json(StatusCode::OK, json!(router.attachments().await))
-        }
+        ("GET", ["cni", "attachments"]) => match router.attachments().await {
+            Ok(v) => Reply::Json(StatusCode::OK, json!(v)),
+            Err(e) => error_reply(&e, ""),
+        },
         ("POST", ["cni", "attachments"]) => match serde_json::from_slice::<Attachment>(body) {
             Ok(a) => match router.upsert_attachment(a).await {
                 Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
@@ -297,19 +292,15 @@ async fn allocate(router: &Router, id: &str, subnet: Option<Ipv4Net>, body: &[u8
     } else {
         None
     };
-    let cidr = match router.ipam.allocate(id, subnet).await {
-        Ok(c) => c,
-        Err(e) => return error_reply(&e, ""),
-    };
-    if let Some(mut a) = attachment {
-        a.ips = vec![cidr.to_string()];
-        a.mac = crate::netlink::format_mac(&crate::netlink::mac_for_ip(cidr.addr()));
-        a.ipam_id = id.to_string();
-        if let Err(e) = router.upsert_attachment(a).await {
+    if let Some(a) = &attachment {
+        if let Err(e) = crate::router::validate_attachment(a) {
             return error_reply(&e, "");
         }
     }
-    ok_text(cidr.to_string())
+    match router.ipam.allocate_attached(id, subnet, attachment).await {
+        Ok(c) => ok_text(c.to_string()),
+        Err(e) => error_reply(&e, ""),
+    }
 }
 
 async fn lookup(router: &Router, id: &str, subnet: Option<Ipv4Net>) -> Reply {

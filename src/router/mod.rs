@@ -100,6 +100,15 @@ pub fn validate_peer(peer: &str) -> Result<()> {
     }
 }
 
+/// Checks what a plugin says about an attachment before it is recorded.
+pub fn validate_attachment(a: &Attachment) -> Result<()> {
+    validate_id(&a.container_id)?;
+    if a.ifname.is_empty() || a.ifname.len() > 15 || a.ifname.contains(['/', ' ']) {
+        return Err(invalid(format!("invalid interface name {:?}", a.ifname)));
+    }
+    Ok(())
+}
+
 /// The running daemon's state, shared by the HTTP handlers.
 pub struct Router {
     pub config: Config,
@@ -107,7 +116,6 @@ pub struct Router {
     pub datadir: DataDir,
     pub ipam: IpamHandle,
     targets: Mutex<Vec<String>>,
-    attachments: Mutex<Vec<Attachment>>,
     /// Also serializes expose/hide, so check-then-add on rules cannot race.
     netlink: Mutex<Netlink>,
     bridge_index: u32,
@@ -122,15 +130,19 @@ impl Router {
         std::fs::write(datadir.pid_path(), format!("{}\n", std::process::id()))
             .with_context(|| format!("write {}", datadir.pid_path().display()))?;
         let peer_name = datadir.peer_name(config.name.as_deref())?;
-        let (owned, discarded) = datadir.load_ipam(&peer_name, config.ipalloc_range)?;
+        let (persisted, discarded) = datadir.load_ipam(&peer_name, config.ipalloc_range)?;
         if let Some(why) = discarded {
             tracing::warn!("{why}");
         }
-        let ipam = Ipam::from_owned(config.ipalloc_range, config.default_subnet, &owned)
-            .context("load ipam state")?;
+        let ipam = Ipam::from_owned(
+            config.ipalloc_range,
+            config.default_subnet,
+            &persisted.owned,
+        )
+        .context("load ipam state")?;
         tracing::info!(
             "ipam: {} ids, {} addresses in use in {}",
-            owned.len(),
+            persisted.owned.len(),
             ipam.active(),
             ipam.universe()
         );
@@ -143,21 +155,12 @@ impl Router {
             }
         }
         store::write_json(&datadir.targets_path(), &targets)?;
-        let attachments: Vec<Attachment> =
-            store::read_json(&datadir.attachments_path())?.unwrap_or_default();
 
         let netlink = Netlink::open().context("open netlink")?;
         let bridge = netlink
             .ensure_bridge(BRIDGE_NAME, config.mtu)
             .await
             .context("ensure bridge")?;
-        if bridge.mtu != config.mtu {
-            tracing::warn!(
-                "bridge {BRIDGE_NAME} keeps MTU {} (wanted {}); delete it to change",
-                bridge.mtu,
-                config.mtu
-            );
-        }
         let protect = config
             .http_addr
             .filter(|a| a.ip().is_loopback())
@@ -167,12 +170,16 @@ impl Router {
             .context("configure iptables")?;
 
         let router = Arc::new(Router {
-            ipam: IpamHandle::spawn(ipam, datadir.clone(), peer_name.clone()),
+            ipam: IpamHandle::spawn(
+                ipam,
+                persisted.attachments,
+                datadir.clone(),
+                peer_name.clone(),
+            ),
             config,
             peer_name,
             datadir,
             targets: Mutex::new(targets),
-            attachments: Mutex::new(attachments),
             netlink: Mutex::new(netlink),
             bridge_index: bridge.index,
         });
@@ -267,65 +274,19 @@ impl Router {
         Ok(())
     }
 
-    pub async fn attachments(&self) -> Vec<Attachment> {
-        self.attachments.lock().await.clone()
+    pub async fn attachments(&self) -> Result<Vec<Attachment>> {
+        self.ipam.attachments().await
     }
 
     /// Inserts or replaces the attachment with the same (container id, ifname).
     pub async fn upsert_attachment(&self, a: Attachment) -> Result<()> {
-        validate_id(&a.container_id)?;
-        if a.ifname.is_empty() || a.ifname.len() > 15 || a.ifname.contains(['/', ' ']) {
-            return Err(invalid(format!("invalid interface name {:?}", a.ifname)));
-        }
-        self.update_attachments(|v| {
-            match v
-                .iter_mut()
-                .find(|x| x.container_id == a.container_id && x.ifname == a.ifname)
-            {
-                Some(x) => *x = a,
-                None => v.push(a),
-            }
-            true
-        })
-        .await
+        validate_attachment(&a)?;
+        self.ipam.put_attachment(a).await
     }
 
     /// Removes the attachment; absent is fine.
     pub async fn remove_attachment(&self, container_id: &str, ifname: &str) -> Result<()> {
-        self.update_attachments(|v| {
-            let before = v.len();
-            v.retain(|x| !(x.container_id == container_id && x.ifname == ifname));
-            v.len() != before
-        })
-        .await
-    }
-
-    /// Removes the attachments whose addresses belong to IPAM ID `ipam_id`.
-    pub async fn remove_attachments_of(&self, ipam_id: &str) -> Result<()> {
-        self.update_attachments(|v| {
-            let before = v.len();
-            v.retain(|x| x.ipam_id != ipam_id);
-            v.len() != before
-        })
-        .await
-    }
-
-    async fn update_attachments(
-        &self,
-        change: impl FnOnce(&mut Vec<Attachment>) -> bool,
-    ) -> Result<()> {
-        let mut guard = self.attachments.lock().await;
-        let mut next = guard.clone();
-        if !change(&mut next) {
-            return Ok(());
-        }
-        let path = self.datadir.attachments_path();
-        let copy = next.clone();
-        blocking(move || store::write_json(&path, &copy))
-            .await
-            .context("save attachments")?;
-        *guard = next;
-        Ok(())
+        self.ipam.remove_attachment(container_id, ifname).await
     }
 
     /// A snapshot for the status pages.
@@ -336,7 +297,7 @@ impl Router {
             port: self.config.port,
             targets: self.targets().await,
             ipam: self.ipam.summary().await?,
-            attachments: self.attachments().await,
+            attachments: self.attachments().await?,
             pid: std::process::id(),
             datadir: self.datadir.path().display().to_string(),
             http_addr: self
