@@ -27,6 +27,7 @@ struct Pending {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct OutstandingRequest {
     donor: PeerName,
+    within: AddrRange,
     sent_at: u64,
 }
 
@@ -41,8 +42,8 @@ pub struct Allocator {
     pub(super) owned: BTreeMap<String, Vec<u32>>,
     pending: Vec<Pending>,
     request: Option<OutstandingRequest>,
-    /// Donors that denied or did not answer during the current search.
-    tried: BTreeSet<PeerName>,
+    /// (Donor, range) pairs that were denied or unanswered during the current search.
+    tried: BTreeSet<(PeerName, AddrRange)>,
     /// Someone asked for the ring (allocate or prime): keep electing until it exists.
     wants_ring: bool,
     now: u64,
@@ -240,9 +241,9 @@ impl Allocator {
                 self.merge_ring(ring)
             }
             Unicast::SpaceDenied(ring) => {
-                if answered {
+                if let Some(r) = self.request.filter(|_| answered) {
                     self.request = None;
-                    self.tried.insert(from);
+                    self.tried.insert((from, r.within));
                 }
                 let merged = self.merge_ring(ring);
                 self.serve_pending();
@@ -275,7 +276,7 @@ impl Allocator {
             self.ring_dirty = true;
             if let Some(r) = self.request {
                 if self.now - r.sent_at >= REQUEST_TIMEOUT_TICKS {
-                    self.tried.insert(r.donor);
+                    self.tried.insert((r.donor, r.within));
                     self.request = None;
                 }
             }
@@ -416,17 +417,20 @@ impl Allocator {
         if self.request.is_some() || self.ring.is_empty() {
             return;
         }
-        let within = self.pending[0].within;
+        // The first waiting range some untried peer reports free space in: a full subnet
+        // must not hold up requests for others.
+        let ranges: Vec<AddrRange> = self.pending.iter().map(|p| p.within).collect();
         let mut rng = self.rng();
-        let donors = self.ring.choose_peers_to_ask_for_space(within, &mut rng);
-        match donors.into_iter().find(|d| !self.tried.contains(d)) {
-            Some(donor) => {
-                self.request = Some(OutstandingRequest { donor, sent_at: self.now });
+        for within in ranges {
+            let donors = self.ring.choose_peers_to_ask_for_space(within, &mut rng);
+            if let Some(donor) = donors.into_iter().find(|d| !self.tried.contains(&(*d, within))) {
+                self.request = Some(OutstandingRequest { donor, within, sent_at: self.now });
                 self.send(donor, Unicast::SpaceRequest(within));
+                return;
             }
-            // Everyone was asked: start over at the next tick.
-            None => self.tried.clear(),
         }
+        // Everyone was asked: start over at the next tick.
+        self.tried.clear();
     }
 
     fn donate_to(&mut self, peer: PeerName, within: AddrRange) {

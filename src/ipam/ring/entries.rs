@@ -104,7 +104,11 @@ impl Ring {
     }
 
     fn entry_size(&self, i: usize) -> u32 {
-        self.entry_ranges(i).iter().map(|r| r.size()).sum()
+        let token = self.entries[i].token;
+        match self.entries.get(i + 1) {
+            Some(next) => next.token - token,
+            None => (self.end - token) + (self.entries[0].token - self.start),
+        }
     }
 
     /// Index of the entry whose range holds `addr`.

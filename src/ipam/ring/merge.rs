@@ -69,6 +69,9 @@ impl Ring {
         if !self.seeds.is_empty() && !other.seeds.is_empty() && self.seeds != other.seeds {
             return Err(MergeError::SeedMismatch { received: other.seeds.clone(), ours: self.seeds.clone() });
         }
+        if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
+            return Ok(false);
+        }
         let (merged, mut changed) = merge_entries(&self.entries, &other.entries, self.me)?;
         if self.seeds.is_empty() && !other.seeds.is_empty() {
             self.seeds = other.seeds.clone();
