@@ -115,7 +115,14 @@ impl Net {
 
     fn add(&mut self, name: PeerName, mode: InitMode) {
         let alloc = Allocator::new(name, self.universe, mode.clone());
-        self.nodes.insert(name, Node { alloc, mode, group: 0 });
+        self.nodes.insert(
+            name,
+            Node {
+                alloc,
+                mode,
+                group: 0,
+            },
+        );
     }
 
     fn live(&self) -> Vec<PeerName> {
@@ -129,7 +136,9 @@ impl Net {
 
     /// Moves a node's outputs into the network.
     fn collect(&mut self, name: PeerName) {
-        let Some(node) = self.nodes.get_mut(&name) else { return };
+        let Some(node) = self.nodes.get_mut(&name) else {
+            return;
+        };
         let group = node.group;
         for out in node.alloc.take_outputs() {
             match out {
@@ -146,11 +155,19 @@ impl Net {
                         .map(|(p, _)| *p)
                         .collect();
                     for to in targets {
-                        self.inflight.push(Message { from: name, to, payload: Payload::Gossip(Rc::clone(&g)) });
+                        self.inflight.push(Message {
+                            from: name,
+                            to,
+                            payload: Payload::Gossip(Rc::clone(&g)),
+                        });
                     }
                 }
                 Output::Send { to, msg } => {
-                    self.inflight.push(Message { from: name, to, payload: Payload::Unicast(msg) });
+                    self.inflight.push(Message {
+                        from: name,
+                        to,
+                        payload: Payload::Unicast(msg),
+                    });
                 }
                 Output::Allocated { .. } | Output::Cancelled { .. } => {}
             }
@@ -192,7 +209,11 @@ impl Net {
                 Payload::Gossip(g) => Payload::Gossip(Rc::clone(g)),
                 Payload::Unicast(u) => Payload::Unicast(u.clone()),
             };
-            self.inflight.push(Message { from: msg.from, to: msg.to, payload: copy });
+            self.inflight.push(Message {
+                from: msg.from,
+                to: msg.to,
+                payload: copy,
+            });
         }
         self.delivered += 1;
         let node = self.nodes.get_mut(&msg.to).unwrap();
@@ -201,7 +222,10 @@ impl Net {
             Payload::Unicast(u) => node.alloc.on_unicast(msg.from, u),
         };
         if let Err(e) = result {
-            panic!("seed {}: {} refused a message from {}: {e}", self.seed, msg.to, msg.from);
+            panic!(
+                "seed {}: {} refused a message from {}: {e}",
+                self.seed, msg.to, msg.from
+            );
         }
         self.collect(msg.to);
     }
@@ -210,11 +234,21 @@ impl Net {
     fn send_unsent_gossip(&mut self) {
         let Some(k) = self.fanout else { return };
         for (from, g) in std::mem::take(&mut self.unsent_gossip) {
-            let Some(group) = self.nodes.get(&from).map(|n| n.group) else { continue };
-            let peers: Vec<PeerName> =
-                self.nodes.iter().filter(|(p, n)| **p != from && n.group == group).map(|(p, _)| *p).collect();
+            let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
+                continue;
+            };
+            let peers: Vec<PeerName> = self
+                .nodes
+                .iter()
+                .filter(|(p, n)| **p != from && n.group == group)
+                .map(|(p, _)| *p)
+                .collect();
             for to in peers.choose_multiple(&mut self.rng, k).copied() {
-                self.inflight.push(Message { from, to, payload: Payload::Gossip(Rc::clone(&g)) });
+                self.inflight.push(Message {
+                    from,
+                    to,
+                    payload: Payload::Gossip(Rc::clone(&g)),
+                });
             }
         }
     }
@@ -241,7 +275,9 @@ impl Net {
 
     fn converged(&self) -> bool {
         let mut rings = self.nodes.values().map(|n| n.alloc.ring());
-        let Some(first) = rings.next() else { return true };
+        let Some(first) = rings.next() else {
+            return true;
+        };
         rings.all(|r| r.entries() == first.entries() && r.seeds() == first.seeds())
     }
 
@@ -257,9 +293,16 @@ impl Net {
                 return rounds;
             }
         }
-        let rings: Vec<String> =
-            self.nodes.values().map(|n| format!("{}: {:?}", n.alloc.me(), n.alloc.ring().entries())).collect();
-        panic!("seed {}: rings did not converge ({what}):\n{}", self.seed, rings.join("\n"));
+        let rings: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| format!("{}: {:?}", n.alloc.me(), n.alloc.ring().entries()))
+            .collect();
+        panic!(
+            "seed {}: rings did not converge ({what}):\n{}",
+            self.seed,
+            rings.join("\n")
+        );
     }
 
     /// Safety invariants over all live peers.
@@ -269,11 +312,20 @@ impl Net {
         let mut spaces: Vec<(AddrRange, PeerName)> = Vec::new();
         for (name, node) in &self.nodes {
             let a = &node.alloc;
-            a.ring().check_invariants().unwrap_or_else(|e| panic!("seed {seed}: {name}'s ring: {e}"));
-            assert_eq!(a.space().owned(), a.ring().owned_ranges(*name).as_slice(), "seed {seed}: {name} space vs ring");
+            a.ring()
+                .check_invariants()
+                .unwrap_or_else(|e| panic!("seed {seed}: {name}'s ring: {e}"));
+            assert_eq!(
+                a.space().owned(),
+                a.ring().owned_ranges(*name).as_slice(),
+                "seed {seed}: {name} space vs ring"
+            );
             for (id, addrs) in a.allocations() {
                 for addr in addrs {
-                    assert!(a.space().owns(*addr), "seed {seed}: {name} holds {addr} outside its space");
+                    assert!(
+                        a.space().owns(*addr),
+                        "seed {seed}: {name} holds {addr} outside its space"
+                    );
                     if let Some((other, other_id)) = holder.insert(*addr, (*name, id)) {
                         panic!("seed {seed}: address {addr} held by {other}/{other_id} and {name}/{id}");
                     }
@@ -283,7 +335,14 @@ impl Net {
         }
         spaces.sort();
         for w in spaces.windows(2) {
-            assert!(w[0].0.end <= w[1].0.start, "seed {seed}: {} and {} both own {:?}/{:?}", w[0].1, w[1].1, w[0].0, w[1].0);
+            assert!(
+                w[0].0.end <= w[1].0.start,
+                "seed {seed}: {} and {} both own {:?}/{:?}",
+                w[0].1,
+                w[1].1,
+                w[0].0,
+                w[1].0
+            );
         }
     }
 
@@ -358,7 +417,8 @@ struct Outcome {
 fn run_schedule(seed: u64) -> Outcome {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let prefix = [24u32, 26, 27][rng.random_range(0..3)];
-    let universe = AddrRange::from_cidr(&format!("10.{}.0.0/{prefix}", rng.random_range(0..200u32))).unwrap();
+    let universe =
+        AddrRange::from_cidr(&format!("10.{}.0.0/{prefix}", rng.random_range(0..200u32))).unwrap();
     let mut net = Net::new(seed, universe);
     net.loss = [0.0, 0.1, 0.3][rng.random_range(0..3)];
     net.duplicate = [0.0, 0.05, 0.2][rng.random_range(0..3)];
@@ -366,7 +426,11 @@ fn run_schedule(seed: u64) -> Outcome {
     let names: Vec<PeerName> = (0..initial).map(|_| net.fresh_name()).collect();
     let seeded = rng.random_bool(0.3);
     for &n in &names {
-        let mode = if seeded { InitMode::Seed(names.clone()) } else { InitMode::consensus(initial) };
+        let mode = if seeded {
+            InitMode::Seed(names.clone())
+        } else {
+            InitMode::consensus(initial)
+        };
         net.add(n, mode);
     }
     let steps = rng.random_range(40..160);
@@ -420,7 +484,11 @@ fn run_schedule(seed: u64) -> Outcome {
     }
     net.quiesce("end of schedule");
     check_waiting_allocations_are_served(&mut net);
-    Outcome { steps, allocations, stats: net.stats }
+    Outcome {
+        steps,
+        allocations,
+        stats: net.stats,
+    }
 }
 
 /// Only peers that know the ring may die: an elector lost before the ring exists could leave
@@ -434,7 +502,11 @@ fn who_has_ring(net: &Net, who: PeerName) -> bool {
 fn check_waiting_allocations_are_served(net: &mut Net) {
     for _ in 0..80 {
         let servable = net.nodes.values().any(|n| {
-            n.alloc.pending().iter().any(|(_, within)| net.nodes.values().any(|m| m.alloc.space().free_count_in(*within) > 0))
+            n.alloc.pending().iter().any(|(_, within)| {
+                net.nodes
+                    .values()
+                    .any(|m| m.alloc.space().free_count_in(*within) > 0)
+            })
         });
         if !servable {
             return;
@@ -447,17 +519,39 @@ fn check_waiting_allocations_are_served(net: &mut Net) {
         .values()
         .map(|n| {
             let a = &n.alloc;
-            format!("{}: waiting {:?} space {:?} allocated {:?}", a.me(), a.pending(), a.space().owned(), a.allocations())
+            format!(
+                "{}: waiting {:?} space {:?} allocated {:?}",
+                a.me(),
+                a.pending(),
+                a.space().owned(),
+                a.allocations()
+            )
         })
         .collect();
-    eprintln!("ring: {:?}", net.nodes.values().next().map(|n| n.alloc.ring().entries().to_vec()));
-    panic!("seed {}: allocations still waiting although space is free:\n{}", net.seed, waiting.join("\n"));
+    eprintln!(
+        "ring: {:?}",
+        net.nodes
+            .values()
+            .next()
+            .map(|n| n.alloc.ring().entries().to_vec())
+    );
+    panic!(
+        "seed {}: allocations still waiting although space is free:\n{}",
+        net.seed,
+        waiting.join("\n")
+    );
 }
 
 #[test]
 fn random_schedules_keep_allocations_unique_and_converge() {
-    let schedules: u64 = std::env::var("WEAVE_SIM_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(4000);
-    let first: u64 = std::env::var("WEAVE_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let schedules: u64 = std::env::var("WEAVE_SIM_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
+    let first: u64 = std::env::var("WEAVE_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let (mut steps, mut allocations, mut stats) = (0, 0, Stats::default());
     for seed in first..first + schedules {
         let o = run_schedule(seed);
@@ -467,7 +561,13 @@ fn random_schedules_keep_allocations_unique_and_converge() {
     }
     println!("ipam ring simulation: {schedules} schedules, {steps} steps, {allocations} allocation requests");
     println!("ipam ring simulation exercised: {stats:?}");
-    assert!(stats.rmpeers > 0 && stats.restarts > 0 && stats.ring_replies > 0 && stats.resets > 0 && stats.partitions > 0);
+    assert!(
+        stats.rmpeers > 0
+            && stats.restarts > 0
+            && stats.ring_replies > 0
+            && stats.resets > 0
+            && stats.partitions > 0
+    );
 }
 
 /// Rounds and messages until `n` electors agree on a ring, gossiping to 3 random peers.
@@ -485,7 +585,10 @@ fn converge(n: usize) -> (usize, u64) {
         net.round(false);
         if net.nodes.values().all(|p| p.alloc.has_ring()) && net.converged() {
             let ring = net.nodes[&names[0]].alloc.ring();
-            assert!(ring.peers().len() > n / 2, "ring split among a quorum at least");
+            assert!(
+                ring.peers().len() > n / 2,
+                "ring split among a quorum at least"
+            );
             return (round, net.delivered);
         }
     }

@@ -38,8 +38,10 @@ impl AddrRange {
             .ok_or_else(|| format!("invalid CIDR {cidr:?}: bad prefix length"))?;
         let start = u32::from(addr);
         let size = 1u64 << (32 - len);
-        if u64::from(start) % size != 0 {
-            return Err(format!("invalid CIDR {cidr:?}: not aligned to its prefix length"));
+        if !u64::from(start).is_multiple_of(size) {
+            return Err(format!(
+                "invalid CIDR {cidr:?}: not aligned to its prefix length"
+            ));
         }
         let end = u64::from(start) + size;
         let end = u32::try_from(end)
@@ -83,7 +85,8 @@ impl AddrRange {
     /// The CIDR prefix length if the range is exactly one aligned block.
     pub fn prefix_len(self) -> Option<u32> {
         let size = self.size();
-        (size.is_power_of_two() && self.start % size == 0).then(|| 32 - size.trailing_zeros())
+        (size.is_power_of_two() && self.start.is_multiple_of(size))
+            .then(|| 32 - size.trailing_zeros())
     }
 
     /// The largest CIDR-aligned block inside the range (lowest one on ties); empty if the
@@ -93,7 +96,11 @@ impl AddrRange {
         let mut pos = u64::from(self.start);
         let end = u64::from(self.end);
         while pos < end {
-            let align = if pos == 0 { 1u64 << 32 } else { 1u64 << pos.trailing_zeros() };
+            let align = if pos == 0 {
+                1u64 << 32
+            } else {
+                1u64 << pos.trailing_zeros()
+            };
             let mut size = align;
             while pos + size > end {
                 size >>= 1;
@@ -140,10 +147,22 @@ mod tests {
 
     #[test]
     fn largest_aligned_block_finds_the_biggest_cidr() {
-        assert_eq!(AddrRange::new(1, 15).largest_aligned_block(), AddrRange::new(4, 8));
-        assert_eq!(AddrRange::new(0, 16).largest_aligned_block(), AddrRange::new(0, 16));
-        assert_eq!(AddrRange::new(3, 4).largest_aligned_block(), AddrRange::new(3, 4));
-        assert_eq!(AddrRange::new(6, 11).largest_aligned_block(), AddrRange::new(6, 8));
+        assert_eq!(
+            AddrRange::new(1, 15).largest_aligned_block(),
+            AddrRange::new(4, 8)
+        );
+        assert_eq!(
+            AddrRange::new(0, 16).largest_aligned_block(),
+            AddrRange::new(0, 16)
+        );
+        assert_eq!(
+            AddrRange::new(3, 4).largest_aligned_block(),
+            AddrRange::new(3, 4)
+        );
+        assert_eq!(
+            AddrRange::new(6, 11).largest_aligned_block(),
+            AddrRange::new(6, 8)
+        );
         assert!(AddrRange::new(5, 5).largest_aligned_block().is_empty());
     }
 }

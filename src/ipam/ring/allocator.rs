@@ -118,7 +118,10 @@ impl Allocator {
 
     /// Ids waiting for an address, with the range they wait on.
     pub fn pending(&self) -> Vec<(String, AddrRange)> {
-        self.pending.iter().map(|p| (p.id.clone(), p.within)).collect()
+        self.pending
+            .iter()
+            .map(|p| (p.id.clone(), p.within))
+            .collect()
     }
 
     /// Messages to send and completed operations since the last call.
@@ -132,14 +135,28 @@ impl Allocator {
     pub fn allocate(&mut self, id: &str, within: AddrRange) -> Result<Option<u32>, AllocError> {
         let universe = self.universe();
         if !within.overlaps(universe) {
-            return Err(AllocError::OutOfBounds { range: within, universe });
+            return Err(AllocError::OutOfBounds {
+                range: within,
+                universe,
+            });
         }
         let within = within.intersect(universe);
-        if let Some(addr) = self.owned.get(id).and_then(|addrs| addrs.iter().find(|a| within.contains(**a))) {
+        if let Some(addr) = self
+            .owned
+            .get(id)
+            .and_then(|addrs| addrs.iter().find(|a| within.contains(**a)))
+        {
             return Ok(Some(*addr));
         }
-        if !self.pending.iter().any(|p| p.id == id && p.within == within) {
-            self.pending.push(Pending { id: id.to_string(), within });
+        if !self
+            .pending
+            .iter()
+            .any(|p| p.id == id && p.within == within)
+        {
+            self.pending.push(Pending {
+                id: id.to_string(),
+                within,
+            });
         }
         self.wants_ring = true;
         if self.ring.is_empty() {
@@ -149,7 +166,10 @@ impl Allocator {
             self.report_free();
         }
         self.flush();
-        let done = self.outputs.iter().rposition(|o| matches!(o, Output::Allocated { id: done, .. } if done == id));
+        let done = self
+            .outputs
+            .iter()
+            .rposition(|o| matches!(o, Output::Allocated { id: done, .. } if done == id));
         Ok(done.map(|i| match self.outputs.remove(i) {
             Output::Allocated { addr, .. } => addr,
             _ => unreachable!(),
@@ -173,7 +193,10 @@ impl Allocator {
     /// Frees one address of `id`.
     pub fn free(&mut self, id: &str, addr: u32) -> Result<(), AllocError> {
         let addrs = self.owned.get_mut(id).filter(|a| a.contains(&addr));
-        let addrs = addrs.ok_or_else(|| AllocError::NotFound { addr, id: id.to_string() })?;
+        let addrs = addrs.ok_or_else(|| AllocError::NotFound {
+            addr,
+            id: id.to_string(),
+        })?;
         addrs.retain(|a| *a != addr);
         if addrs.is_empty() {
             self.owned.remove(id);
@@ -186,7 +209,10 @@ impl Allocator {
 
     /// Frees every address of `id`, returning them.
     pub fn delete(&mut self, id: &str) -> Result<Vec<u32>, AllocError> {
-        let addrs = self.owned.remove(id).ok_or_else(|| AllocError::NoAddresses { id: id.to_string() })?;
+        let addrs = self
+            .owned
+            .remove(id)
+            .ok_or_else(|| AllocError::NoAddresses { id: id.to_string() })?;
         for a in &addrs {
             let _ = self.space.free(*a);
         }
@@ -261,7 +287,8 @@ impl Allocator {
         if self.ring.is_empty() {
             if self.paxos.is_observer() {
                 if self.wants_ring {
-                    self.outputs.push(Output::Broadcast(Gossip::Paxos(Default::default())));
+                    self.outputs
+                        .push(Output::Broadcast(Gossip::Paxos(Default::default())));
                 }
             } else {
                 if self.wants_ring && self.paxos_stalled() {
@@ -312,8 +339,17 @@ impl Allocator {
             self.outputs.push(Output::Cancelled { id: p.id });
         }
         self.request = None;
-        let owners: BTreeSet<PeerName> = self.ring.peers().into_iter().filter(|p| *p != self.me).collect();
-        let live: BTreeSet<PeerName> = live_peers.iter().copied().filter(|p| *p != self.me).collect();
+        let owners: BTreeSet<PeerName> = self
+            .ring
+            .peers()
+            .into_iter()
+            .filter(|p| *p != self.me)
+            .collect();
+        let live: BTreeSet<PeerName> = live_peers
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
         let heir = live
             .intersection(&owners)
             .next()
@@ -345,7 +381,8 @@ impl Allocator {
             return;
         }
         if self.paxos.is_observer() {
-            self.outputs.push(Output::Broadcast(Gossip::Paxos(Default::default())));
+            self.outputs
+                .push(Output::Broadcast(Gossip::Paxos(Default::default())));
         } else if !self.paxos.has_proposed() {
             self.paxos.propose();
             self.paxos_dirty = true;
@@ -423,8 +460,15 @@ impl Allocator {
         let mut rng = self.rng();
         for within in ranges {
             let donors = self.ring.choose_peers_to_ask_for_space(within, &mut rng);
-            if let Some(donor) = donors.into_iter().find(|d| !self.tried.contains(&(*d, within))) {
-                self.request = Some(OutstandingRequest { donor, within, sent_at: self.now });
+            if let Some(donor) = donors
+                .into_iter()
+                .find(|d| !self.tried.contains(&(*d, within)))
+            {
+                self.request = Some(OutstandingRequest {
+                    donor,
+                    within,
+                    sent_at: self.now,
+                });
                 self.send(donor, Unicast::SpaceRequest(within));
                 return;
             }
@@ -434,7 +478,11 @@ impl Allocator {
     }
 
     fn donate_to(&mut self, peer: PeerName, within: AddrRange) {
-        let gift = if self.has_ring() && peer != self.me { self.space.donate(within) } else { None };
+        let gift = if self.has_ring() && peer != self.me {
+            self.space.donate(within)
+        } else {
+            None
+        };
         let Some(gift) = gift else {
             self.send(peer, Unicast::SpaceDenied(self.ring.clone()));
             return;
@@ -456,7 +504,12 @@ impl Allocator {
             .ring
             .own_entry_ranges()
             .into_iter()
-            .map(|(token, ranges)| (token, ranges.iter().map(|r| self.space.free_count_in(*r)).sum()))
+            .map(|(token, ranges)| {
+                (
+                    token,
+                    ranges.iter().map(|r| self.space.free_count_in(*r)).sum(),
+                )
+            })
             .collect();
         if self.ring.report_free(&counts) {
             self.ring_dirty = true;
@@ -465,9 +518,11 @@ impl Allocator {
 
     fn flush(&mut self) {
         if self.ring_dirty && self.has_ring() {
-            self.outputs.push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
+            self.outputs
+                .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
         } else if self.paxos_dirty && !self.has_ring() {
-            self.outputs.push(Output::Broadcast(Gossip::Paxos(self.paxos.state().clone())));
+            self.outputs
+                .push(Output::Broadcast(Gossip::Paxos(self.paxos.state().clone())));
         }
         self.ring_dirty = false;
         self.paxos_dirty = false;

@@ -59,7 +59,13 @@ impl std::error::Error for RingError {}
 impl Ring {
     pub fn new(universe: AddrRange, me: PeerName) -> Self {
         assert!(!universe.is_empty(), "empty IP allocation universe");
-        Ring { start: universe.start, end: universe.end, me, entries: Vec::new(), seeds: Vec::new() }
+        Ring {
+            start: universe.start,
+            end: universe.end,
+            me,
+            entries: Vec::new(),
+            seeds: Vec::new(),
+        }
     }
 
     pub fn universe(&self) -> AddrRange {
@@ -143,7 +149,12 @@ impl Ring {
                 return;
             }
             if peers.len() == 1 || size == 1 {
-                out.push(Entry { token: start, peer: peers[0], version: 0, free: size });
+                out.push(Entry {
+                    token: start,
+                    peer: peers[0],
+                    version: 0,
+                    free: size,
+                });
                 return;
             }
             let mid = start + size / 2;
@@ -189,22 +200,45 @@ impl Ring {
             return Err(RingError::BadRange(range));
         }
         if self.owner(range.start) != Some(self.me)
-            || self.entries.iter().any(|e| range.contains(e.token) && e.peer != self.me)
+            || self
+                .entries
+                .iter()
+                .any(|e| range.contains(e.token) && e.peer != self.me)
         {
             return Err(RingError::NotOwned(range));
         }
         // Keep what follows the grant ours: a token where our range resumes, if none is there.
-        let after = if range.end == self.end { self.start } else { range.end };
+        let after = if range.end == self.end {
+            self.start
+        } else {
+            range.end
+        };
         if let Err(pos) = self.find(after) {
             let continues_ours = self.owner(after) == Some(self.me);
             if continues_ours {
-                self.entries.insert(pos, Entry { token: after, peer: self.me, version: 0, free: 0 });
+                self.entries.insert(
+                    pos,
+                    Entry {
+                        token: after,
+                        peer: self.me,
+                        version: 0,
+                        free: 0,
+                    },
+                );
             }
         }
         let start_is_new = match self.find(range.start) {
             Ok(_) => false,
             Err(pos) => {
-                self.entries.insert(pos, Entry { token: range.start, peer: self.me, version: 0, free: 0 });
+                self.entries.insert(
+                    pos,
+                    Entry {
+                        token: range.start,
+                        peer: self.me,
+                        version: 0,
+                        free: 0,
+                    },
+                );
                 true
             }
         };
@@ -265,7 +299,11 @@ impl Ring {
 
     /// Other peers that reported free space in entries overlapping `range`, best donor first:
     /// each peer's weight is its reported free count times a random number.
-    pub fn choose_peers_to_ask_for_space<R: Rng>(&self, range: AddrRange, rng: &mut R) -> Vec<PeerName> {
+    pub fn choose_peers_to_ask_for_space<R: Rng>(
+        &self,
+        range: AddrRange,
+        rng: &mut R,
+    ) -> Vec<PeerName> {
         let mut free: BTreeMap<PeerName, u64> = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             if e.peer == self.me || e.free == 0 {
@@ -275,8 +313,10 @@ impl Ring {
                 *free.entry(e.peer).or_default() += u64::from(e.free);
             }
         }
-        let mut weighted: Vec<(f64, PeerName)> =
-            free.into_iter().map(|(p, f)| (f as f64 * rng.random::<f64>(), p)).collect();
+        let mut weighted: Vec<(f64, PeerName)> = free
+            .into_iter()
+            .map(|(p, f)| (f as f64 * rng.random::<f64>(), p))
+            .collect();
         weighted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         weighted.into_iter().map(|(_, p)| p).collect()
     }
@@ -297,10 +337,17 @@ impl Ring {
         }
         for (i, e) in self.entries.iter().enumerate() {
             if !self.universe().contains(e.token) {
-                return Err(format!("token {} outside range {}", super::addr::ip(e.token), self.universe()));
+                return Err(format!(
+                    "token {} outside range {}",
+                    super::addr::ip(e.token),
+                    self.universe()
+                ));
             }
             if i > 0 && self.entries[i - 1].token >= e.token {
-                return Err(format!("tokens out of order or duplicated at {}", super::addr::ip(e.token)));
+                return Err(format!(
+                    "tokens out of order or duplicated at {}",
+                    super::addr::ip(e.token)
+                ));
             }
         }
         for (i, e) in self.entries.iter().enumerate() {

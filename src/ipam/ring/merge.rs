@@ -9,12 +9,23 @@ use std::fmt;
 /// Why a received ring was refused. Weave drops the gossip connection on these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MergeError {
-    RangeMismatch { received: AddrRange, ours: AddrRange },
-    SeedMismatch { received: Vec<PeerName>, ours: Vec<PeerName> },
+    RangeMismatch {
+        received: AddrRange,
+        ours: AddrRange,
+    },
+    SeedMismatch {
+        received: Vec<PeerName>,
+        ours: Vec<PeerName>,
+    },
     /// Another peer inserted a token inside a range we own.
     EntryInMyRange { peer: PeerName, token: u32 },
     /// A newer version of one of our own entries names another owner.
-    UpdateForMyRange { token: u32, version: u32, incoming_peer: PeerName, incoming_version: u32 },
+    UpdateForMyRange {
+        token: u32,
+        version: u32,
+        incoming_peer: PeerName,
+        incoming_version: u32,
+    },
     /// Two entries with the same token and version but different owners.
     InconsistentEntries { ours: Entry, theirs: Entry },
     /// The received ring breaks the structural invariants.
@@ -24,7 +35,11 @@ pub enum MergeError {
 impl fmt::Display for MergeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn names(peers: &[PeerName]) -> String {
-            peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
         match self {
             MergeError::RangeMismatch { received, ours } => {
@@ -64,10 +79,16 @@ impl Ring {
     pub fn merge(&mut self, other: &Ring) -> Result<bool, MergeError> {
         other.check_invariants().map_err(MergeError::Malformed)?;
         if other.universe() != self.universe() {
-            return Err(MergeError::RangeMismatch { received: other.universe(), ours: self.universe() });
+            return Err(MergeError::RangeMismatch {
+                received: other.universe(),
+                ours: self.universe(),
+            });
         }
         if !self.seeds.is_empty() && !other.seeds.is_empty() && self.seeds != other.seeds {
-            return Err(MergeError::SeedMismatch { received: other.seeds.clone(), ours: self.seeds.clone() });
+            return Err(MergeError::SeedMismatch {
+                received: other.seeds.clone(),
+                ours: self.seeds.clone(),
+            });
         }
         if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
             return Ok(false);
@@ -87,7 +108,11 @@ impl Ring {
 }
 
 /// The join of two sorted entry lists, as seen by peer `me`.
-fn merge_entries(mine: &[Entry], theirs: &[Entry], me: PeerName) -> Result<(Vec<Entry>, bool), MergeError> {
+fn merge_entries(
+    mine: &[Entry],
+    theirs: &[Entry],
+    me: PeerName,
+) -> Result<(Vec<Entry>, bool), MergeError> {
     let mut out = Vec::with_capacity(mine.len().max(theirs.len()));
     let mut changed = false;
     // Owner of the last entry taken from our side: only then can we tell that an incoming
@@ -96,7 +121,10 @@ fn merge_entries(mine: &[Entry], theirs: &[Entry], me: PeerName) -> Result<(Vec<
     let (mut i, mut j) = (0, 0);
     let insert_theirs = |t: &Entry, previous: Option<PeerName>| -> Result<(), MergeError> {
         if previous == Some(me) && t.peer != me {
-            return Err(MergeError::EntryInMyRange { peer: t.peer, token: t.token });
+            return Err(MergeError::EntryInMyRange {
+                peer: t.peer,
+                token: t.token,
+            });
         }
         Ok(())
     };
@@ -112,7 +140,10 @@ fn merge_entries(mine: &[Entry], theirs: &[Entry], me: PeerName) -> Result<(Vec<
                 } else if m.peer == t.peer {
                     t.free > m.free
                 } else {
-                    return Err(MergeError::InconsistentEntries { ours: *m, theirs: *t });
+                    return Err(MergeError::InconsistentEntries {
+                        ours: *m,
+                        theirs: *t,
+                    });
                 };
                 if take_theirs {
                     if m.peer == me && t.peer != me {

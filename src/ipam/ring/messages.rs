@@ -30,11 +30,19 @@ pub enum Unicast {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Broadcast(Gossip),
-    Send { to: PeerName, msg: Unicast },
+    Send {
+        to: PeerName,
+        msg: Unicast,
+    },
     /// A pending allocation completed.
-    Allocated { id: String, addr: u32 },
+    Allocated {
+        id: String,
+        addr: u32,
+    },
     /// A pending allocation was dropped (cancel or shutdown).
-    Cancelled { id: String },
+    Cancelled {
+        id: String,
+    },
 }
 
 /// How this peer takes part in creating the ring (`--ipalloc-init`).
@@ -51,26 +59,42 @@ pub enum InitMode {
 impl InitMode {
     /// `consensus=N`: quorum N/2+1.
     pub fn consensus(initial_peers: usize) -> Self {
-        InitMode::Consensus { quorum: initial_peers / 2 + 1 }
+        InitMode::Consensus {
+            quorum: initial_peers / 2 + 1,
+        }
     }
 }
 
 /// Errors reported to the caller of an allocator operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AllocError {
-    OutOfBounds { range: AddrRange, universe: AddrRange },
-    NoAddresses { id: String },
-    NotFound { addr: u32, id: String },
+    OutOfBounds {
+        range: AddrRange,
+        universe: AddrRange,
+    },
+    NoAddresses {
+        id: String,
+    },
+    NotFound {
+        addr: u32,
+        id: String,
+    },
     CannotRemoveSelf,
 }
 
 impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AllocError::OutOfBounds { range, universe } => write!(f, "range {range} out of bounds: {universe}"),
+            AllocError::OutOfBounds { range, universe } => {
+                write!(f, "range {range} out of bounds: {universe}")
+            }
             AllocError::NoAddresses { id } => write!(f, "Delete: no addresses for {id}"),
-            AllocError::NotFound { addr, id } => write!(f, "Free: address {} not found for {id}", ip(*addr)),
-            AllocError::CannotRemoveSelf => write!(f, "cannot remove ourself from the ring; use reset"),
+            AllocError::NotFound { addr, id } => {
+                write!(f, "Free: address {} not found for {id}", ip(*addr))
+            }
+            AllocError::CannotRemoveSelf => {
+                write!(f, "cannot remove ourself from the ring; use reset")
+            }
         }
     }
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Ordered by round first, then proposer, so every proposal id is unique.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ProposalId {
     pub round: u32,
     pub proposer: PeerName,
@@ -82,11 +84,21 @@ pub struct Paxos {
 
 impl Paxos {
     pub fn elector(me: PeerName, quorum: usize) -> Self {
-        Paxos { me, quorum: quorum.max(1), observer: false, knows: PaxosState::new() }
+        Paxos {
+            me,
+            quorum: quorum.max(1),
+            observer: false,
+            knows: PaxosState::new(),
+        }
     }
 
     pub fn observer(me: PeerName) -> Self {
-        Paxos { me, quorum: usize::MAX, observer: true, knows: PaxosState::new() }
+        Paxos {
+            me,
+            quorum: usize::MAX,
+            observer: true,
+            knows: PaxosState::new(),
+        }
     }
 
     pub fn is_observer(&self) -> bool {
@@ -102,12 +114,18 @@ impl Paxos {
     }
 
     pub fn has_proposed(&self) -> bool {
-        self.knows.get(&self.me).is_some_and(|c| c.promise.proposer == self.me)
+        self.knows
+            .get(&self.me)
+            .is_some_and(|c| c.promise.proposer == self.me)
     }
 
     /// Our current promise, used to notice a stalled election.
     pub fn highest_promise(&self) -> ProposalId {
-        self.knows.values().map(|c| c.promise).max().unwrap_or_default()
+        self.knows
+            .values()
+            .map(|c| c.promise)
+            .max()
+            .unwrap_or_default()
     }
 
     /// Restores our own claims after a restart (from persisted state).
@@ -122,7 +140,10 @@ impl Paxos {
         }
         let round = self.highest_promise().round + 1;
         let mine = self.knows.entry(self.me).or_default();
-        mine.promise = ProposalId { round, proposer: self.me };
+        mine.promise = ProposalId {
+            round,
+            proposer: self.me,
+        };
         self.think();
     }
 
@@ -159,14 +180,25 @@ impl Paxos {
             ours.promise = highest;
         }
         // Accept what the proposer we promised has itself accepted for that proposal.
-        let proposer_accepted = self.knows.get(&ours.promise.proposer).and_then(|c| c.accepted.clone());
+        let proposer_accepted = self
+            .knows
+            .get(&ours.promise.proposer)
+            .and_then(|c| c.accepted.clone());
         if let Some(acc) = proposer_accepted {
-            if acc.proposal == ours.promise && ours.accepted.as_ref().is_none_or(|a| a.proposal != acc.proposal) {
+            if acc.proposal == ours.promise
+                && ours
+                    .accepted
+                    .as_ref()
+                    .is_none_or(|a| a.proposal != acc.proposal)
+            {
                 ours.accepted = Some(acc);
             }
         }
         // As proposer with a quorum of promises: pick the value and accept it ourselves.
-        let already_accepted = ours.accepted.as_ref().is_some_and(|a| a.proposal == ours.promise);
+        let already_accepted = ours
+            .accepted
+            .as_ref()
+            .is_some_and(|a| a.proposal == ours.promise);
         if ours.promise.proposer == me && ours.promise.round > 0 && !already_accepted {
             let promisers: Vec<&NodeClaims> = self
                 .knows
@@ -177,7 +209,10 @@ impl Paxos {
                 .filter(|c| c.promise == ours.promise)
                 .collect();
             if promisers.len() >= self.quorum {
-                let prior = promisers.iter().filter_map(|c| c.accepted.as_ref()).max_by_key(|a| a.proposal);
+                let prior = promisers
+                    .iter()
+                    .filter_map(|c| c.accepted.as_ref())
+                    .max_by_key(|a| a.proposal);
                 let value = match prior {
                     Some(a) => a.value.clone(),
                     None => {
@@ -189,7 +224,10 @@ impl Paxos {
                         Arc::new(electors)
                     }
                 };
-                ours.accepted = Some(Accepted { proposal: ours.promise, value });
+                ours.accepted = Some(Accepted {
+                    proposal: ours.promise,
+                    value,
+                });
             }
         }
         let changed = ours != before;

@@ -88,7 +88,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for bad in ["", "01:23:45:67:89", "01:23:45:67:89:ab:cd", "0g:00:00:00:00:00", "123:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "01:23:45:67:89",
+            "01:23:45:67:89:ab:cd",
+            "0g:00:00:00:00:00",
+            "123:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<PeerName>().is_err(), "{bad}");
         }
         assert!(PeerName::new(1 << 48).is_none());

@@ -40,19 +40,36 @@ impl Allocator {
     /// An allocator resumed from `bytes`. Like Weave, saved data for another peer name or
     /// another range is refused (the caller logs it and starts fresh with `new`). Pending
     /// allocations are not saved: their clients went away with the old process.
-    pub fn restore(me: PeerName, universe: AddrRange, mode: InitMode, bytes: &[u8]) -> Result<Self, String> {
-        let saved: Persisted =
-            serde_json::from_slice(bytes).map_err(|e| format!("decode persisted IPAM state: {e}"))?;
+    pub fn restore(
+        me: PeerName,
+        universe: AddrRange,
+        mode: InitMode,
+        bytes: &[u8],
+    ) -> Result<Self, String> {
+        let saved: Persisted = serde_json::from_slice(bytes)
+            .map_err(|e| format!("decode persisted IPAM state: {e}"))?;
         if saved.version != STATE_VERSION {
-            return Err(format!("persisted IPAM state has version {}, we read {STATE_VERSION}", saved.version));
+            return Err(format!(
+                "persisted IPAM state has version {}, we read {STATE_VERSION}",
+                saved.version
+            ));
         }
         if saved.me != me {
-            return Err(format!("persisted IPAM state belongs to peer {}, we are {me}", saved.me));
+            return Err(format!(
+                "persisted IPAM state belongs to peer {}, we are {me}",
+                saved.me
+            ));
         }
         if saved.universe != universe {
-            return Err(format!("persisted IPAM range {} differs from {universe}", saved.universe));
+            return Err(format!(
+                "persisted IPAM range {} differs from {universe}",
+                saved.universe
+            ));
         }
-        saved.ring.check_invariants().map_err(|e| format!("persisted ring is inconsistent: {e}"))?;
+        saved
+            .ring
+            .check_invariants()
+            .map_err(|e| format!("persisted ring is inconsistent: {e}"))?;
         let mut alloc = Allocator::new(me, universe, mode);
         if !saved.ring.is_empty() {
             if !alloc.ring.is_empty() && alloc.ring.seeds() != saved.ring.seeds() {
@@ -66,7 +83,10 @@ impl Allocator {
         }
         alloc.space.set_owned(alloc.ring.owned_ranges(me));
         for (id, addrs) in saved.owned {
-            let kept: Vec<u32> = addrs.into_iter().filter(|a| alloc.space.claim(*a).is_ok()).collect();
+            let kept: Vec<u32> = addrs
+                .into_iter()
+                .filter(|a| alloc.space.claim(*a).is_ok())
+                .collect();
             if !kept.is_empty() {
                 alloc.owned.insert(id, kept);
             }

@@ -32,7 +32,12 @@ impl Space {
     /// and returned, which only happens when we gave ranges away (reset).
     pub fn set_owned(&mut self, owned: Vec<AddrRange>) -> Vec<u32> {
         self.owned = owned;
-        let dropped: Vec<u32> = self.allocated.iter().copied().filter(|a| !self.owns(*a)).collect();
+        let dropped: Vec<u32> = self
+            .allocated
+            .iter()
+            .copied()
+            .filter(|a| !self.owns(*a))
+            .collect();
         for a in &dropped {
             self.allocated.remove(a);
         }
@@ -42,7 +47,12 @@ impl Space {
     /// Free sub-ranges of our space inside `within`, in address order.
     fn free_ranges(&self, within: AddrRange) -> Vec<AddrRange> {
         let mut out = Vec::new();
-        for r in self.owned.iter().map(|r| r.intersect(within)).filter(|r| !r.is_empty()) {
+        for r in self
+            .owned
+            .iter()
+            .map(|r| r.intersect(within))
+            .filter(|r| !r.is_empty())
+        {
             let mut cursor = r.start;
             for &a in self.allocated.range(r.start..r.end) {
                 if a > cursor {
@@ -73,10 +83,16 @@ impl Space {
     /// Marks a specific owned, free address as allocated.
     pub fn claim(&mut self, addr: u32) -> Result<(), String> {
         if !self.owns(addr) {
-            return Err(format!("address {} is not in our space", super::addr::ip(addr)));
+            return Err(format!(
+                "address {} is not in our space",
+                super::addr::ip(addr)
+            ));
         }
         if !self.allocated.insert(addr) {
-            return Err(format!("address {} is already allocated", super::addr::ip(addr)));
+            return Err(format!(
+                "address {} is already allocated",
+                super::addr::ip(addr)
+            ));
         }
         Ok(())
     }
@@ -97,7 +113,13 @@ impl Space {
             .free_ranges(within)
             .into_iter()
             .map(|r| r.largest_aligned_block())
-            .fold(AddrRange::new(0, 0), |best, b| if b.size() > best.size() { b } else { best });
+            .fold(AddrRange::new(0, 0), |best, b| {
+                if b.size() > best.size() {
+                    b
+                } else {
+                    best
+                }
+            });
         if biggest.is_empty() {
             return None;
         }
@@ -151,12 +173,18 @@ mod tests {
         let mut s = space(&[(0, 64)]);
         s.claim(3).unwrap();
         // Free: [0,3) and [4,64); largest aligned block is [32,64), its upper half is given.
-        assert_eq!(s.donate(AddrRange::new(0, 64)), Some(AddrRange::new(48, 64)));
+        assert_eq!(
+            s.donate(AddrRange::new(0, 64)),
+            Some(AddrRange::new(48, 64))
+        );
         assert_eq!(s.owned(), &[AddrRange::new(0, 48)]);
         assert_eq!(s.donate(AddrRange::new(0, 8)), Some(AddrRange::new(6, 8)));
         assert_eq!(s.owned(), &[AddrRange::new(0, 6), AddrRange::new(8, 48)]);
         let mut single = space(&[(5, 6)]);
-        assert_eq!(single.donate(AddrRange::new(0, 64)), Some(AddrRange::new(5, 6)));
+        assert_eq!(
+            single.donate(AddrRange::new(0, 64)),
+            Some(AddrRange::new(5, 6))
+        );
         assert_eq!(single.donate(AddrRange::new(0, 64)), None);
     }
 
