@@ -10,10 +10,13 @@ use weave_mesos::driver::Driver;
 use weave_mesos::execute::{execute, ExecuteOptions};
 use weave_mesos::flags::{agent_flags, render, AgentFlagsConfig, FlagFormat};
 use weave_mesos::http::Connector;
+use weave_mesos::local_cluster::{LocalCluster, LocalOptions};
+use weave_mesos::mesos_cluster::MesosCluster;
 use weave_mesos::operator::{event_type_name, task_ips, task_state_name, OperatorClient};
 use weave_mesos::proto::v1::master::{event, Event};
 use weave_mesos::proto::v1::TaskState;
 use weave_mesos::proto::{self, Encoding};
+use weave_mesos::scenario::{self, Listeners};
 use weave_mesos::scheduler::{framework_info, SchedulerClient};
 use weave_mesos::Result;
 
@@ -40,6 +43,8 @@ enum Command {
     State(MasterArgs),
     /// Run one command task like mesos-execute; exit 0 only if it reaches TASK_FINISHED.
     Execute(ExecuteArgs),
+    /// Reachability matrix: nc listener tasks on weave, nc -z probes from every agent.
+    Scenario(ScenarioArgs),
     /// Read a real mesos-execute's stdout; exit 0 only if its task reached TASK_FINISHED.
     ExecuteStatus,
     /// Print the operator event stream (SUBSCRIBED, HEARTBEAT, TASK_UPDATED, ...).
@@ -139,6 +144,40 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 #[derive(Args)]
+struct ScenarioArgs {
+    /// Master address; without it a local cluster of network namespaces is built.
+    #[arg(long, env = "MESOS_MASTER_URL")]
+    master: Option<String>,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
+    /// Agents needed (Mesos: wait until this many registered; local: how many to build).
+    #[arg(long)]
+    agents: Option<usize>,
+    /// CNI network the tasks join.
+    #[arg(long, default_value = "weave")]
+    network: String,
+    /// Put the only listener on this agent (hostname or ID); default: one on every agent.
+    #[arg(long)]
+    listener_agent: Option<String>,
+    /// Connect to the master from this network namespace.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Seconds to wait for agents and the subscription.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Local mode: namespace name prefix.
+    #[arg(long, default_value = "wvt-scn")]
+    prefix: String,
+    /// Local mode: the router binary (default: next to this executable).
+    #[arg(long)]
+    weaver: Option<PathBuf>,
+    /// Local mode: the weave-net plugin (default: next to this executable).
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct MasterArgs {
     /// Master address: http://host:port, host:port or host.
     #[arg(long, env = "MESOS_MASTER_URL")]
@@ -213,6 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::AgentFlags(a) => agent_flags_cmd(a),
         Command::Execute(a) => execute_cmd(a),
+        Command::Scenario(a) => scenario_cmd(a),
         Command::ExecuteStatus => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
@@ -312,6 +352,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
+    let listeners = match &a.listener_agent {
+        Some(n) => Listeners::On(n.clone()),
+        None => Listeners::All,
+    };
+    let report = match &a.master {
+        Some(master) => {
+            let connector = a
+                .netns
+                .as_deref()
+                .map_or_else(Connector::direct, Connector::for_netns_name);
+            let operator = OperatorClient::new(master)?.with_connector(connector.clone());
+            let scheduler = SchedulerClient::new(master)?.with_connector(connector);
+            let deadline = Instant::now() + Duration::from_secs(a.timeout);
+            let mut cluster = MesosCluster::connect(
+                operator,
+                scheduler,
+                &a.network,
+                a.agents.unwrap_or(1),
+                deadline,
+            )?;
+            scenario::run(&mut cluster, &listeners)
+        }
+        None => {
+            let mut opts = LocalOptions::next_to_exe(a.agents.unwrap_or(2), &a.prefix)?;
+            if let Some(w) = a.weaver {
+                opts.weaver = w;
+            }
+            if let Some(p) = a.plugin {
+                opts.plugin = p;
+            }
+            let mut cluster = LocalCluster::build(opts)?;
+            scenario::run(&mut cluster, &listeners)
+        }
+    };
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn execute_cmd(a: ExecuteArgs) -> Result<ExitCode> {
