@@ -167,9 +167,9 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             }
             Err(e) => error_reply(&e, ""),
         },
-        ("POST", ["ip", id]) => allocate(router, id, None).await,
+        ("POST", ["ip", id]) => allocate(router, id, None, body).await,
         ("POST", ["ip", id, ip, len]) => match parse_cidr(ip, len) {
-            Ok(subnet) => allocate(router, id, Some(subnet)).await,
+            Ok(subnet) => allocate(router, id, Some(subnet), body).await,
             Err(r) => r,
         },
         ("GET", ["ip", id]) => lookup(router, id, None).await,
@@ -184,10 +184,17 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             },
             Err(r) => r,
         },
-        ("DELETE", ["ip", id]) => match ipam.free(id).await {
-            Ok(_) => Reply::Empty(StatusCode::NO_CONTENT),
-            Err(e) => error_reply(&e, ""),
-        },
+        ("DELETE", ["ip", id]) => {
+            // The attachment goes with its addresses, also when they were already freed.
+            let freed = ipam.free(id).await;
+            if let Err(e) = router.remove_attachments_of(id).await {
+                return error_reply(&e, "");
+            }
+            match freed {
+                Ok(_) => Reply::Empty(StatusCode::NO_CONTENT),
+                Err(e) => error_reply(&e, ""),
+            }
+        }
         ("DELETE", ["ip", id, ip]) => match ip.parse::<Ipv4Addr>() {
             Ok(ip) => match ipam.free_one(id, ip).await {
                 Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
@@ -279,11 +286,30 @@ async fn report(router: &Router, query: &str) -> Reply {
     }
 }
 
-async fn allocate(router: &Router, id: &str, subnet: Option<Ipv4Net>) -> Reply {
-    match router.ipam.allocate(id, subnet).await {
-        Ok(c) => ok_text(c.to_string()),
-        Err(e) => error_reply(&e, ""),
+/// `POST /ip/<id>`: Weave's allocate. A JSON body (our plugin's) describes the CNI
+/// attachment the address is for; it is recorded before the answer, so one call does both.
+async fn allocate(router: &Router, id: &str, subnet: Option<Ipv4Net>, body: &[u8]) -> Reply {
+    let attachment = if body.first() == Some(&b'{') {
+        match serde_json::from_slice::<Attachment>(body) {
+            Ok(a) => Some(a),
+            Err(e) => return bad_request(format!("decode attachment: {e}")),
+        }
+    } else {
+        None
+    };
+    let cidr = match router.ipam.allocate(id, subnet).await {
+        Ok(c) => c,
+        Err(e) => return error_reply(&e, ""),
+    };
+    if let Some(mut a) = attachment {
+        a.ips = vec![cidr.to_string()];
+        a.mac = crate::netlink::format_mac(&crate::netlink::mac_for_ip(cidr.addr()));
+        a.ipam_id = id.to_string();
+        if let Err(e) = router.upsert_attachment(a).await {
+            return error_reply(&e, "");
+        }
     }
+    ok_text(cidr.to_string())
 }
 
 async fn lookup(router: &Router, id: &str, subnet: Option<Ipv4Net>) -> Reply {

@@ -12,7 +12,7 @@ mod link;
 mod route;
 mod veth;
 
-pub use link::format_mac;
+pub use link::{format_mac, mac_for_ip};
 
 use crate::netns::NetNs;
 use crate::{Context, Error, ErrorKind, Result};

@@ -300,6 +300,16 @@ impl Router {
         .await
     }
 
+    /// Removes the attachments whose addresses belong to IPAM ID `ipam_id`.
+    pub async fn remove_attachments_of(&self, ipam_id: &str) -> Result<()> {
+        self.update_attachments(|v| {
+            let before = v.len();
+            v.retain(|x| x.ipam_id != ipam_id);
+            v.len() != before
+        })
+        .await
+    }
+
     async fn update_attachments(
         &self,
         change: impl FnOnce(&mut Vec<Attachment>) -> bool,
