@@ -36,14 +36,25 @@ impl MesosCluster {
         deadline: Instant,
     ) -> Result<MesosCluster> {
         let agents = loop {
-            let found: Vec<AgentRef> = operator
+            let active: Vec<_> = operator
                 .get_agents()?
                 .agents
                 .into_iter()
                 .filter(|a| a.active)
+                .map(|a| a.agent_info)
+                .collect();
+            // Several agents on one host (the fixture, docker-compose) share a hostname:
+            // the report then names them host:port.
+            let shared = |h: &str| active.iter().filter(|a| a.hostname == h).count() > 1;
+            let found: Vec<AgentRef> = active
+                .iter()
                 .map(|a| AgentRef {
-                    id: a.agent_info.id.map(|i| i.value).unwrap_or_default(),
-                    hostname: a.agent_info.hostname,
+                    id: a.id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+                    hostname: if shared(&a.hostname) {
+                        format!("{}:{}", a.hostname, a.port.unwrap_or(5051))
+                    } else {
+                        a.hostname.clone()
+                    },
                 })
                 .collect();
             if found.len() >= min_agents.max(1) {
