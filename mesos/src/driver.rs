@@ -198,7 +198,7 @@ pub fn is_terminal(s: TaskState) -> bool {
 #[derive(Debug, Clone)]
 pub enum Progress {
     Submitted { task: String, agent_id: String },
-    Update(TaskStatus),
+    Update(Box<TaskStatus>),
     Killed { task: String, agent_id: String },
 }
 
@@ -340,7 +340,7 @@ impl Driver {
                 if let Some(t) = self.tasks.get_mut(&status.task_id.value) {
                     t.updates.push((Instant::now(), status.clone()));
                 }
-                self.log.push(Progress::Update(status));
+                self.log.push(Progress::Update(Box::new(status)));
                 Ok(())
             }
             Some(event::Type::Error) => Err(Error::new(

@@ -258,8 +258,8 @@ mod tests {
             task_id: crate::proto::v1::TaskId { value: "t".into() },
             state: TaskState::TaskFailed as i32,
             message: Some("Failed to launch container".into()),
-            source: Some(task_status::Source::SourceAgent as i32),
-            reason: Some(task_status::Reason::ReasonContainerLaunchFailed as i32),
+            source: Some(task_status::Source::Agent as i32),
+            reason: Some(task_status::Reason::ContainerLaunchFailed as i32),
             ..Default::default()
         };
         assert_eq!(
