@@ -136,9 +136,12 @@ impl Session {
             if n < TAG_LEN || rest.len() < 2 + n {
                 return Err(ProtocolError::Truncated("encrypted chunk"));
             }
-            let m = self.t.read_message(&rest[2..2 + n], &mut buf).map_err(|_| {
-                ProtocolError::Invalid("decrypt frame: authentication failed".into())
-            })?;
+            let m = self
+                .t
+                .read_message(&rest[2..2 + n], &mut buf)
+                .map_err(|_| {
+                    ProtocolError::Invalid("decrypt frame: authentication failed".into())
+                })?;
             if out.len() + m > MAX_FRAME {
                 return Err(ProtocolError::FrameTooLarge {
                     len: out.len() + m,

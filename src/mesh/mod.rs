@@ -10,15 +10,17 @@
 //!   [`MeshHandle`], the API other subsystems call.
 //! - [`status`]: Weave's text formats for `/status/connections|peers` and `/report`.
 
+pub mod actor;
 pub mod connection;
 pub mod crypto;
+pub mod maker;
 pub mod protocol;
 pub mod router;
 pub mod status;
 pub mod topology;
 
-// pub use router
-
+pub use router::{GossipMessage, LivePeer, MeshConfig, MeshHandle, MeshRouter, MeshTimers};
+pub use status::MeshStatus;
 
 use std::fmt;
 use std::str::FromStr;
@@ -100,7 +102,13 @@ mod tests {
         assert_eq!(PeerName::from_bytes(n.to_bytes()), n);
         assert_eq!(PeerName::from_u64(n.as_u64()), Some(n));
         assert_eq!(PeerName::from_u64(1 << 48), None);
-        for bad in ["", "aa:bb", "aa:bb:cc:dd:ee:fg", "aaa:bb:cc:dd:ee:f", "a:b:c:d:e:f:0"] {
+        for bad in [
+            "",
+            "aa:bb",
+            "aa:bb:cc:dd:ee:fg",
+            "aaa:bb:cc:dd:ee:f",
+            "a:b:c:d:e:f:0",
+        ] {
             assert!(bad.parse::<PeerName>().is_err(), "{bad}");
         }
     }

@@ -162,7 +162,14 @@ pub struct Hello {
     pub encrypted: bool,
 }
 
-const HELLO_KEYS: [&str; 6] = ["Name", "NickName", "UID", "ConnID", "ListenPort", "Encryption"];
+const HELLO_KEYS: [&str; 6] = [
+    "Name",
+    "NickName",
+    "UID",
+    "ConnID",
+    "ListenPort",
+    "Encryption",
+];
 
 impl Hello {
     /// Key/value pairs (`u8` key length, key, `u16` value length, value); unknown keys are
@@ -403,8 +410,7 @@ pub fn topology_messages(peers: &[PeerInfo]) -> Vec<Message> {
     for p in peers {
         let mut one = Vec::new();
         encode_peer(p, &mut one);
-        if !chunk.is_empty() && (size + one.len() > MAX_FRAME || chunk.len() == u16::MAX as usize)
-        {
+        if !chunk.is_empty() && (size + one.len() > MAX_FRAME || chunk.len() == u16::MAX as usize) {
             out.push(Message::Topology(std::mem::take(&mut chunk)));
             size = 3;
         }

@@ -156,9 +156,15 @@ fn messages_round_trip() {
 
 #[test]
 fn message_validation() {
-    assert_eq!(Message::decode(&[]), Err(ProtocolError::Truncated("message type")));
+    assert_eq!(
+        Message::decode(&[]),
+        Err(ProtocolError::Truncated("message type"))
+    );
     assert_eq!(Message::decode(&[0]), Err(ProtocolError::UnknownMessage(0)));
-    assert_eq!(Message::decode(&[99]), Err(ProtocolError::UnknownMessage(99)));
+    assert_eq!(
+        Message::decode(&[99]),
+        Err(ProtocolError::UnknownMessage(99))
+    );
     assert_eq!(
         Message::decode(&[TAG_HEARTBEAT, 0]),
         Err(ProtocolError::TrailingBytes("message"))

@@ -222,12 +222,18 @@ mod tests {
         // 1 - 2 - 3, then 2 loses its connection to 3.
         let mut t = Topology::new(info(1, 1, &[]));
         t.set_our_connections(vec![conn(2, true)]);
-        t.merge(vec![info(2, 1, &[(1, true), (3, true)]), info(3, 1, &[(2, true)])]);
+        t.merge(vec![
+            info(2, 1, &[(1, true), (3, true)]),
+            info(3, 1, &[(2, true)]),
+        ]);
         assert_eq!(names(&t), [1, 2, 3]);
         assert!(t.merge(vec![info(2, 2, &[(1, true)])]));
         assert_eq!(names(&t), [1, 2]);
         // A pending (not established) connection does not make a peer reachable.
-        t.merge(vec![info(2, 3, &[(1, true), (3, false)]), info(3, 2, &[(2, true)])]);
+        t.merge(vec![
+            info(2, 3, &[(1, true), (3, false)]),
+            info(3, 2, &[(2, true)]),
+        ]);
         assert_eq!(names(&t), [1, 2]);
         // Losing our only connection leaves just us.
         assert!(t.set_our_connections(vec![]));
