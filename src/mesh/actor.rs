@@ -3,7 +3,7 @@
 //! topology, floods broadcasts, routes unicasts and drives the connection maker.
 
 use super::connection::{self, ConnEvent, HandshakeError, Handshaken, Timers};
-use super::maker::{with_port, Maker, MeshTimers, Target};
+use super::maker::{Maker, Target};
 use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::router::{GossipMessage, LivePeer, MeshConfig};
 use super::status::{ConnectionStatus, MeshStatus};
@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 pub(super) enum Cmd {
     Broadcast(String, Vec<u8>),
@@ -33,11 +33,11 @@ pub(super) enum Cmd {
 
 /// A connection whose handshake succeeded, waiting for the actor's yes or no.
 pub(super) struct NewConn {
-    stream: TcpStream,
-    hs: Handshaken,
-    remote: SocketAddr,
+    pub(super) stream: TcpStream,
+    pub(super) hs: Handshaken,
+    pub(super) remote: SocketAddr,
     /// For dials: the target and what it resolved to.
-    target: Option<(String, Vec<SocketAddr>)>,
+    pub(super) target: Option<(String, Vec<SocketAddr>)>,
 }
 
 struct Conn {
@@ -541,7 +541,7 @@ impl Actor {
         for target in due {
             let mut hello = self.hello.clone();
             hello.conn_id = rand::random();
-            tokio::spawn(dial(
+            tokio::spawn(super::dial::dial(
                 target,
                 hello,
                 self.psk,
@@ -594,125 +594,5 @@ impl Actor {
             targets: self.maker.explicit(),
             termination_count: self.terminations,
         }
-    }
-}
-
-/// Resolves, connects and handshakes one target, then hands the result to the actor.
-async fn dial(
-    target: String,
-    hello: Hello,
-    psk: Option<[u8; 32]>,
-    timers: MeshTimers,
-    tx: mpsc::Sender<Cmd>,
-) {
-    let limit = timers.handshake_timeout;
-    let addr_text = with_port(&target);
-    let resolved: Vec<SocketAddr> =
-        match timeout(limit, tokio::net::lookup_host(addr_text.clone())).await {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => {
-                let e = HandshakeError::Failed(format!("resolve {addr_text}: {e}"));
-                let _ = tx.send(Cmd::DialFailed(target, e, vec![])).await;
-                return;
-            }
-            Err(_) => {
-                let e = HandshakeError::Failed(format!("resolve {addr_text}: timed out"));
-                let _ = tx.send(Cmd::DialFailed(target, e, vec![])).await;
-                return;
-            }
-        };
-    let Some(addr) = resolved
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(resolved.first())
-        .copied()
-    else {
-        let e = HandshakeError::Failed(format!("resolve {addr_text}: no addresses"));
-        let _ = tx.send(Cmd::DialFailed(target, e, resolved)).await;
-        return;
-    };
-    let result = async {
-        let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(HandshakeError::Failed(format!("connect to {addr}: {e}"))),
-            Err(_) => {
-                return Err(HandshakeError::Failed(format!(
-                    "connect to {addr}: timed out"
-                )))
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let hs = connection::handshake(&mut stream, &hello, true, psk.as_ref(), limit).await?;
-        Ok((stream, hs))
-    }
-    .await;
-    let cmd = match result {
-        Ok((stream, hs)) => Cmd::Handshaken(Box::new(NewConn {
-            stream,
-            hs,
-            remote: addr,
-            target: Some((target, vec![addr])),
-        })),
-        Err(e) => Cmd::DialFailed(target, e, vec![addr]),
-    };
-    let _ = tx.send(cmd).await;
-}
-
-/// Accepts inbound connections, throttled by a token bucket (20 tokens, one more every 50 ms),
-/// and handshakes each in its own task.
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    tx: mpsc::Sender<Cmd>,
-    hello: Hello,
-    psk: Option<[u8; 32]>,
-    timers: MeshTimers,
-) {
-    const BURST: f64 = 20.0;
-    const REFILL: Duration = Duration::from_millis(50);
-    let mut tokens = BURST;
-    let mut last = Instant::now();
-    loop {
-        tokens = (tokens + last.elapsed().as_secs_f64() / REFILL.as_secs_f64()).min(BURST);
-        last = Instant::now();
-        if tokens < 1.0 {
-            tokio::time::sleep(REFILL.mul_f64(1.0 - tokens)).await;
-            continue;
-        }
-        let (mut stream, remote) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("mesh accept: {e}");
-                tokio::time::sleep(REFILL).await;
-                continue;
-            }
-        };
-        tokens -= 1.0;
-        let _ = stream.set_nodelay(true);
-        let (tx, mut hello) = (tx.clone(), hello.clone());
-        hello.conn_id = rand::random();
-        tokio::spawn(async move {
-            match connection::handshake(
-                &mut stream,
-                &hello,
-                false,
-                psk.as_ref(),
-                timers.handshake_timeout,
-            )
-            .await
-            {
-                Ok(hs) => {
-                    let _ = tx
-                        .send(Cmd::Handshaken(Box::new(NewConn {
-                            stream,
-                            hs,
-                            remote,
-                            target: None,
-                        })))
-                        .await;
-                }
-                Err(HandshakeError::Refused(why)) => tracing::warn!("peer {remote} refused: {why}"),
-                Err(e) => tracing::info!("handshake with {remote}: {e}"),
-            }
-        });
     }
 }

@@ -13,6 +13,7 @@
 pub mod actor;
 pub mod connection;
 pub mod crypto;
+pub mod dial;
 pub mod maker;
 pub mod protocol;
 pub mod router;

@@ -5,7 +5,8 @@
 //! Broadcasts are flooded with deduplication by `(origin, uid, seq)`, so they reach every
 //! peer that is reachable at all; unicasts follow the shortest path over the topology.
 
-use super::actor::{accept_loop, Actor, Cmd};
+use super::actor::{Actor, Cmd};
+use super::dial::accept_loop;
 use super::protocol::{check_channel, Hello, PeerInfo, MAX_GOSSIP_PAYLOAD};
 use super::status::MeshStatus;
 use super::PeerName;
