@@ -33,7 +33,7 @@ pub struct Config {
     pub status_addr: Option<SocketAddr>,
     pub mtu: u32,
     pub datadir: PathBuf,
-    /// Mesh port (stored and reported only, until the mesh exists).
+    /// Mesh (control) port; the mesh listens on all addresses.
     pub port: u16,
     /// Initial connect targets.
     pub peers: Vec<String>,
