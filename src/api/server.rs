@@ -150,7 +150,7 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
         ("GET", ["status"]) => with_view(router, |v| ok_text(status::status_text(v))).await,
         ("GET", ["status", sub]) => match *sub {
             "targets" => with_view(router, |v| ok_text(status::targets_text(v))).await,
-            "connections" => ok_text(""),
+            "connections" => with_view(router, |v| ok_text(status::connections_text(v))).await,
             "peers" => with_view(router, |v| ok_text(status::peers_text(v))).await,
             "ipam" => with_view(router, |v| ok_text(status::ipam_text(v))).await,
             _ => Reply::Text(StatusCode::NOT_FOUND, "unknown path".into()),
@@ -231,8 +231,11 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
                 Err(e) => error_reply(&e, ""),
             }
         }
-        // Single host: there is nobody to hand our range to.
-        ("DELETE", ["peer"]) => Reply::Empty(StatusCode::NO_CONTENT),
+        // Leave the mesh gracefully (IPAM hand-over belongs to the ring).
+        ("DELETE", ["peer"]) => match router.mesh.leave().await {
+            Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
+            Err(e) => error_reply(&e, ""),
+        },
         ("DELETE", ["peer", name]) => {
             tracing::warn!("rmpeer {name}: no such peer (single host)");
             ok_text(format!("0 IPs taken over from {name}\n"))

@@ -33,10 +33,32 @@ pub struct Config {
     pub status_addr: Option<SocketAddr>,
     pub mtu: u32,
     pub datadir: PathBuf,
-    /// Mesh port (stored and reported only, until the mesh exists).
+    /// Mesh (control) port; the mesh listens on all addresses.
     pub port: u16,
     /// Initial connect targets.
     pub peers: Vec<String>,
+    /// Mesh flags (password, discovery, conn-limit, trusted subnets).
+    pub mesh: MeshFlags,
+}
+
+/// `weaver`'s mesh flags.
+#[derive(Debug, Clone)]
+pub struct MeshFlags {
+    pub password: Option<String>,
+    pub discovery: bool,
+    pub conn_limit: usize,
+    pub trusted_subnets: Vec<String>,
+}
+
+impl Default for MeshFlags {
+    fn default() -> MeshFlags {
+        MeshFlags {
+            password: None,
+            discovery: true,
+            conn_limit: crate::mesh::DEFAULT_CONN_LIMIT,
+            trusted_subnets: vec![],
+        }
+    }
 }
 
 impl Config {
@@ -115,6 +137,8 @@ pub struct Router {
     pub peer_name: String,
     pub datadir: DataDir,
     pub ipam: IpamHandle,
+    /// The peer mesh (gossip API for IPAM and the data plane).
+    pub mesh: crate::mesh::MeshHandle,
     targets: Mutex<Vec<String>>,
     /// Also serializes expose/hide, so check-then-add on rules cannot race.
     netlink: Mutex<Netlink>,
@@ -169,7 +193,9 @@ impl Router {
             .await
             .context("configure iptables")?;
 
+        let mesh = start_mesh(&config, &peer_name, &targets).await?;
         let router = Arc::new(Router {
+            mesh,
             ipam: IpamHandle::spawn(
                 ipam,
                 persisted.attachments,
@@ -252,13 +278,15 @@ impl Router {
                 }
             }
         })
-        .await
+        .await?;
+        self.mesh.connect(peers.to_vec(), replace).await
     }
 
     /// `POST /forget`.
     pub async fn forget(&self, peers: &[String]) -> Result<()> {
         self.update_targets(|t| t.retain(|x| !peers.contains(x)))
-            .await
+            .await?;
+        self.mesh.forget(peers.to_vec()).await
     }
 
     async fn update_targets(&self, change: impl FnOnce(&mut Vec<String>)) -> Result<()> {
@@ -296,6 +324,7 @@ impl Router {
             nickname: self.config.nickname.clone(),
             port: self.config.port,
             targets: self.targets().await,
+            mesh: Some(self.mesh.status().await?),
             ipam: self.ipam.summary().await?,
             attachments: self.attachments().await?,
             pid: std::process::id(),
@@ -307,6 +336,25 @@ impl Router {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// Starts the mesh on `--port` (all addresses) with the persisted targets.
+async fn start_mesh(
+    config: &Config,
+    peer_name: &str,
+    targets: &[String],
+) -> Result<crate::mesh::MeshHandle> {
+    let name: crate::mesh::PeerName = peer_name.parse()?;
+    let listen = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let mut m = crate::mesh::MeshConfig::new(name, &config.nickname, listen);
+    m.password = config.mesh.password.clone().filter(|p| !p.is_empty());
+    m.discovery = config.mesh.discovery;
+    m.conn_limit = config.mesh.conn_limit;
+    m.trusted_subnets = config.mesh.trusted_subnets.clone();
+    m.targets = targets.to_vec();
+    crate::mesh::MeshRouter::start(m)
+        .await
+        .context("start mesh")
 }
 
 /// Runs blocking work (iptables, fsync) off the runtime's workers.
@@ -339,6 +387,7 @@ pub async fn run(
         tracing::info!("weaver listening on {}", l.local_addr()?);
     }
     crate::api::server::serve(router.clone(), http, status, shutdown).await;
+    router.mesh.shutdown().await;
     let pid = router.datadir.pid_path();
     if let Err(e) = std::fs::remove_file(&pid) {
         tracing::warn!("remove {}: {e}", pid.display());
@@ -384,6 +433,7 @@ mod tests {
             datadir: "/tmp/x".into(),
             port: 6783,
             peers: vec![],
+            mesh: MeshFlags::default(),
         };
         c.validate().unwrap();
         c.ipalloc_range = "10.32.0.1/12".parse().unwrap();
