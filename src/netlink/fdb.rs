@@ -58,15 +58,25 @@ impl Netlink {
     }
 
     /// `bridge fdb del MAC dev DEV dst IP self`; `Ok(false)` if there was no such entry.
+    /// Looks first: the kernel answers ENOENT only when the MAC has no entry at all, and
+    /// silently accepts a missing destination of a MAC that has others.
     pub async fn fdb_delete(&self, dev: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<bool> {
+        let what = || format!("delete fdb entry {} dst {dst} on link {dev}", mac_str(&mac));
+        let present = self
+            .fdb_list(dev)
+            .await
+            .with_context(what)?
+            .iter()
+            .any(|e| e.mac == mac && e.dst == Some(dst));
+        if !present {
+            return Ok(false);
+        }
         let msg = fdb_message(dev, mac, dst);
         match self.ack(RouteNetlinkMessage::DelNeighbour(msg), 0).await {
             Ok(_) => Ok(true),
+            // Gone between the look and the delete.
             Err(e) if has_errno(&e, &[libc::ENOENT]) => Ok(false),
-            Err(e) => Err(e.context(format!(
-                "delete fdb entry {} dst {dst} on link {dev}",
-                mac_str(&mac)
-            ))),
+            Err(e) => Err(e.context(what())),
         }
     }
 
@@ -115,6 +125,10 @@ fn fdb_entry(n: &NeighbourMessage) -> Option<FdbEntry> {
                 mac = Some(m);
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            // In an AF_BRIDGE message the parser cannot know the destination's family.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
             _ => {}
         }
     }
