@@ -154,10 +154,18 @@ fn datapath_3_hosts_link_cut_and_repair() {
     }
 
     c.repair_link(3);
-    assert!(c.host(3).ns.addrs(UNDERLAY_DEV).contains(&"192.0.2.3/24".into()));
+    assert!(c
+        .host(3)
+        .ns
+        .addrs(UNDERLAY_DEV)
+        .contains(&"192.0.2.3/24".into()));
     let after = c.reachability();
     println!("host 3's underlay repaired:\n{after}");
-    assert!(after.all_ok(), "after the repair: {:?}\n{after}", after.failures());
+    assert!(
+        after.all_ok(),
+        "after the repair: {:?}\n{after}",
+        after.failures()
+    );
     // Nothing duplicated: each host still floods once to each other host.
     for k in 1..=3 {
         let flood = c
@@ -250,7 +258,8 @@ fn datapath_1_host_netlink_vxlan_and_fdb_errors() {
         let dup = nl.create_vxlan(&spec).await.unwrap_err();
         assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
         assert!(
-            dup.to_string().starts_with("create vxlan \"vxt0\": File exists"),
+            dup.to_string()
+                .starts_with("create vxlan \"vxt0\": File exists"),
             "{dup}"
         );
 

@@ -238,10 +238,7 @@ impl Cluster {
             .as_str()
             .unwrap_or_else(|| panic!("no address in {result}"));
         let ip: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
-        let mac = ns
-            .sh("cat /sys/class/net/eth0/address")
-            .trim()
-            .to_string();
+        let mac = ns.sh("cat /sys/class/net/eth0/address").trim().to_string();
         self.containers.push(Container {
             name: name.to_string(),
             host: k,
