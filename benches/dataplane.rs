@@ -3,7 +3,11 @@
 //! - ours: `weaver` + the `weave-net` plugin + `Datapath` (vxlan-6784 on the `weave` bridge);
 //! - a plain kernel VXLAN set up by hand with `ip`/`bridge` commands (same MTU, learning and
 //!   flood entry), in its own namespaces, in the same run;
-//! - the raw underlay veth between the two hosts (the ceiling).
+//! - the raw underlay veth between the two hosts (the ceiling);
+//! - ours again on a second pair of hosts whose router iptables rules are flushed and
+//!   bridge-nf-call-iptables is off: it shows how much of any gap is netfilter (the router's
+//!   NAT/forward rules make every bridged frame and every VXLAN packet pass conntrack), not
+//!   the VXLAN path itself.
 //!
 //! Prints a table with the ratio ours / hand-made VXLAN (target: at least 0.95) and writes
 //! JSON. Needs root. `bench/run` is the front door.
@@ -154,6 +158,17 @@ impl HandVxlan {
     }
 }
 
+/// Ours on two fresh hosts: routers, one container each through the real plugin, `Datapath`
+/// flooding to each other.
+fn weave_pair() -> Cluster {
+    let mut c = Cluster::new(2);
+    c.start_routers(&[]);
+    c.datapaths();
+    c.add_container(1, "a");
+    c.add_container(2, "b");
+    c
+}
+
 struct Row {
     name: &'static str,
     tcp1: Vec<f64>,
@@ -185,12 +200,15 @@ fn main() {
     let json_out = arg("--json").unwrap_or_else(|| "target/bench/dataplane.json".into());
     let pings = if smoke { 10 } else { 200 };
 
-    // Ours: routers, the real plugin, Datapath on each host.
-    let mut ours = Cluster::new(2);
-    ours.start_routers(&[]);
-    ours.datapaths();
-    let a = ours.add_container(1, "a");
-    let b = ours.add_container(2, "b");
+    let ours = weave_pair();
+    let (a, b) = (0, 1);
+    let bare = weave_pair();
+    for k in 1..=2 {
+        bare.host(k).ns.sh(
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null; \
+             iptables -w 10 -F && iptables -w 10 -t nat -F",
+        );
+    }
     let mtu: u32 = ours.containers[a]
         .ns
         .sh("cat /sys/class/net/eth0/mtu")
@@ -214,6 +232,14 @@ fn main() {
                 client: &hand.containers[0].name,
                 server: &hand.containers[1].name,
                 addr: "10.99.0.2".parse().unwrap(),
+            },
+        ),
+        (
+            "ours, no netfilter",
+            Path {
+                client: &bare.containers[a].ns.name,
+                server: &bare.containers[b].ns.name,
+                addr: bare.containers[b].ip,
             },
         ),
         (
@@ -255,13 +281,13 @@ fn main() {
         "\ncross-host data plane, 2 hosts, MTU {mtu}, median of {rounds} round(s) of {seconds} s"
     );
     println!(
-        "{:<16} {:>14} {:>14} {:>12}",
+        "{:<20} {:>14} {:>14} {:>12}",
         "path", "tcp 1 (Gb/s)", "tcp 4 (Gb/s)", "ping (ms)"
     );
     let mut report = serde_json::Map::new();
     for r in &rows {
         let (t1, t4, p) = (median(&r.tcp1), median(&r.tcp4), median(&r.ping));
-        println!("{:<16} {t1:>14.2} {t4:>14.2} {p:>12.3}", r.name);
+        println!("{:<20} {t1:>14.2} {t4:>14.2} {p:>12.3}", r.name);
         report.insert(
             r.name.to_string(),
             serde_json::json!({
@@ -270,16 +296,25 @@ fn main() {
             }),
         );
     }
-    let ratio = |f: fn(&Row) -> &Vec<f64>| median(f(&rows[0])) / median(f(&rows[1]));
-    let (r1, r4) = (ratio(|r| &r.tcp1), ratio(|r| &r.tcp4));
+    let ratio = |i: usize, f: fn(&Row) -> &Vec<f64>| median(f(&rows[i])) / median(f(&rows[1]));
+    let (r1, r4) = (ratio(0, |r| &r.tcp1), ratio(0, |r| &r.tcp4));
+    let (b1, b4) = (ratio(2, |r| &r.tcp1), ratio(2, |r| &r.tcp4));
     let verdict = |r: f64| if r >= 0.95 { "ok" } else { "BELOW 0.95" };
     println!(
-        "{:<16} {:>14.3} {:>14.3}   (target >= 0.95: {}, {})",
+        "{:<20} {:>14.3} {:>14.3}   (target >= 0.95: {}, {})",
         "ours/hand",
         r1,
         r4,
         verdict(r1),
         verdict(r4)
+    );
+    println!(
+        "{:<20} {b1:>14.3} {b4:>14.3}   (the VXLAN path alone)",
+        "no-nf/hand"
+    );
+    report.insert(
+        "ratio_ours_no_netfilter_over_hand".into(),
+        serde_json::json!({"tcp1": b1, "tcp4": b4}),
     );
     report.insert(
         "ratio_ours_over_hand".into(),
