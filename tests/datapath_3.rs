@@ -293,7 +293,27 @@ fn datapath_1_host_netlink_vxlan_and_fdb_errors() {
             "{missing}"
         );
         assert!(missing.errno().is_some(), "{missing:?}");
-        // Ensure on a device of the wrong kind refuses to remove it.
+        // A leftover device with other settings (here: no learning) is replaced by ensure.
+        let bridge = nl.ensure_bridge("weave", 1376).await.unwrap();
+        let stale = VxlanSpec {
+            name: "vxlan-6784",
+            dstport: 6784,
+            ..spec.clone()
+        };
+        let stale_index = nl.create_vxlan(&stale).await.unwrap();
+        let dp = Datapath::ensure(nl, bridge.index, 6784, 1376, None)
+            .await
+            .unwrap();
+        assert_ne!(dp.index(), stale_index);
+        let now = nl.vxlan_config(dp.index()).await.unwrap().unwrap();
+        assert_eq!((now.vni, now.learning), (datapath::VNI, true));
+        let link = nl.link_by_index(dp.index()).await.unwrap().unwrap();
+        assert_eq!(
+            (link.master, link.mtu, link.up),
+            (Some(bridge.index), 1376, true)
+        );
+
+        // Remove refuses a device of the wrong kind.
         nl.delete_link("vxt0").await.unwrap();
         nl.ensure_bridge("vxlan-7001", 1376).await.unwrap();
         let wrong = Datapath::remove(nl, 7001).await.unwrap_err();
