@@ -121,14 +121,21 @@ fn veth_is_created_into_other_ns_with_mtu_and_master() {
         let (nlh, nlc) = (host.netlink(), cont.netlink());
         let br = nlh.ensure_bridge("wvtbr", 1500).await.unwrap();
         let idx = nlh
-            .create_veth_into("vethwvt1", "eth0", 1376, Some(br.index), &cont.ns)
+            .create_veth_into(
+                "vethwvt1",
+                "eth0",
+                1376,
+                Some(br.index),
+                &cont.ns,
+                Some([0x0e, 0x57, 10, 32, 0, 9]),
+            )
             .await
             .unwrap();
 
         let h = nlh.link("vethwvt1").await.unwrap().unwrap();
         assert_eq!(
             (h.index, h.mtu, h.master, h.up),
-            (idx, 1376, Some(br.index), false)
+            (idx, 1376, Some(br.index), true)
         );
         assert_eq!(h.kind.as_deref(), Some("veth"));
         let c = nlc
@@ -137,7 +144,7 @@ fn veth_is_created_into_other_ns_with_mtu_and_master() {
             .unwrap()
             .expect("peer inside the container ns");
         assert_eq!(c.mtu, 1376);
-        assert_ne!(c.mac, [0; 6]);
+        assert_eq!(c.mac, [0x0e, 0x57, 10, 32, 0, 9], "the MAC asked for");
         assert!(
             nlh.link("eth0").await.unwrap().is_none(),
             "peer must not be in the host ns"
@@ -145,7 +152,7 @@ fn veth_is_created_into_other_ns_with_mtu_and_master() {
         assert!(nlc.link("vethwvt1").await.unwrap().is_none());
 
         let e = nlh
-            .create_veth_into("vethwvt1", "eth1", 1376, None, &cont.ns)
+            .create_veth_into("vethwvt1", "eth1", 1376, None, &cont.ns, None)
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
@@ -197,7 +204,7 @@ fn routes_via_gateway_inside_and_outside_subnet() {
     run(async {
         let (nlh, nlc) = (host.netlink(), cont.netlink());
         let hidx = nlh
-            .create_veth_into("vethwvt2", "eth0", 1376, None, &cont.ns)
+            .create_veth_into("vethwvt2", "eth0", 1376, None, &cont.ns, None)
             .await
             .unwrap();
         nlh.set_up(hidx).await.unwrap();
@@ -312,7 +319,7 @@ fn hairpin_mode_is_set_on_bridge_port() {
         let nl = host.netlink();
         let br = nl.ensure_bridge("wvtbr", 1376).await.unwrap();
         let idx = nl
-            .create_veth_into("vethwvt3", "eth0", 1376, Some(br.index), &cont.ns)
+            .create_veth_into("vethwvt3", "eth0", 1376, Some(br.index), &cont.ns, None)
             .await
             .unwrap();
         let sysfs = "cat /sys/class/net/vethwvt3/brport/hairpin_mode";

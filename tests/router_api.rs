@@ -381,7 +381,7 @@ fn attachments_crud_and_body_limit() {
     let list: Vec<weave::api::Attachment> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 1, "upsert by (container id, ifname)");
     assert_eq!(list[0].mac, "aa:aa:aa:aa:aa:02");
-    let saved = std::fs::read_to_string(r.datadir.join("attachments.json")).unwrap();
+    let saved = std::fs::read_to_string(r.datadir.join("ipam.json")).unwrap();
     assert!(saved.contains("aa:aa:aa:aa:aa:02"));
     let (code, m) = req(&r, "GET", "/metrics", None);
     assert!(code == 200 && m.contains("weave_attachments 1\n"));

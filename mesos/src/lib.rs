@@ -7,12 +7,22 @@
 //! - [`recordio`]: the `<len>\n<bytes>` framing of Mesos event streams.
 //! - [`operator`]: the master operator API (`POST /api/v1`) in protobuf or JSON.
 //! - [`flags`] and [`check`]: agent flags to enable weave on an agent, and a host check.
+//! - [`scheduler`], [`driver`], [`execute`]: the v1 scheduler API, tasks on chosen agents,
+//!   and a mesos-execute work-alike (plus a parser for the real one's output).
+//! - [`scenario`] with [`mesos_cluster`] and [`local_cluster`]: the nc reachability matrix on
+//!   a real cluster or on simulated agents in network namespaces.
 
 pub mod check;
+pub mod driver;
+pub mod execute;
 pub mod flags;
 pub mod http;
+pub mod local_cluster;
+pub mod mesos_cluster;
 pub mod operator;
 pub mod proto;
 pub mod recordio;
+pub mod scenario;
+pub mod scheduler;
 
 pub use weave::{Context, Error, ErrorKind, Result};

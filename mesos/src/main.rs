@@ -6,11 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use weave_mesos::check::{check_host, DEFAULT_ROUTER_STATUS_URL};
+use weave_mesos::driver::Driver;
+use weave_mesos::execute::{execute, ExecuteOptions};
 use weave_mesos::flags::{agent_flags, render, AgentFlagsConfig, FlagFormat};
 use weave_mesos::http::Connector;
+use weave_mesos::local_cluster::{LocalCluster, LocalOptions};
+use weave_mesos::mesos_cluster::MesosCluster;
 use weave_mesos::operator::{event_type_name, task_ips, task_state_name, OperatorClient};
 use weave_mesos::proto::v1::master::{event, Event};
+use weave_mesos::proto::v1::TaskState;
 use weave_mesos::proto::{self, Encoding};
+use weave_mesos::scenario::{self, Listeners};
+use weave_mesos::scheduler::{framework_info, SchedulerClient};
 use weave_mesos::Result;
 
 #[derive(Parser)]
@@ -34,6 +41,12 @@ enum Command {
     Tasks(MasterArgs),
     /// Print the master's GET_STATE as JSON.
     State(MasterArgs),
+    /// Run one command task like mesos-execute; exit 0 only if it reaches TASK_FINISHED.
+    Execute(ExecuteArgs),
+    /// Reachability matrix: nc listener tasks on weave, nc -z probes from every agent.
+    Scenario(ScenarioArgs),
+    /// Read a real mesos-execute's stdout; exit 0 only if its task reached TASK_FINISHED.
+    ExecuteStatus,
     /// Print the operator event stream (SUBSCRIBED, HEARTBEAT, TASK_UPDATED, ...).
     Subscribe {
         #[command(flatten)]
@@ -74,6 +87,96 @@ struct AgentFlagsArgs {
     router_status_url: String,
 }
 
+/// mesos-execute's flags (stout style: `--flag=value`, `--no-shell`).
+#[derive(Args)]
+struct ExecuteArgs {
+    #[command(flatten)]
+    master: MasterArgs,
+    /// Task name, also used as the task ID.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    command: Option<String>,
+    /// Run the command through a shell (`--shell=false` or `--no-shell` drops --command).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    shell: bool,
+    #[arg(long = "no-shell", conflicts_with = "shell")]
+    no_shell: bool,
+    /// CNI networks, comma-separated.
+    #[arg(long)]
+    networks: Vec<String>,
+    #[arg(long, default_value = weave_mesos::driver::DEFAULT_RESOURCES)]
+    resources: String,
+    /// Refused: the harness launches no container images.
+    #[arg(long = "docker_image", alias = "docker-image")]
+    docker_image: Option<String>,
+    /// Only accept offers from this agent (hostname or agent ID).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Kill the task this long after TASK_RUNNING (e.g. 10secs, 500ms, 2mins).
+    #[arg(long = "kill_after", alias = "kill-after", value_parser = parse_duration)]
+    kill_after: Option<Duration>,
+    /// Give up (and tear the framework down) after this many seconds.
+    #[arg(long = "task-timeout", default_value_t = 120)]
+    task_timeout: u64,
+}
+
+/// A stout-style duration: `<number><unit>`, unit ns, us, ms, secs, mins, hrs, days
+/// (`s`, `m`, `h` accepted too); a bare number is seconds.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "" | "s" | "secs" => n,
+        "m" | "mins" => n * 60.0,
+        "h" | "hrs" => n * 3600.0,
+        "days" => n * 86400.0,
+        _ => return Err(format!("bad duration unit in {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Args)]
+struct ScenarioArgs {
+    /// Master address; without it a local cluster of network namespaces is built.
+    #[arg(long, env = "MESOS_MASTER_URL")]
+    master: Option<String>,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
+    /// Agents needed (Mesos: wait until this many registered; local: how many to build).
+    #[arg(long)]
+    agents: Option<usize>,
+    /// CNI network the tasks join.
+    #[arg(long, default_value = "weave")]
+    network: String,
+    /// Put the only listener on this agent (hostname or ID); default: one on every agent.
+    #[arg(long)]
+    listener_agent: Option<String>,
+    /// Connect to the master from this network namespace.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Seconds to wait for agents and the subscription.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Local mode: namespace name prefix.
+    #[arg(long, default_value = "wvt-scn")]
+    prefix: String,
+    /// Local mode: the router binary (default: next to this executable).
+    #[arg(long)]
+    weaver: Option<PathBuf>,
+    /// Local mode: the weave-net plugin (default: next to this executable).
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct MasterArgs {
     /// Master address: http://host:port, host:port or host.
@@ -100,6 +203,23 @@ struct MasterArgs {
 }
 
 impl MasterArgs {
+    fn scheduler_client(&self) -> Result<SchedulerClient> {
+        let mut c = SchedulerClient::new(&self.master)?
+            .with_timeout(Duration::from_secs(self.timeout))
+            .with_encoding(if self.json {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            });
+        if let (Some(p), Some(s)) = (&self.principal, &self.secret) {
+            c = c.with_basic_auth(p, s);
+        }
+        if let Some(ns) = &self.netns {
+            c = c.with_connector(Connector::for_netns_name(ns));
+        }
+        Ok(c)
+    }
+
     fn client(&self) -> Result<OperatorClient> {
         let mut c = OperatorClient::new(&self.master)?
             .with_timeout(Duration::from_secs(self.timeout))
@@ -131,6 +251,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::AgentFlags(a) => agent_flags_cmd(a),
+        Command::Execute(a) => execute_cmd(a),
+        Command::Scenario(a) => scenario_cmd(a),
+        Command::ExecuteStatus => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            let out = weave_mesos::execute::parse_execute_output(&text);
+            println!("{}", out.terminal.as_deref().unwrap_or("NO_TERMINAL_STATE"));
+            Ok(if out.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Agents(m) => {
             let agents = m.client()?.get_agents()?;
             println!("{:<44} {:<20} {:<28} VERSION", "ID", "HOSTNAME", "PID");
@@ -219,6 +352,81 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
+    let listeners = match &a.listener_agent {
+        Some(n) => Listeners::On(n.clone()),
+        None => Listeners::All,
+    };
+    let report = match &a.master {
+        Some(master) => {
+            let connector = a
+                .netns
+                .as_deref()
+                .map_or_else(Connector::direct, Connector::for_netns_name);
+            let operator = OperatorClient::new(master)?.with_connector(connector.clone());
+            let scheduler = SchedulerClient::new(master)?.with_connector(connector);
+            let deadline = Instant::now() + Duration::from_secs(a.timeout);
+            let mut cluster = MesosCluster::connect(
+                operator,
+                scheduler,
+                &a.network,
+                a.agents.unwrap_or(1),
+                deadline,
+            )?;
+            scenario::run(&mut cluster, &listeners)
+        }
+        None => {
+            let mut opts = LocalOptions::next_to_exe(a.agents.unwrap_or(2), &a.prefix)?;
+            if let Some(w) = a.weaver {
+                opts.weaver = w;
+            }
+            if let Some(p) = a.plugin {
+                opts.plugin = p;
+            }
+            let mut cluster = LocalCluster::build(opts)?;
+            scenario::run(&mut cluster, &listeners)
+        }
+    };
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn execute_cmd(a: ExecuteArgs) -> Result<ExitCode> {
+    let opts = ExecuteOptions {
+        name: a.name,
+        command: a.command,
+        shell: a.shell && !a.no_shell,
+        networks: a.networks,
+        resources: a.resources,
+        docker_image: a.docker_image,
+        agent: a.agent,
+        kill_after: a.kill_after,
+        timeout: Duration::from_secs(a.task_timeout),
+    };
+    // Usage errors before touching the master.
+    opts.task_spec()?;
+    let client = a.master.scheduler_client()?;
+    let session = client.subscribe(
+        framework_info("weave-mesos execute"),
+        Instant::now() + Duration::from_secs(a.master.timeout.max(1) * 3),
+    )?;
+    let mut driver = Driver::new(session);
+    let status = execute(&mut driver, &opts, &mut |l| println!("{l}"))?;
+    Ok(if status.state == TaskState::TaskFinished as i32 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn agent_flags_cmd(a: AgentFlagsArgs) -> Result<ExitCode> {

@@ -139,47 +139,72 @@ impl OperatorClient {
     /// POSTs `call`, following leader redirects; only a 200 or 202 head is returned.
     fn post(&self, call: &Call, deadline: Instant) -> Result<(ResponseHead, BodyReader)> {
         let body = proto::encode(call, self.encoding)?;
-        let mut url = self.master.clone();
-        for _ in 0..=MAX_REDIRECTS {
-            let mut headers = vec![
-                (
-                    "Content-Type".to_string(),
-                    self.encoding.media_type().to_string(),
-                ),
-                ("Accept".to_string(), self.encoding.media_type().to_string()),
-            ];
-            if let Some(a) = &self.authorization {
-                headers.push(("Authorization".to_string(), a.clone()));
+        let (head, reader, _) = post_following_leader(
+            &self.connector,
+            &self.master,
+            self.encoding,
+            self.authorization.as_deref(),
+            &[],
+            body,
+            deadline,
+        )?;
+        Ok((head, reader))
+    }
+}
+
+/// POSTs `body` to `url`, following the master's 307 leader redirects. Returns the 200/202
+/// head, its body and the URL that answered (later calls of a session go there too); any
+/// other status is an error that says what to do.
+pub(crate) fn post_following_leader(
+    connector: &Connector,
+    url: &Url,
+    encoding: Encoding,
+    authorization: Option<&str>,
+    extra_headers: &[(String, String)],
+    body: Vec<u8>,
+    deadline: Instant,
+) -> Result<(ResponseHead, BodyReader, Url)> {
+    let mut url = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut headers = vec![
+            (
+                "Content-Type".to_string(),
+                encoding.media_type().to_string(),
+            ),
+            ("Accept".to_string(), encoding.media_type().to_string()),
+        ];
+        if let Some(a) = authorization {
+            headers.push(("Authorization".to_string(), a.to_string()));
+        }
+        headers.extend(extra_headers.iter().cloned());
+        let req = Request {
+            method: "POST",
+            url: url.clone(),
+            headers,
+            body: body.clone(),
+        };
+        let (head, mut reader) = http::send(connector, &req, deadline)?;
+        match head.status {
+            200 | 202 => return Ok((head, reader, url)),
+            307 => {
+                let location = head.header("location").ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("master {url} answered 307 without Location"),
+                    )
+                })?;
+                url = url.join_location(location)?;
             }
-            let req = Request {
-                method: "POST",
-                url: url.clone(),
-                headers,
-                body: body.clone(),
-            };
-            let (head, mut reader) = http::send(&self.connector, &req, deadline)?;
-            match head.status {
-                200 | 202 => return Ok((head, reader)),
-                307 => {
-                    let location = head.header("location").ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Decode,
-                            format!("master {url} answered 307 without Location"),
-                        )
-                    })?;
-                    url = url.join_location(location)?;
-                }
-                status => {
-                    let text = reader.read_all(deadline, 64 << 10).unwrap_or_default();
-                    return Err(status_error(&head, status, &String::from_utf8_lossy(&text)));
-                }
+            status => {
+                let text = reader.read_all(deadline, 64 << 10).unwrap_or_default();
+                return Err(status_error(&head, status, &String::from_utf8_lossy(&text)));
             }
         }
-        Err(Error::new(
-            ErrorKind::TryAgainLater,
-            format!("more than {MAX_REDIRECTS} leader redirects, last to {url}"),
-        ))
     }
+    Err(Error::new(
+        ErrorKind::TryAgainLater,
+        format!("more than {MAX_REDIRECTS} leader redirects, last to {url}"),
+    ))
 }
 
 /// A Call with only its type set (all GET_* calls and SUBSCRIBE).
@@ -201,7 +226,7 @@ fn need<T>(field: Option<T>, call: &str, name: &str) -> Result<T> {
     field.ok_or_else(|| Error::new(ErrorKind::Decode, format!("{call}: answer has no {name}")))
 }
 
-fn answer_encoding(head: &ResponseHead, asked: Encoding) -> Encoding {
+pub(crate) fn answer_encoding(head: &ResponseHead, asked: Encoding) -> Encoding {
     head.header("content-type")
         .and_then(Encoding::from_content_type)
         .unwrap_or(asked)

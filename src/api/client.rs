@@ -72,6 +72,21 @@ impl Client {
         parse_cidr(body.trim()).with_context(|| format!("POST {path}"))
     }
 
+    /// `POST /ip/<id>[/<subnet>]` with the attachment as JSON body: allocates and records the
+    /// attachment in one call (the router fills in `ips`, `mac` and `ipam_id`). The ADD path
+    /// of `weave-net` makes exactly this one router call.
+    pub fn allocate_attached(
+        &self,
+        id: &str,
+        subnet: Option<Ipv4Net>,
+        attachment: &Attachment,
+    ) -> Result<Ipv4Net> {
+        let path = ip_path(id, subnet);
+        let body = serde_json::to_vec(attachment)?;
+        let answer = self.expect_ok("POST", &path, Some(&body))?;
+        parse_cidr(answer.trim()).with_context(|| format!("POST {path}"))
+    }
+
     /// `GET /ip/<id>[/<subnet>]` → the CIDRs `id` owns (empty if none).
     pub fn lookup(&self, id: &str, subnet: Option<Ipv4Net>) -> Result<Vec<Ipv4Net>> {
         let path = ip_path(id, subnet);
@@ -93,7 +108,8 @@ impl Client {
         self.expect_ok("PUT", &path, Some(b"")).map(drop)
     }
 
-    /// `DELETE /ip/<id>`: frees every address of `id`. `Ok(false)` when it had none.
+    /// `DELETE /ip/<id>`: frees every address of `id` and drops attachments recorded with
+    /// that IPAM ID. `Ok(false)` when it had no addresses.
     pub fn release(&self, id: &str) -> Result<bool> {
         let path = format!("/ip/{}", encode_segment(id));
         let (status, body) = self.request("DELETE", &path, None)?;

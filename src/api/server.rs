@@ -150,7 +150,7 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
         ("GET", ["status"]) => with_view(router, |v| ok_text(status::status_text(v))).await,
         ("GET", ["status", sub]) => match *sub {
             "targets" => with_view(router, |v| ok_text(status::targets_text(v))).await,
-            "connections" => ok_text(""),
+            "connections" => with_view(router, |v| ok_text(status::connections_text(v))).await,
             "peers" => with_view(router, |v| ok_text(status::peers_text(v))).await,
             "ipam" => with_view(router, |v| ok_text(status::ipam_text(v))).await,
             _ => Reply::Text(StatusCode::NOT_FOUND, "unknown path".into()),
@@ -167,9 +167,9 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             }
             Err(e) => error_reply(&e, ""),
         },
-        ("POST", ["ip", id]) => allocate(router, id, None).await,
+        ("POST", ["ip", id]) => allocate(router, id, None, body).await,
         ("POST", ["ip", id, ip, len]) => match parse_cidr(ip, len) {
-            Ok(subnet) => allocate(router, id, Some(subnet)).await,
+            Ok(subnet) => allocate(router, id, Some(subnet), body).await,
             Err(r) => r,
         },
         ("GET", ["ip", id]) => lookup(router, id, None).await,
@@ -184,6 +184,7 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
             },
             Err(r) => r,
         },
+        // Also drops the attachments recorded with the id's addresses.
         ("DELETE", ["ip", id]) => match ipam.free(id).await {
             Ok(_) => Reply::Empty(StatusCode::NO_CONTENT),
             Err(e) => error_reply(&e, ""),
@@ -230,15 +231,19 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
                 Err(e) => error_reply(&e, ""),
             }
         }
-        // Single host: there is nobody to hand our range to.
-        ("DELETE", ["peer"]) => Reply::Empty(StatusCode::NO_CONTENT),
+        // Leave the mesh gracefully (IPAM hand-over belongs to the ring).
+        ("DELETE", ["peer"]) => match router.mesh.leave().await {
+            Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
+            Err(e) => error_reply(&e, ""),
+        },
         ("DELETE", ["peer", name]) => {
             tracing::warn!("rmpeer {name}: no such peer (single host)");
             ok_text(format!("0 IPs taken over from {name}\n"))
         }
-        ("GET", ["cni", "attachments"]) => {
-            Reply::Json(StatusCode::OK, json!(router.attachments().await))
-        }
+        ("GET", ["cni", "attachments"]) => match router.attachments().await {
+            Ok(v) => Reply::Json(StatusCode::OK, json!(v)),
+            Err(e) => error_reply(&e, ""),
+        },
         ("POST", ["cni", "attachments"]) => match serde_json::from_slice::<Attachment>(body) {
             Ok(a) => match router.upsert_attachment(a).await {
                 Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
@@ -279,8 +284,23 @@ async fn report(router: &Router, query: &str) -> Reply {
     }
 }
 
-async fn allocate(router: &Router, id: &str, subnet: Option<Ipv4Net>) -> Reply {
-    match router.ipam.allocate(id, subnet).await {
+/// `POST /ip/<id>`: Weave's allocate. A JSON body (our plugin's) describes the CNI
+/// attachment the address is for; it is recorded before the answer, so one call does both.
+async fn allocate(router: &Router, id: &str, subnet: Option<Ipv4Net>, body: &[u8]) -> Reply {
+    let attachment = if body.first() == Some(&b'{') {
+        match serde_json::from_slice::<Attachment>(body) {
+            Ok(a) => Some(a),
+            Err(e) => return bad_request(format!("decode attachment: {e}")),
+        }
+    } else {
+        None
+    };
+    if let Some(a) = &attachment {
+        if let Err(e) = crate::router::validate_attachment(a) {
+            return error_reply(&e, "");
+        }
+    }
+    match router.ipam.allocate_attached(id, subnet, attachment).await {
         Ok(c) => ok_text(c.to_string()),
         Err(e) => error_reply(&e, ""),
     }

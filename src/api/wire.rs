@@ -18,4 +18,7 @@ pub struct Attachment {
     pub ips: Vec<String>,
     /// Netns path as given by the runtime.
     pub netns: String,
+    /// The IPAM owner ID of its addresses; `DELETE /ip/<ipam_id>` also drops the attachment.
+    #[serde(default)]
+    pub ipam_id: String,
 }

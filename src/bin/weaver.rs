@@ -39,9 +39,21 @@ struct Args {
     /// Where state (ipam.json, peername, ...) lives.
     #[arg(long, env = "WEAVE_DATADIR", default_value = "/var/lib/weave")]
     datadir: PathBuf,
-    /// Mesh port (stored only until the mesh exists).
+    /// Mesh (control) port; VXLAN uses port+1.
     #[arg(long, default_value_t = 6783)]
     port: u16,
+    /// Encrypt and authenticate the control plane with this password.
+    #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Do not connect to peers that other peers are connected to.
+    #[arg(long)]
+    no_discovery: bool,
+    /// Most mesh connections (0: unlimited).
+    #[arg(long, default_value_t = weave::mesh::DEFAULT_CONN_LIMIT)]
+    conn_limit: usize,
+    /// Comma-separated CIDRs of trusted networks (recorded and shown).
+    #[arg(long, value_delimiter = ',')]
+    trusted_subnets: Vec<ipnet::IpNet>,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
 }
@@ -75,6 +87,12 @@ fn config(a: Args) -> Result<Config, String> {
         datadir: a.datadir,
         port: a.port,
         peers: a.peers,
+        mesh: router::MeshFlags {
+            password: a.password,
+            discovery: !a.no_discovery,
+            conn_limit: a.conn_limit,
+            trusted_subnets: a.trusted_subnets.iter().map(|n| n.to_string()).collect(),
+        },
     })
 }
 

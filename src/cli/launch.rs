@@ -38,6 +38,18 @@ pub struct LaunchArgs {
     /// Mesh TCP/UDP port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Control-plane password (default: $WEAVE_PASSWORD, which weaver reads itself).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Do not connect to peers that other peers are connected to.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Most mesh connections (0: unlimited).
+    #[arg(long)]
+    pub conn_limit: Option<usize>,
+    /// Comma-separated CIDRs of trusted networks.
+    #[arg(long)]
+    pub trusted_subnets: Option<String>,
     /// Do not install the CNI plugins and config first.
     #[arg(long)]
     pub no_cni_setup: bool,
@@ -67,6 +79,12 @@ impl LaunchArgs {
         flag("status-addr", self.status_addr.clone());
         flag("mtu", self.mtu.map(|m| m.to_string()));
         flag("port", self.port.map(|p| p.to_string()));
+        flag("password", self.password.clone());
+        flag("conn-limit", self.conn_limit.map(|n| n.to_string()));
+        flag("trusted-subnets", self.trusted_subnets.clone());
+        if self.no_discovery {
+            out.push("--no-discovery".into());
+        }
         out.extend(self.peers.iter().cloned());
         out
     }

@@ -42,7 +42,7 @@ pub enum Command {
     #[command(alias = "setup-cni")]
     Setup(SetupArgs),
     /// Start the router (`weaver`) in the background.
-    Launch(launch::LaunchArgs),
+    Launch(Box<launch::LaunchArgs>),
     /// Stop the router; addresses, bridge and CNI files stay.
     Stop,
     /// Leave the cluster, stop the router and remove the bridge, veths, rules and state.

@@ -10,14 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Files the router keeps in its data dir (the log stays for post-mortems).
-pub const STATE_FILES: [&str; 6] = [
-    "ipam.json",
-    "peername",
-    "attachments.json",
-    "weaver.pid",
-    "targets.json",
-    "targets",
-];
+pub const STATE_FILES: [&str; 4] = ["ipam.json", "peername", "weaver.pid", "targets.json"];
 /// Links besides the bridge that a router may have created (Weave's fastdp names).
 const OTHER_LINKS: [&str; 2] = ["datapath", "vxlan-6784"];
 /// Prefix of every veth Weave creates (`vethwe-bridge`, `vethwepl<id>`, ...).

@@ -18,8 +18,8 @@ pub const CONFLIST_NAME: &str = "10-weave.conflist";
 /// Weave's pre-2.5 single-plugin config, replaced by the conflist.
 pub const LEGACY_CONF_NAME: &str = "10-weave.conf";
 
-/// Where to install. A Mesos variant (single-plugin `.conf` for Mesos' 0.2.0 isolator) adds
-/// its own config files through [`SetupOptions::config_files`].
+/// Where to install. The one conflist serves libcni runtimes and Mesos alike (see
+/// [`default_conflist`]).
 #[derive(Debug, Clone)]
 pub struct SetupOptions {
     pub bin_dir: PathBuf,
@@ -55,11 +55,23 @@ pub struct SetupReport {
     pub lines: Vec<String>,
 }
 
+/// One file for every runtime: libcni (containerd, podman, CRI-O) reads a `.conflist` as
+/// `{cniVersion, name, plugins}` and ignores other top-level keys; a Mesos agent reads every
+/// file in the directory as a single-plugin config (top-level `name` and `type`, the rest
+/// ignored) and skips files without `type`. The top-level `type` and `hairpinMode` make the
+/// conflist a valid Mesos config too; the plugin answers Mesos in the 0.2.0 result shape
+/// whatever `cniVersion` says (see `cni::skel::result_version_for`).
 #[derive(Serialize)]
 struct ConfList {
     #[serde(rename = "cniVersion")]
     cni_version: &'static str,
     name: &'static str,
+    /// Read by Mesos only.
+    #[serde(rename = "type")]
+    plugin_type: &'static str,
+    /// Read by Mesos only (libcni takes it from `plugins[0]`).
+    #[serde(rename = "hairpinMode")]
+    hairpin_mode: bool,
     plugins: (WeavePlugin, PortmapPlugin),
 }
 
@@ -92,6 +104,8 @@ pub fn default_conflist() -> String {
     let list = ConfList {
         cni_version: "1.0.0",
         name: "weave",
+        plugin_type: "weave-net",
+        hairpin_mode: true,
         plugins: (
             WeavePlugin {
                 name: "weave",
@@ -267,7 +281,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"cniVersion":"1.0.0","name":"weave","plugins":[
+            serde_json::json!({"cniVersion":"1.0.0","name":"weave","type":"weave-net",
+                "hairpinMode":true,"plugins":[
                 {"name":"weave","type":"weave-net","hairpinMode":true},
                 {"type":"portmap","capabilities":{"portMappings":true},"snat":true}]})
         );

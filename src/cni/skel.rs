@@ -4,7 +4,7 @@
 //! stdout carries exactly one JSON document (result or error) or nothing; logs go to stderr
 //! through `tracing`, because runtimes parse stdout.
 
-use super::config::NetConf;
+use super::config::{NetConf, MESOS_ARGS_KEY};
 use super::env::{CmdArgs, Command};
 use super::error::CniError;
 use super::json::CONFIG;
@@ -78,6 +78,29 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// Whether the config came from a Mesos agent: it injects `args["org.apache.mesos"]`.
+pub fn is_from_mesos(conf: &NetConf) -> bool {
+    conf.mesos.is_some()
+        || conf
+            .raw
+            .get("args")
+            .and_then(|a| a.get(MESOS_ARGS_KEY))
+            .is_some()
+}
+
+/// The version whose shape an ADD result is encoded in. Mesos (up to 1.11 and HEAD) parses
+/// only the 0.1/0.2 shape (`ip4`) whatever `cniVersion` the file says, and reports no IP
+/// for a newer one; so a config that `weave setup` wrote as 1.0.0 for libcni is answered
+/// in the 0.2.0 shape when Mesos is the caller.
+pub fn result_version_for(conf: &NetConf) -> &str {
+    let v = conf.result_version();
+    if is_from_mesos(conf) && !version::is_legacy(v) {
+        "0.2.0"
+    } else {
+        v
+    }
+}
+
 /// What one command produced: a document for stdout, or nothing.
 fn run(
     get_env: &dyn Fn(&str) -> Option<String>,
@@ -106,7 +129,7 @@ fn run(
     match args.command {
         Command::Add => {
             let result = guarded(what, || plugin.add(&args, &conf))?;
-            Ok(Some(result.encode(conf.result_version())))
+            Ok(Some(result.encode(result_version_for(&conf))))
         }
         Command::Del => guarded(what, || plugin.del(&args, &conf)).map(|()| None),
         Command::Check => guarded(what, || plugin.check(&args, &conf)).map(|()| None),

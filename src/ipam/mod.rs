@@ -6,6 +6,7 @@
 //! only the free intervals change (they become the ranges the ring gives us).
 //! [`store`] is the only part that touches the disk.
 
+pub mod ring;
 pub mod store;
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! version, never a torn one:
 //! - `ipam.json`: peer name, range and every owner's CIDRs (written on every change);
 //! - `peername`: our MAC-like peer name;
-//! - `targets.json`: connect targets; `attachments.json`: CNI attachments.
+//! - `targets.json`: connect targets (CNI attachments live in `ipam.json`).
 
 use super::Ipam;
+use crate::api::Attachment;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
@@ -25,6 +26,10 @@ pub struct IpamFile {
     pub peername: String,
     pub range: Ipv4Net,
     pub owned: BTreeMap<String, Vec<Ipv4Net>>,
+    /// CNI attachments, kept in the same file so that an allocation and the attachment it is
+    /// for are written together (one fsync per container start).
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -70,6 +75,13 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Owner id → its CIDRs, as persisted.
 pub type Owned = BTreeMap<String, Vec<Ipv4Net>>;
 
+/// What `ipam.json` holds besides its header.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persisted {
+    pub owned: Owned,
+    pub attachments: Vec<Attachment>,
+}
+
 /// Paths of the router's files in one data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -96,20 +108,17 @@ impl DataDir {
         self.dir.join("targets.json")
     }
 
-    pub fn attachments_path(&self) -> PathBuf {
-        self.dir.join("attachments.json")
-    }
-
     pub fn pid_path(&self) -> PathBuf {
         self.dir.join("weaver.pid")
     }
 
     /// Loads persisted ownership. Data for another peer name or another range is discarded
     /// (as Weave does), with the reason, so the caller can log it.
-    pub fn load_ipam(&self, peername: &str, range: Ipv4Net) -> Result<(Owned, Option<String>)> {
+    /// The persisted allocations and attachments, and why they were discarded if they were.
+    pub fn load_ipam(&self, peername: &str, range: Ipv4Net) -> Result<(Persisted, Option<String>)> {
         let path = self.ipam_path();
         let Some(file) = read_json::<IpamFile>(&path)? else {
-            return Ok((BTreeMap::new(), None));
+            return Ok((Persisted::default(), None));
         };
         if file.version != IPAM_FILE_VERSION {
             return Err(Error::new(
@@ -133,27 +142,40 @@ impl DataDir {
         };
         match discard {
             Some(why) => Ok((
-                BTreeMap::new(),
+                Persisted::default(),
                 Some(format!("discarding persisted IPAM data: {why}")),
             )),
-            None => Ok((file.owned, None)),
+            None => Ok((
+                Persisted {
+                    owned: file.owned,
+                    attachments: file.attachments,
+                },
+                None,
+            )),
         }
     }
 
     /// Persists the whole allocation state (one atomic write).
-    pub fn save_ipam(&self, peername: &str, ipam: &Ipam) -> Result<()> {
+    pub fn save_ipam<'a>(
+        &self,
+        peername: &str,
+        ipam: &Ipam,
+        attachments: impl IntoIterator<Item = &'a Attachment>,
+    ) -> Result<()> {
         #[derive(Serialize)]
         struct Borrowed<'a> {
             version: u32,
             peername: &'a str,
             range: Ipv4Net,
             owned: &'a BTreeMap<String, Vec<Ipv4Net>>,
+            attachments: Vec<&'a Attachment>,
         }
         let doc = Borrowed {
             version: IPAM_FILE_VERSION,
             peername,
             range: ipam.universe(),
             owned: ipam.owned(),
+            attachments: attachments.into_iter().collect(),
         };
         let bytes = serde_json::to_vec(&doc).context("encode ipam state")?;
         write_atomic(&self.ipam_path(), &bytes).context("save ipam state")
@@ -220,17 +242,27 @@ mod tests {
         let mut ipam = Ipam::new(range, range).unwrap();
         ipam.allocate("c1", range).unwrap();
         ipam.claim("_", "10.32.9.9/12".parse().unwrap()).unwrap();
-        dd.save_ipam("02:00:00:00:00:01", &ipam).unwrap();
-        let (owned, why) = dd.load_ipam("02:00:00:00:00:01", range).unwrap();
-        assert_eq!(&owned, ipam.owned());
+        let att = Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            host_veth: "vethwepl0000001".into(),
+            mac: "0e:57:0a:20:00:01".into(),
+            ips: vec!["10.32.0.1/12".into()],
+            netns: "/var/run/netns/x".into(),
+            ipam_id: "c1".into(),
+        };
+        dd.save_ipam("02:00:00:00:00:01", &ipam, [&att]).unwrap();
+        let (p, why) = dd.load_ipam("02:00:00:00:00:01", range).unwrap();
+        assert_eq!(&p.owned, ipam.owned());
+        assert_eq!(p.attachments, vec![att]);
         assert!(why.is_none());
-        let (owned, why) = dd.load_ipam("02:00:00:00:00:02", range).unwrap();
-        assert!(owned.is_empty());
+        let (p, why) = dd.load_ipam("02:00:00:00:00:02", range).unwrap();
+        assert!(p.owned.is_empty() && p.attachments.is_empty());
         assert!(why.unwrap().contains("peer name changed"));
-        let (owned, why) = dd
+        let (p, why) = dd
             .load_ipam("02:00:00:00:00:01", "10.0.0.0/8".parse().unwrap())
             .unwrap();
-        assert!(owned.is_empty() && why.unwrap().contains("range changed"));
+        assert!(p.owned.is_empty() && why.unwrap().contains("range changed"));
         // No temp files are left behind.
         let names: Vec<_> = fs::read_dir(dd.path())
             .unwrap()
@@ -247,7 +279,7 @@ mod tests {
         fs::create_dir_all(dd.ipam_path().join("x")).unwrap();
         let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
         let e = dd
-            .save_ipam("02:00:00:00:00:01", &Ipam::new(range, range).unwrap())
+            .save_ipam("02:00:00:00:00:01", &Ipam::new(range, range).unwrap(), [])
             .unwrap_err();
         assert!(
             e.to_string().starts_with("save ipam state: rename to"),

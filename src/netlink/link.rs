@@ -17,24 +17,12 @@ impl Netlink {
     }
 
     /// `ip link show` by index; `Ok(None)` if absent.
+    /// `ip link show dev INDEX`; `Ok(None)` if absent.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>> {
         let query = LinkUnspec::new_with_index(index).build();
         self.get_link(query)
             .await
             .with_context(|| format!("get link {index}"))
-    }
-
-    /// True once the kernel reports the link operationally up (IFF_RUNNING): only then is its
-    /// queue active, so a packet sent earlier (e.g. a gratuitous ARP) would be dropped.
-    pub async fn is_running(&self, index: u32) -> Result<bool> {
-        let query = LinkUnspec::new_with_index(index).build();
-        let replies = self
-            .ack(RouteNetlinkMessage::GetLink(query), 0)
-            .await
-            .with_context(|| format!("get link {index}"))?;
-        Ok(replies.iter().any(|m| {
-            matches!(m, RouteNetlinkMessage::NewLink(l) if l.header.flags.contains(LinkFlags::Running))
-        }))
     }
 
     async fn get_link(&self, query: LinkMessage) -> Result<Option<LinkInfo>> {
@@ -209,6 +197,14 @@ pub(super) fn link_info(msg: &LinkMessage) -> LinkInfo {
 }
 
 /// `aa:bb:cc:dd:ee:ff`, as CNI results and `ip link` print a MAC.
+/// The MAC a container interface gets for `ip`: locally administered unicast `0e:57` plus
+/// the four address bytes. Unique while addresses are, known to the router without asking
+/// the kernel, and stable when an address is reused, so peers' ARP caches stay right.
+pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0e, 0x57, o[0], o[1], o[2], o[3]]
+}
+
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))

@@ -15,7 +15,7 @@ mod veth;
 mod vxlan;
 
 pub use fdb::{FdbEntry, FLOOD_MAC};
-pub use link::format_mac;
+pub use link::{format_mac, mac_for_ip};
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

@@ -12,7 +12,8 @@ use std::os::fd::AsRawFd;
 impl Netlink {
     /// `ip link add HOST mtu MTU [master M] type veth peer name PEER netns NS mtu MTU`:
     /// the peer is created directly inside `peer_ns` (no move, ~2 ms instead of ~20 ms).
-    /// The host end is left down; returns its index.
+    /// The host end is created up (one round trip less); the peer gets `peer_mac` if given.
+    /// Returns the host end's index.
     pub async fn create_veth_into(
         &self,
         host_name: &str,
@@ -20,17 +21,21 @@ impl Netlink {
         mtu: u32,
         master: Option<u32>,
         peer_ns: &NetNs,
+        peer_mac: Option<[u8; 6]>,
     ) -> Result<u32> {
         let what = || format!("create veth {host_name:?}");
         // The peer must stay down: the kernel refuses IFF_UP on a peer at creation.
-        let peer = LinkUnspec::new_with_name(peer_name)
+        let mut peer = LinkUnspec::new_with_name(peer_name)
             .mtu(mtu)
-            .setns_by_fd(peer_ns.file().as_raw_fd())
-            .build();
+            .setns_by_fd(peer_ns.file().as_raw_fd());
+        if let Some(mac) = peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name)
             .mtu(mtu)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(master) = master {
             host = host.controller(master);
         }

@@ -1,19 +1,14 @@
 //! The kernel half of ADD and DEL, without the router: veth into the container namespace,
-//! address, routes, sysctls, gratuitous ARP; and the teardown. Kept apart so it can be
+//! address (with a MAC derived from it), routes, sysctls; and the teardown. Kept apart so it can be
 //! tested against a bridge in a throw-away namespace.
 
-use super::arp::send_gratuitous_arp;
 use crate::cni::Route;
 use crate::error::ErrorList;
-use crate::netlink::{LinkInfo, Netlink};
+use crate::netlink::{mac_for_ip, LinkInfo, Netlink};
 use crate::netns::{write_net_sysctl, NetNs};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
-
-/// How long to wait for the container link's queue to come up before the gratuitous ARP.
-const RUNNING_WAIT: Duration = Duration::from_millis(50);
 
 /// The two namespaces an attachment spans, each with its own netlink connection.
 pub struct Sides<'a> {
@@ -78,6 +73,7 @@ pub async fn attach(sides: &Sides<'_>, req: &AttachRequest<'_>) -> Result<Attach
                 req.mtu,
                 Some(req.bridge_index),
                 sides.container_ns,
+                Some(mac_for_ip(req.address.addr())),
             )
             .await?;
         Some(index)
@@ -101,7 +97,7 @@ async fn configure(
 ) -> Result<Attached> {
     let created = host_index.is_some();
     if let Some(index) = host_index {
-        sides.host.set_up(index).await?;
+        // The host end was created up.
         if req.hairpin {
             sides.host.set_hairpin(index, true).await?;
         }
@@ -121,9 +117,11 @@ async fn configure(
     };
     sides.container.add_address(link.index, req.address).await?;
     if !link.up {
+        // No gratuitous ARP: the MAC is derived from the address, so no neighbour cache can
+        // hold a stale entry for it (and closing the packet socket to send one costs an RCU
+        // grace period, ~14 ms of every ADD).
         sides.container.set_up(link.index).await?;
         link.up = true;
-        announce(sides, &link, req.address.addr()).await;
     }
     let routes = install_routes(sides.container, link.index, req).await?;
     let host = match host_index {
@@ -150,20 +148,6 @@ fn container_sysctls(ifname: &str) -> Result<()> {
         write_net_sysctl(&format!("net/ipv4/neigh/{ifname}/{key}"), value)?;
     }
     Ok(())
-}
-
-/// Best effort: a lost gratuitous ARP only delays reachability, so failures are logged.
-async fn announce(sides: &Sides<'_>, link: &LinkInfo, ip: Ipv4Addr) {
-    let deadline = tokio::time::Instant::now() + RUNNING_WAIT;
-    while !matches!(sides.container.is_running(link.index).await, Ok(true)) {
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    if let Err(e) = send_gratuitous_arp(sides.container_ns, link.index, link.mac, ip) {
-        tracing::warn!("{e}");
-    }
 }
 
 async fn install_routes(nl: &Netlink, index: u32, req: &AttachRequest<'_>) -> Result<Vec<Route>> {

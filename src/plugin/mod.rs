@@ -5,7 +5,6 @@
 //! [`crate::netlink`] on one current-thread tokio runtime per invocation (setns is per
 //! thread, so a multi-threaded runtime would be wrong here).
 
-pub mod arp;
 pub mod attach;
 pub mod delegate;
 pub mod ipam;

@@ -37,12 +37,19 @@ impl WeaveNet {
         WeaveNet::new(Client::from_env())
     }
 
-    fn allocate(&self, args: &CmdArgs, conf: &NetConf, id: &str) -> Result<Allocation> {
+    /// Allocates; with the built-in IPAM the router records `record` in the same call.
+    fn allocate(
+        &self,
+        args: &CmdArgs,
+        conf: &NetConf,
+        id: &str,
+        record: &Attachment,
+    ) -> Result<Allocation> {
         let what = || format!("allocate IP address for {id:?}");
         if conf.ipam.ipam_type.is_empty() {
             let address = self
                 .client
-                .allocate(id, conf.ipam.subnet)
+                .allocate_attached(id, conf.ipam.subnet, record)
                 .with_context(what)?;
             return Ok(Allocation {
                 address,
@@ -158,6 +165,9 @@ impl WeaveNet {
         if let Err(e) = self.release(args, conf, id) {
             tracing::warn!("undo ADD: {e}");
         }
+        if conf.ipam.ipam_type.is_empty() {
+            return; // the release dropped the attachment too
+        }
         if let Err(e) = self
             .client
             .unregister_attachment(&args.container_id, &args.ifname)
@@ -234,22 +244,22 @@ impl CniPlugin for WeaveNet {
 
         self.expose_bridge_first(&rt, &host, &bridge, conf)?;
         let id = ipam_id(&args.container_id, &args.ifname);
-        let alloc = self.allocate(args, conf, &id)?;
         let host_veth = host_veth_name(&args.container_id, &args.ifname);
         let netns_str = netns_path.display().to_string();
+        // Recorded by the router with the allocation, before any kernel change, so leftovers
+        // of a crash can be found (GC); the router fills in the address and MAC.
         let mut record = Attachment {
             container_id: args.container_id.clone(),
             ifname: args.ifname.clone(),
             host_veth: host_veth.clone(),
             mac: String::new(),
-            ips: vec![alloc.address.to_string()],
+            ips: Vec::new(),
             netns: netns_str.clone(),
+            ipam_id: id.clone(),
         };
+        let alloc = self.allocate(args, conf, &id, &record)?;
+        let delegated = !conf.ipam.ipam_type.is_empty();
         let attached = (|| {
-            // Registered before any kernel change, so leftovers of a crash can be found (GC).
-            self.client
-                .register_attachment(&record)
-                .context("register attachment")?;
             let gateway = self.gateway(&rt, &host, &bridge, &alloc, args, conf)?;
             let mtu = if conf.mtu > 0 { conf.mtu } else { bridge.mtu };
             let sides = Sides {
@@ -270,9 +280,13 @@ impl CniPlugin for WeaveNet {
             };
             let attached = rt.block_on(attach(&sides, &req))?;
             record.mac = format_mac(&attached.container.mac);
-            self.client
-                .register_attachment(&record)
-                .context("register attachment")?;
+            record.ips = vec![alloc.address.to_string()];
+            if delegated {
+                // The router did not see this allocation: tell it about the attachment.
+                self.client
+                    .register_attachment(&record)
+                    .context("register attachment")?;
+            }
             Ok((attached, gateway))
         })();
         let (attached, gateway) = match attached {
@@ -338,6 +352,10 @@ impl CniPlugin for WeaveNet {
             tracing::warn!("remove interface {:?}: {e}", args.ifname);
         }
         self.release(args, conf, &ipam_id(&args.container_id, &args.ifname))?;
+        if conf.ipam.ipam_type.is_empty() {
+            // The router dropped the attachment with its addresses.
+            return Ok(());
+        }
         match self
             .client
             .unregister_attachment(&args.container_id, &args.ifname)

@@ -34,10 +34,32 @@ pub struct Config {
     pub status_addr: Option<SocketAddr>,
     pub mtu: u32,
     pub datadir: PathBuf,
-    /// Mesh port (stored and reported only, until the mesh exists).
+    /// Mesh (control) port; the mesh listens on all addresses.
     pub port: u16,
     /// Initial connect targets.
     pub peers: Vec<String>,
+    /// Mesh flags (password, discovery, conn-limit, trusted subnets).
+    pub mesh: MeshFlags,
+}
+
+/// `weaver`'s mesh flags.
+#[derive(Debug, Clone)]
+pub struct MeshFlags {
+    pub password: Option<String>,
+    pub discovery: bool,
+    pub conn_limit: usize,
+    pub trusted_subnets: Vec<String>,
+}
+
+impl Default for MeshFlags {
+    fn default() -> MeshFlags {
+        MeshFlags {
+            password: None,
+            discovery: true,
+            conn_limit: crate::mesh::DEFAULT_CONN_LIMIT,
+            trusted_subnets: vec![],
+        }
+    }
 }
 
 impl Config {
@@ -101,14 +123,24 @@ pub fn validate_peer(peer: &str) -> Result<()> {
     }
 }
 
+/// Checks what a plugin says about an attachment before it is recorded.
+pub fn validate_attachment(a: &Attachment) -> Result<()> {
+    validate_id(&a.container_id)?;
+    if a.ifname.is_empty() || a.ifname.len() > 15 || a.ifname.contains(['/', ' ']) {
+        return Err(invalid(format!("invalid interface name {:?}", a.ifname)));
+    }
+    Ok(())
+}
+
 /// The running daemon's state, shared by the HTTP handlers.
 pub struct Router {
     pub config: Config,
     pub peer_name: String,
     pub datadir: DataDir,
     pub ipam: IpamHandle,
+    /// The peer mesh (gossip API for IPAM and the data plane).
+    pub mesh: crate::mesh::MeshHandle,
     targets: Mutex<Vec<String>>,
-    attachments: Mutex<Vec<Attachment>>,
     /// Also serializes expose/hide, so check-then-add on rules cannot race.
     netlink: Mutex<Netlink>,
     bridge_index: u32,
@@ -123,15 +155,19 @@ impl Router {
         std::fs::write(datadir.pid_path(), format!("{}\n", std::process::id()))
             .with_context(|| format!("write {}", datadir.pid_path().display()))?;
         let peer_name = datadir.peer_name(config.name.as_deref())?;
-        let (owned, discarded) = datadir.load_ipam(&peer_name, config.ipalloc_range)?;
+        let (persisted, discarded) = datadir.load_ipam(&peer_name, config.ipalloc_range)?;
         if let Some(why) = discarded {
             tracing::warn!("{why}");
         }
-        let ipam = Ipam::from_owned(config.ipalloc_range, config.default_subnet, &owned)
-            .context("load ipam state")?;
+        let ipam = Ipam::from_owned(
+            config.ipalloc_range,
+            config.default_subnet,
+            &persisted.owned,
+        )
+        .context("load ipam state")?;
         tracing::info!(
             "ipam: {} ids, {} addresses in use in {}",
-            owned.len(),
+            persisted.owned.len(),
             ipam.active(),
             ipam.universe()
         );
@@ -144,21 +180,12 @@ impl Router {
             }
         }
         store::write_json(&datadir.targets_path(), &targets)?;
-        let attachments: Vec<Attachment> =
-            store::read_json(&datadir.attachments_path())?.unwrap_or_default();
 
         let netlink = Netlink::open().context("open netlink")?;
         let bridge = netlink
             .ensure_bridge(BRIDGE_NAME, config.mtu)
             .await
             .context("ensure bridge")?;
-        if bridge.mtu != config.mtu {
-            tracing::warn!(
-                "bridge {BRIDGE_NAME} keeps MTU {} (wanted {}); delete it to change",
-                bridge.mtu,
-                config.mtu
-            );
-        }
         let protect = config
             .http_addr
             .filter(|a| a.ip().is_loopback())
@@ -167,13 +194,19 @@ impl Router {
             .await
             .context("configure iptables")?;
 
+        let mesh = start_mesh(&config, &peer_name, &targets).await?;
         let router = Arc::new(Router {
-            ipam: IpamHandle::spawn(ipam, datadir.clone(), peer_name.clone()),
+            mesh,
+            ipam: IpamHandle::spawn(
+                ipam,
+                persisted.attachments,
+                datadir.clone(),
+                peer_name.clone(),
+            ),
             config,
             peer_name,
             datadir,
             targets: Mutex::new(targets),
-            attachments: Mutex::new(attachments),
             netlink: Mutex::new(netlink),
             bridge_index: bridge.index,
         });
@@ -246,13 +279,15 @@ impl Router {
                 }
             }
         })
-        .await
+        .await?;
+        self.mesh.connect(peers.to_vec(), replace).await
     }
 
     /// `POST /forget`.
     pub async fn forget(&self, peers: &[String]) -> Result<()> {
         self.update_targets(|t| t.retain(|x| !peers.contains(x)))
-            .await
+            .await?;
+        self.mesh.forget(peers.to_vec()).await
     }
 
     async fn update_targets(&self, change: impl FnOnce(&mut Vec<String>)) -> Result<()> {
@@ -268,55 +303,19 @@ impl Router {
         Ok(())
     }
 
-    pub async fn attachments(&self) -> Vec<Attachment> {
-        self.attachments.lock().await.clone()
+    pub async fn attachments(&self) -> Result<Vec<Attachment>> {
+        self.ipam.attachments().await
     }
 
     /// Inserts or replaces the attachment with the same (container id, ifname).
     pub async fn upsert_attachment(&self, a: Attachment) -> Result<()> {
-        validate_id(&a.container_id)?;
-        if a.ifname.is_empty() || a.ifname.len() > 15 || a.ifname.contains(['/', ' ']) {
-            return Err(invalid(format!("invalid interface name {:?}", a.ifname)));
-        }
-        self.update_attachments(|v| {
-            match v
-                .iter_mut()
-                .find(|x| x.container_id == a.container_id && x.ifname == a.ifname)
-            {
-                Some(x) => *x = a,
-                None => v.push(a),
-            }
-            true
-        })
-        .await
+        validate_attachment(&a)?;
+        self.ipam.put_attachment(a).await
     }
 
     /// Removes the attachment; absent is fine.
     pub async fn remove_attachment(&self, container_id: &str, ifname: &str) -> Result<()> {
-        self.update_attachments(|v| {
-            let before = v.len();
-            v.retain(|x| !(x.container_id == container_id && x.ifname == ifname));
-            v.len() != before
-        })
-        .await
-    }
-
-    async fn update_attachments(
-        &self,
-        change: impl FnOnce(&mut Vec<Attachment>) -> bool,
-    ) -> Result<()> {
-        let mut guard = self.attachments.lock().await;
-        let mut next = guard.clone();
-        if !change(&mut next) {
-            return Ok(());
-        }
-        let path = self.datadir.attachments_path();
-        let copy = next.clone();
-        blocking(move || store::write_json(&path, &copy))
-            .await
-            .context("save attachments")?;
-        *guard = next;
-        Ok(())
+        self.ipam.remove_attachment(container_id, ifname).await
     }
 
     /// A snapshot for the status pages.
@@ -326,8 +325,9 @@ impl Router {
             nickname: self.config.nickname.clone(),
             port: self.config.port,
             targets: self.targets().await,
+            mesh: Some(self.mesh.status().await?),
             ipam: self.ipam.summary().await?,
-            attachments: self.attachments().await,
+            attachments: self.attachments().await?,
             pid: std::process::id(),
             datadir: self.datadir.path().display().to_string(),
             http_addr: self
@@ -337,6 +337,25 @@ impl Router {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// Starts the mesh on `--port` (all addresses) with the persisted targets.
+async fn start_mesh(
+    config: &Config,
+    peer_name: &str,
+    targets: &[String],
+) -> Result<crate::mesh::MeshHandle> {
+    let name: crate::mesh::PeerName = peer_name.parse()?;
+    let listen = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let mut m = crate::mesh::MeshConfig::new(name, &config.nickname, listen);
+    m.password = config.mesh.password.clone().filter(|p| !p.is_empty());
+    m.discovery = config.mesh.discovery;
+    m.conn_limit = config.mesh.conn_limit;
+    m.trusted_subnets = config.mesh.trusted_subnets.clone();
+    m.targets = targets.to_vec();
+    crate::mesh::MeshRouter::start(m)
+        .await
+        .context("start mesh")
 }
 
 /// Runs blocking work (iptables, fsync) off the runtime's workers.
@@ -369,6 +388,7 @@ pub async fn run(
         tracing::info!("weaver listening on {}", l.local_addr()?);
     }
     crate::api::server::serve(router.clone(), http, status, shutdown).await;
+    router.mesh.shutdown().await;
     let pid = router.datadir.pid_path();
     if let Err(e) = std::fs::remove_file(&pid) {
         tracing::warn!("remove {}: {e}", pid.display());
@@ -414,6 +434,7 @@ mod tests {
             datadir: "/tmp/x".into(),
             port: 6783,
             peers: vec![],
+            mesh: MeshFlags::default(),
         };
         c.validate().unwrap();
         c.ipalloc_range = "10.32.0.1/12".parse().unwrap();

@@ -14,6 +14,8 @@ pub struct View {
     pub nickname: String,
     pub port: u16,
     pub targets: Vec<String>,
+    /// The mesh's state; `None` only in unit tests of the formats.
+    pub mesh: Option<crate::mesh::MeshStatus>,
     pub ipam: IpamSummary,
     pub attachments: Vec<Attachment>,
     pub pid: u32,
@@ -43,20 +45,29 @@ pub fn status_text(v: &View) -> String {
     line(&mut s, "Service", "router");
     line(&mut s, "Protocol", "weave 1..2");
     line(&mut s, "Name", v.peer_label());
-    line(&mut s, "Encryption", "disabled");
-    line(&mut s, "PeerDiscovery", "enabled");
-    line(&mut s, "Targets", v.targets.len());
-    line(
-        &mut s,
-        "Connections",
-        "0 (0 established, 0 pending, 0 retrying, 0 failed, 0 connecting)",
-    );
-    line(
-        &mut s,
-        "Peers",
-        "1 (with 0 established, 0 pending connections)",
-    );
-    line(&mut s, "TrustedSubnets", "none");
+    match &v.mesh {
+        Some(m) => {
+            for (k, val) in m.summary_lines() {
+                line(&mut s, k, val);
+            }
+        }
+        None => {
+            line(&mut s, "Encryption", "disabled");
+            line(&mut s, "PeerDiscovery", "enabled");
+            line(&mut s, "Targets", v.targets.len());
+            line(
+                &mut s,
+                "Connections",
+                "0 (0 established, 0 pending, 0 retrying, 0 failed, 0 connecting)",
+            );
+            line(
+                &mut s,
+                "Peers",
+                "1 (with 0 established, 0 pending connections)",
+            );
+            line(&mut s, "TrustedSubnets", "none");
+        }
+    }
     s.push('\n');
     line(&mut s, "Service", "ipam");
     line(&mut s, "Status", "ready");
@@ -70,9 +81,20 @@ pub fn targets_text(v: &View) -> String {
     v.targets.iter().map(|t| format!("{t}\n")).collect()
 }
 
-/// `GET /status/peers`: just us until the mesh exists.
+/// `GET /status/peers`: every peer and its connections.
 pub fn peers_text(v: &View) -> String {
-    format!("{}\n", v.peer_label())
+    match &v.mesh {
+        Some(m) => m.peers_text(),
+        None => format!("{}\n", v.peer_label()),
+    }
+}
+
+/// `GET /status/connections`: one line per connection or target being attempted.
+pub fn connections_text(v: &View) -> String {
+    v.mesh
+        .as_ref()
+        .map(|m| m.connections_text())
+        .unwrap_or_default()
 }
 
 /// `GET /status/ipam`: one line per peer, `%-37v %8d IPs (%04.1f%% of total) (N active)`.
@@ -109,7 +131,7 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
         .iter()
         .map(|(id, cidrs)| json!({"ContainerID": id, "Addrs": cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()}))
         .collect();
-    json!({
+    let mut doc = json!({
         "Ready": true,
         "Version": crate::VERSION,
         "VersionCheck": {"Enabled": false, "Success": false, "NewVersion": "", "NextCheckAt": ""},
@@ -150,7 +172,15 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
         "DataDir": v.datadir,
         "HTTPAddr": v.http_addr,
         "Attachments": v.attachments,
-    })
+    });
+    if let (Some(m), Some(router)) = (&v.mesh, doc["Router"].as_object_mut()) {
+        if let Some(fields) = m.report().as_object() {
+            for (k, val) in fields {
+                router.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    doc
 }
 
 /// `GET /metrics` in the Prometheus text format.
@@ -195,7 +225,12 @@ pub fn metrics(v: &View) -> String {
     let states = ["established", "pending", "retrying", "failed", "connecting"];
     let conns: Vec<(String, u64)> = states
         .iter()
-        .map(|st| (format!("{{state=\"{st}\"}}"), 0))
+        .map(|st| {
+            let n = v.mesh.as_ref().map_or(0, |m| {
+                m.connections.iter().filter(|c| c.state == *st).count() as u64
+            });
+            (format!("{{state=\"{st}\"}}"), n)
+        })
         .collect();
     let conns: Vec<(&str, u64)> = conns.iter().map(|(l, n)| (l.as_str(), *n)).collect();
     gauge(
@@ -262,6 +297,7 @@ mod tests {
             nickname: "host1".into(),
             port: 6783,
             targets: vec!["10.0.0.2".into()],
+            mesh: None,
             ipam: IpamSummary {
                 universe: r,
                 default_subnet: r,

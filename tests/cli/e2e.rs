@@ -312,13 +312,7 @@ fn reset_removes_bridge_veths_rules_and_state() {
             "{table} rules left:\n{rules}"
         );
     }
-    for f in [
-        "ipam.json",
-        "peername",
-        "attachments.json",
-        "weaver.pid",
-        "targets.json",
-    ] {
+    for f in ["ipam.json", "peername", "weaver.pid", "targets.json"] {
         assert!(!host.datadir.path().join(f).exists(), "{f} left");
     }
 }

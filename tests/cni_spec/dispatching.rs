@@ -419,3 +419,71 @@ fn error_codes_table() {
         assert_eq!(e.to_json("0.2.0")["code"], code);
     }
 }
+
+// ----- Mesos reads only the 0.2.0 result shape -----
+
+/// ADD through dispatch with `stdin`; the printed result.
+fn add_result(stdin: &[u8]) -> Value {
+    let plugin = RecordingPlugin::new(Behaviour::Succeed);
+    let (code, out) = run(&full_env("ADD"), stdin, &plugin);
+    assert_eq!(code, 0, "{out}");
+    one_json(&out)
+}
+
+#[test]
+fn mesos_gets_ip4_even_when_the_conflist_says_1_0_0() {
+    // `weave setup`'s 10-weave.conflist as a Mesos agent re-serialises it (keys sorted,
+    // args injected): cniVersion 1.0.0, but Mesos parses only `ip4`.
+    let v = add_result(&fixture("mesos-weave-conflist.json"));
+    assert_eq!(v["cniVersion"], "0.2.0", "{v}");
+    assert_eq!(
+        v["ip4"],
+        json!({"ip": "10.32.0.5/12", "gateway": "10.32.0.1", "routes": [{"dst": "0.0.0.0/0"}]})
+    );
+    assert_eq!(v["dns"]["nameservers"], json!(["10.96.0.10"]));
+    assert!(
+        v.get("ips").is_none() && v.get("interfaces").is_none(),
+        "{v}"
+    );
+    assert_eq!(v, sample_result().encode("0.2.0"));
+}
+
+#[test]
+fn the_same_config_without_mesos_args_keeps_its_version() {
+    let mut conf: Value = serde_json::from_slice(&fixture("mesos-weave-conflist.json")).unwrap();
+    conf.as_object_mut().unwrap().remove("args");
+    let v = add_result(&serde_json::to_vec(&conf).unwrap());
+    assert_eq!(v, sample_result().encode("1.0.0"));
+    assert!(v.get("ip4").is_none() && v["ips"].is_array(), "{v}");
+
+    // Other args do not make a caller Mesos.
+    conf["args"] = json!({"cni": {"labels": []}});
+    let v = add_result(&serde_json::to_vec(&conf).unwrap());
+    assert_eq!(v["cniVersion"], "1.0.0");
+}
+
+#[test]
+fn the_mesos_key_alone_selects_the_legacy_shape() {
+    // `args["org.apache.mesos"]` without network_info still names Mesos as the caller.
+    for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let conf = json!({"cniVersion": version, "name": "weave", "type": "weave-net",
+                          "args": {"org.apache.mesos": {}}});
+        let v = add_result(&serde_json::to_vec(&conf).unwrap());
+        assert_eq!(v, sample_result().encode("0.2.0"), "{version}");
+    }
+    // A legacy version Mesos already understands is kept as written.
+    let conf = json!({"cniVersion": "0.1.0", "name": "weave", "type": "weave-net",
+                      "args": {"org.apache.mesos": {"network_info": {"name": "weave"}}}});
+    let v = add_result(&serde_json::to_vec(&conf).unwrap());
+    assert_eq!(v, sample_result().encode("0.1.0"));
+}
+
+#[test]
+fn result_version_rule_on_parsed_configs() {
+    let mesos = NetConf::parse(&fixture("mesos-weave-conflist.json")).unwrap();
+    assert!(skel::is_from_mesos(&mesos));
+    assert_eq!(skel::result_version_for(&mesos), "0.2.0");
+    let plain = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"w","type":"weave-net"}"#).unwrap();
+    assert!(!skel::is_from_mesos(&plain));
+    assert_eq!(skel::result_version_for(&plain), "1.0.0");
+}

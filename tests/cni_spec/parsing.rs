@@ -24,6 +24,7 @@ fn every_fixture_parses_or_fails_as_expected() {
         ("mesos-h1-add.json", Ok(())),
         ("mesos-doc-labels-ports.json", Ok(())),
         ("mesos-weave-no-version.json", Ok(())),
+        ("mesos-weave-conflist.json", Ok(())),
         ("containerd-portmappings.json", Ok(())),
         ("podman.json", Ok(())),
         ("routes-empty.json", Ok(())),

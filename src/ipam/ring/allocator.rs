@@ -1,0 +1,530 @@
+//! One peer's multi-host allocator as a pure state machine: calls in, `Output`s out.
+//!
+//! Time is the number of `tick` calls (the router ticks every few seconds); randomness (the
+//! choice of donor) comes from a generator seeded by our name and a counter, so a run is
+//! reproducible.
+
+use super::addr::AddrRange;
+use super::entries::Ring;
+use super::merge::MergeError;
+use super::messages::{AllocError, Gossip, InitMode, Output, Unicast};
+use super::paxos::{Paxos, ProposalId};
+use super::peer::PeerName;
+use super::space::Space;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A space request without answer for this many ticks is abandoned for the next donor.
+pub const REQUEST_TIMEOUT_TICKS: u64 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pending {
+    id: String,
+    within: AddrRange,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OutstandingRequest {
+    donor: PeerName,
+    within: AddrRange,
+    sent_at: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    pub(super) me: PeerName,
+    pub(super) mode: InitMode,
+    pub(super) ring: Ring,
+    pub(super) space: Space,
+    pub(super) paxos: Paxos,
+    /// Container id → its addresses, in allocation order.
+    pub(super) owned: BTreeMap<String, Vec<u32>>,
+    pending: Vec<Pending>,
+    request: Option<OutstandingRequest>,
+    /// (Donor, range) pairs that were denied or unanswered during the current search.
+    tried: BTreeSet<(PeerName, AddrRange)>,
+    /// Someone asked for the ring (allocate or prime): keep electing until it exists.
+    wants_ring: bool,
+    now: u64,
+    last_paxos_progress: (ProposalId, u64),
+    rng_draws: u64,
+    ring_dirty: bool,
+    paxos_dirty: bool,
+    outputs: Vec<Output>,
+}
+
+impl Allocator {
+    /// A fresh allocator. In seed mode the ring is split among the seeds straight away.
+    pub fn new(me: PeerName, universe: AddrRange, mode: InitMode) -> Self {
+        let paxos = match mode {
+            InitMode::Consensus { quorum } => Paxos::elector(me, quorum),
+            _ => Paxos::observer(me),
+        };
+        let mut alloc = Allocator {
+            me,
+            ring: Ring::new(universe, me),
+            space: Space::new(),
+            paxos,
+            owned: BTreeMap::new(),
+            pending: Vec::new(),
+            request: None,
+            tried: BTreeSet::new(),
+            wants_ring: false,
+            now: 0,
+            last_paxos_progress: (ProposalId::default(), 0),
+            rng_draws: 0,
+            ring_dirty: false,
+            paxos_dirty: false,
+            outputs: Vec::new(),
+            mode,
+        };
+        if let InitMode::Seed(seeds) = &alloc.mode {
+            let seeds = seeds.clone();
+            alloc.create_ring(&seeds);
+            alloc.ring_dirty = false;
+        }
+        alloc
+    }
+
+    pub fn me(&self) -> PeerName {
+        self.me
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    pub fn paxos(&self) -> &Paxos {
+        &self.paxos
+    }
+
+    pub fn universe(&self) -> AddrRange {
+        self.ring.universe()
+    }
+
+    pub fn has_ring(&self) -> bool {
+        !self.ring.is_empty()
+    }
+
+    /// Container id → addresses it holds.
+    pub fn allocations(&self) -> &BTreeMap<String, Vec<u32>> {
+        &self.owned
+    }
+
+    /// Ids waiting for an address, with the range they wait on.
+    pub fn pending(&self) -> Vec<(String, AddrRange)> {
+        self.pending
+            .iter()
+            .map(|p| (p.id.clone(), p.within))
+            .collect()
+    }
+
+    /// Messages to send and completed operations since the last call.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Allocates an address for `id` inside `within` (a subnet's host range). `Ok(Some)` now,
+    /// or `Ok(None)`: pending, completed later by an `Output::Allocated`. Idempotent: an
+    /// address `id` already holds in `within` is returned again.
+    pub fn allocate(&mut self, id: &str, within: AddrRange) -> Result<Option<u32>, AllocError> {
+        let universe = self.universe();
+        if !within.overlaps(universe) {
+            return Err(AllocError::OutOfBounds {
+                range: within,
+                universe,
+            });
+        }
+        let within = within.intersect(universe);
+        if let Some(addr) = self
+            .owned
+            .get(id)
+            .and_then(|addrs| addrs.iter().find(|a| within.contains(**a)))
+        {
+            return Ok(Some(*addr));
+        }
+        if !self
+            .pending
+            .iter()
+            .any(|p| p.id == id && p.within == within)
+        {
+            self.pending.push(Pending {
+                id: id.to_string(),
+                within,
+            });
+        }
+        self.wants_ring = true;
+        if self.ring.is_empty() {
+            self.establish_ring();
+        } else {
+            self.serve_pending();
+            self.report_free();
+        }
+        self.flush();
+        let done = self
+            .outputs
+            .iter()
+            .rposition(|o| matches!(o, Output::Allocated { id: done, .. } if done == id));
+        Ok(done.map(|i| match self.outputs.remove(i) {
+            Output::Allocated { addr, .. } => addr,
+            _ => unreachable!(),
+        }))
+    }
+
+    /// Starts the election if there is no ring yet (`GET /ring`, `weave prime`).
+    pub fn prime(&mut self) {
+        self.wants_ring = true;
+        self.establish_ring();
+        self.flush();
+    }
+
+    /// Drops a pending allocation (the client went away). Returns whether one was pending.
+    pub fn cancel(&mut self, id: &str) -> bool {
+        let before = self.pending.len();
+        self.pending.retain(|p| p.id != id);
+        before != self.pending.len()
+    }
+
+    /// Frees one address of `id`.
+    pub fn free(&mut self, id: &str, addr: u32) -> Result<(), AllocError> {
+        let addrs = self.owned.get_mut(id).filter(|a| a.contains(&addr));
+        let addrs = addrs.ok_or_else(|| AllocError::NotFound {
+            addr,
+            id: id.to_string(),
+        })?;
+        addrs.retain(|a| *a != addr);
+        if addrs.is_empty() {
+            self.owned.remove(id);
+        }
+        let _ = self.space.free(addr);
+        self.report_free();
+        self.flush();
+        Ok(())
+    }
+
+    /// Frees every address of `id`, returning them.
+    pub fn delete(&mut self, id: &str) -> Result<Vec<u32>, AllocError> {
+        let addrs = self
+            .owned
+            .remove(id)
+            .ok_or_else(|| AllocError::NoAddresses { id: id.to_string() })?;
+        for a in &addrs {
+            let _ = self.space.free(*a);
+        }
+        self.report_free();
+        self.flush();
+        Ok(addrs)
+    }
+
+    /// A gossip message from `from`. An error means the peers cannot share a ring (Weave
+    /// drops the connection); our state is unchanged then.
+    pub fn on_gossip(&mut self, from: PeerName, msg: &Gossip) -> Result<(), MergeError> {
+        let result = match msg {
+            Gossip::Ring(ring) => self.merge_ring(ring),
+            Gossip::Paxos(state) => {
+                if self.has_ring() {
+                    // They are still electing: tell them how it ended.
+                    self.send(from, Unicast::Ring(self.ring.clone()));
+                } else if !self.paxos.is_observer() {
+                    if state.is_empty() {
+                        // An observer wants a ring: elect one.
+                        self.wants_ring = true;
+                        if !self.paxos.has_proposed() {
+                            self.paxos.propose();
+                            self.paxos_dirty = true;
+                        }
+                    }
+                    if self.paxos.merge(state) {
+                        self.paxos_dirty = true;
+                    }
+                    self.after_paxos_step();
+                }
+                Ok(())
+            }
+        };
+        self.flush();
+        result
+    }
+
+    /// A unicast message from `from`.
+    pub fn on_unicast(&mut self, from: PeerName, msg: &Unicast) -> Result<(), MergeError> {
+        let answered = self.request.is_some_and(|r| r.donor == from);
+        let result = match msg {
+            Unicast::SpaceRequest(range) => {
+                self.donate_to(from, *range);
+                Ok(())
+            }
+            Unicast::Ring(ring) => {
+                if answered {
+                    self.request = None;
+                    self.tried.clear();
+                }
+                self.merge_ring(ring)
+            }
+            Unicast::SpaceDenied(ring) => {
+                if let Some(r) = self.request.filter(|_| answered) {
+                    self.request = None;
+                    self.tried.insert((from, r.within));
+                }
+                let merged = self.merge_ring(ring);
+                self.serve_pending();
+                merged
+            }
+        };
+        self.report_free();
+        self.flush();
+        result
+    }
+
+    /// Periodic work: gossip our state, keep the election going, give up on silent donors.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        if self.ring.is_empty() {
+            if self.paxos.is_observer() {
+                if self.wants_ring {
+                    self.outputs
+                        .push(Output::Broadcast(Gossip::Paxos(Default::default())));
+                }
+            } else {
+                if self.wants_ring && self.paxos_stalled() {
+                    self.paxos.propose();
+                    self.after_paxos_step();
+                }
+                if !self.paxos.state().is_empty() {
+                    self.paxos_dirty = true;
+                }
+            }
+        } else {
+            self.ring_dirty = true;
+            if let Some(r) = self.request {
+                if self.now - r.sent_at >= REQUEST_TIMEOUT_TICKS {
+                    self.tried.insert((r.donor, r.within));
+                    self.request = None;
+                }
+            }
+            self.serve_pending();
+            self.report_free();
+        }
+        self.flush();
+    }
+
+    /// `weave rmpeer`: takes over every range of `dead` (which must really be gone, and this
+    /// must run on one peer only). Returns how many addresses we took over.
+    pub fn rmpeer(&mut self, dead: PeerName) -> Result<u32, AllocError> {
+        if dead == self.me {
+            return Err(AllocError::CannotRemoveSelf);
+        }
+        let moved = self.ring.transfer(dead, self.me);
+        if self.request.is_some_and(|r| r.donor == dead) {
+            self.request = None;
+        }
+        if !moved.is_empty() {
+            self.ring_dirty = true;
+            self.after_ring_change();
+        }
+        self.flush();
+        Ok(moved.iter().map(|r| r.size()).sum())
+    }
+
+    /// `weave reset` (`DELETE /peer`): cancel pending work and give all our ranges to an
+    /// heir: a live peer owning entries, else a live peer, else a gone peer owning entries.
+    /// Returns the heir, or `None` if there is nobody to give to.
+    pub fn shutdown(&mut self, live_peers: &[PeerName]) -> Option<PeerName> {
+        for p in std::mem::take(&mut self.pending) {
+            self.outputs.push(Output::Cancelled { id: p.id });
+        }
+        self.request = None;
+        let owners: BTreeSet<PeerName> = self
+            .ring
+            .peers()
+            .into_iter()
+            .filter(|p| *p != self.me)
+            .collect();
+        let live: BTreeSet<PeerName> = live_peers
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        let heir = live
+            .intersection(&owners)
+            .next()
+            .or_else(|| live.iter().next())
+            .or_else(|| owners.iter().next())
+            .copied();
+        if let Some(heir) = heir {
+            if !self.ring.transfer_all_to(heir).is_empty() {
+                self.ring_dirty = true;
+            }
+            self.owned.clear();
+            self.space.set_owned(Vec::new());
+        }
+        self.flush();
+        heir
+    }
+
+    fn rng(&mut self) -> StdRng {
+        self.rng_draws += 1;
+        StdRng::seed_from_u64(self.me.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.rng_draws)
+    }
+
+    fn send(&mut self, to: PeerName, msg: Unicast) {
+        self.outputs.push(Output::Send { to, msg });
+    }
+
+    fn establish_ring(&mut self) {
+        if self.has_ring() {
+            return;
+        }
+        if self.paxos.is_observer() {
+            self.outputs
+                .push(Output::Broadcast(Gossip::Paxos(Default::default())));
+        } else if !self.paxos.has_proposed() {
+            self.paxos.propose();
+            self.paxos_dirty = true;
+            self.after_paxos_step();
+        }
+    }
+
+    /// Re-proposes after a pause that differs per peer, so duelling proposers stop duelling.
+    fn paxos_stalled(&self) -> bool {
+        if !self.paxos.has_proposed() {
+            return true;
+        }
+        let backoff = 4 + self.me.as_u64() % 5;
+        self.now - self.last_paxos_progress.1 >= backoff
+    }
+
+    fn after_paxos_step(&mut self) {
+        let highest = self.paxos.highest_promise();
+        if highest != self.last_paxos_progress.0 || self.paxos_dirty {
+            self.last_paxos_progress = (highest, self.now);
+        }
+        if let Some(peers) = self.paxos.consensus() {
+            self.create_ring(&peers);
+        }
+    }
+
+    fn create_ring(&mut self, peers: &[PeerName]) {
+        if self.ring.claim_for_peers(peers).is_ok() {
+            self.ring_dirty = true;
+            self.after_ring_change();
+        }
+    }
+
+    fn merge_ring(&mut self, ring: &Ring) -> Result<(), MergeError> {
+        if self.ring.merge(ring)? {
+            self.after_ring_change();
+        }
+        Ok(())
+    }
+
+    /// Our space follows the ring; then waiting allocations may go ahead.
+    fn after_ring_change(&mut self) {
+        let dropped = self.space.set_owned(self.ring.owned_ranges(self.me));
+        for addrs in self.owned.values_mut() {
+            addrs.retain(|a| !dropped.contains(a));
+        }
+        self.owned.retain(|_, addrs| !addrs.is_empty());
+        self.serve_pending();
+        self.report_free();
+    }
+
+    /// Completes what our space allows, then asks one donor for more if anything waits.
+    fn serve_pending(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            match self.space.allocate(self.pending[i].within) {
+                Some(addr) => {
+                    let p = self.pending.remove(i);
+                    self.owned.entry(p.id.clone()).or_default().push(addr);
+                    self.outputs.push(Output::Allocated { id: p.id, addr });
+                }
+                None => i += 1,
+            }
+        }
+        if self.pending.is_empty() {
+            self.tried.clear();
+            return;
+        }
+        if self.request.is_some() || self.ring.is_empty() {
+            return;
+        }
+        // The first waiting range some untried peer reports free space in: a full subnet
+        // must not hold up requests for others.
+        let ranges: Vec<AddrRange> = self.pending.iter().map(|p| p.within).collect();
+        let mut rng = self.rng();
+        for within in ranges {
+            let donors = self.ring.choose_peers_to_ask_for_space(within, &mut rng);
+            if let Some(donor) = donors
+                .into_iter()
+                .find(|d| !self.tried.contains(&(*d, within)))
+            {
+                self.request = Some(OutstandingRequest {
+                    donor,
+                    within,
+                    sent_at: self.now,
+                });
+                self.send(donor, Unicast::SpaceRequest(within));
+                return;
+            }
+        }
+        // Everyone was asked: start over at the next tick.
+        self.tried.clear();
+    }
+
+    fn donate_to(&mut self, peer: PeerName, within: AddrRange) {
+        let gift = if self.has_ring() && peer != self.me {
+            self.space.donate(within)
+        } else {
+            None
+        };
+        let Some(gift) = gift else {
+            self.send(peer, Unicast::SpaceDenied(self.ring.clone()));
+            return;
+        };
+        if self.ring.grant_range_to(peer, gift).is_err() {
+            // Space and ring disagreed: trust the ring and give nothing.
+            self.space.set_owned(self.ring.owned_ranges(self.me));
+            self.send(peer, Unicast::SpaceDenied(self.ring.clone()));
+            return;
+        }
+        self.ring_dirty = true;
+        self.report_free();
+        self.send(peer, Unicast::Ring(self.ring.clone()));
+    }
+
+    /// Publishes changed free counts of our entries (bumping their versions).
+    fn report_free(&mut self) {
+        let counts: BTreeMap<u32, u32> = self
+            .ring
+            .own_entry_ranges()
+            .into_iter()
+            .map(|(token, ranges)| {
+                (
+                    token,
+                    ranges.iter().map(|r| self.space.free_count_in(*r)).sum(),
+                )
+            })
+            .collect();
+        if self.ring.report_free(&counts) {
+            self.ring_dirty = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.ring_dirty && self.has_ring() {
+            self.outputs
+                .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
+        } else if self.paxos_dirty && !self.has_ring() {
+            self.outputs
+                .push(Output::Broadcast(Gossip::Paxos(self.paxos.state().clone())));
+        }
+        self.ring_dirty = false;
+        self.paxos_dirty = false;
+    }
+}

@@ -1,0 +1,183 @@
+//! Merging a gossiped ring into ours: a join on per-token versions, refusing anything that
+//! would take a range we own away from us.
+
+use super::addr::{ip, AddrRange};
+use super::entries::{Entry, Ring};
+use super::peer::PeerName;
+use std::fmt;
+
+/// Why a received ring was refused. Weave drops the gossip connection on these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergeError {
+    RangeMismatch {
+        received: AddrRange,
+        ours: AddrRange,
+    },
+    SeedMismatch {
+        received: Vec<PeerName>,
+        ours: Vec<PeerName>,
+    },
+    /// Another peer inserted a token inside a range we own.
+    EntryInMyRange { peer: PeerName, token: u32 },
+    /// A newer version of one of our own entries names another owner.
+    UpdateForMyRange {
+        token: u32,
+        version: u32,
+        incoming_peer: PeerName,
+        incoming_version: u32,
+    },
+    /// Two entries with the same token and version but different owners.
+    InconsistentEntries { ours: Entry, theirs: Entry },
+    /// The received ring breaks the structural invariants.
+    Malformed(String),
+}
+
+impl fmt::Display for MergeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn names(peers: &[PeerName]) -> String {
+            peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        match self {
+            MergeError::RangeMismatch { received, ours } => {
+                write!(f, "Incompatible IP allocation ranges (received: {received}, ours: {ours})")
+            }
+            MergeError::SeedMismatch { received, ours } => write!(
+                f,
+                "IP allocation was seeded by different peers (received: [{}], ours: [{}])",
+                names(received),
+                names(ours)
+            ),
+            MergeError::EntryInMyRange { peer, token } => {
+                write!(f, "Peer {peer} says it owns the IP range from {}, which I think I own", ip(*token))
+            }
+            MergeError::UpdateForMyRange { token, version, incoming_peer, incoming_version } => write!(
+                f,
+                "Received update for IP range I own at {} v{version}: incoming message says owner {incoming_peer} v{incoming_version}",
+                ip(*token)
+            ),
+            MergeError::InconsistentEntries { ours, theirs } => write!(
+                f,
+                "Inconsistent entries for {}: owned by {} but incoming message says {}",
+                ip(ours.token),
+                ours.peer,
+                theirs.peer
+            ),
+            MergeError::Malformed(why) => write!(f, "Received inconsistent ring: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for MergeError {}
+
+impl Ring {
+    /// Merges `other` (a peer's gossiped ring) into ours. Returns whether ours changed. On
+    /// error ours is untouched.
+    pub fn merge(&mut self, other: &Ring) -> Result<bool, MergeError> {
+        other.check_invariants().map_err(MergeError::Malformed)?;
+        if other.universe() != self.universe() {
+            return Err(MergeError::RangeMismatch {
+                received: other.universe(),
+                ours: self.universe(),
+            });
+        }
+        if !self.seeds.is_empty() && !other.seeds.is_empty() && self.seeds != other.seeds {
+            return Err(MergeError::SeedMismatch {
+                received: other.seeds.clone(),
+                ours: self.seeds.clone(),
+            });
+        }
+        if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
+            return Ok(false);
+        }
+        let (merged, mut changed) = merge_entries(&self.entries, &other.entries, self.me)?;
+        if self.seeds.is_empty() && !other.seeds.is_empty() {
+            self.seeds = other.seeds.clone();
+            changed = true;
+        }
+        let before = std::mem::replace(&mut self.entries, merged);
+        if let Err(why) = self.check_invariants() {
+            self.entries = before;
+            return Err(MergeError::Malformed(format!("merge would give {why}")));
+        }
+        Ok(changed)
+    }
+}
+
+/// The join of two sorted entry lists, as seen by peer `me`.
+fn merge_entries(
+    mine: &[Entry],
+    theirs: &[Entry],
+    me: PeerName,
+) -> Result<(Vec<Entry>, bool), MergeError> {
+    let mut out = Vec::with_capacity(mine.len().max(theirs.len()));
+    let mut changed = false;
+    // Owner of the last entry taken from our side: only then can we tell that an incoming
+    // new token lands inside a range we own.
+    let mut previous_mine: Option<PeerName> = None;
+    let (mut i, mut j) = (0, 0);
+    let insert_theirs = |t: &Entry, previous: Option<PeerName>| -> Result<(), MergeError> {
+        if previous == Some(me) && t.peer != me {
+            return Err(MergeError::EntryInMyRange {
+                peer: t.peer,
+                token: t.token,
+            });
+        }
+        Ok(())
+    };
+    while i < mine.len() || j < theirs.len() {
+        let m = mine.get(i);
+        let t = theirs.get(j);
+        match (m, t) {
+            (Some(m), Some(t)) if m.token == t.token => {
+                let take_theirs = if m.version != t.version {
+                    t.version > m.version
+                } else if m == t {
+                    false
+                } else if m.peer == t.peer {
+                    t.free > m.free
+                } else {
+                    return Err(MergeError::InconsistentEntries {
+                        ours: *m,
+                        theirs: *t,
+                    });
+                };
+                if take_theirs {
+                    if m.peer == me && t.peer != me {
+                        return Err(MergeError::UpdateForMyRange {
+                            token: m.token,
+                            version: m.version,
+                            incoming_peer: t.peer,
+                            incoming_version: t.version,
+                        });
+                    }
+                    out.push(*t);
+                    previous_mine = None;
+                    changed = true;
+                } else {
+                    out.push(*m);
+                    previous_mine = Some(m.peer);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(m), t) if t.is_none_or(|t| m.token < t.token) => {
+                out.push(*m);
+                previous_mine = Some(m.peer);
+                i += 1;
+            }
+            (_, Some(t)) => {
+                insert_theirs(t, previous_mine)?;
+                out.push(*t);
+                previous_mine = None;
+                changed = true;
+                j += 1;
+            }
+            (m, t) => unreachable!("merge cursor stuck at {m:?} / {t:?}"),
+        }
+    }
+    Ok((out, changed))
+}

@@ -1,0 +1,25 @@
+//! Multi-host IP allocation as Weave does it, as pure state machines (no I/O, no clocks):
+//! the ring of range ownership (a CRDT), each peer's free space, the initial election, and
+//! the allocator that combines them. The router feeds it messages and ticks.
+
+pub mod addr;
+pub mod allocator;
+pub mod entries;
+pub mod merge;
+pub mod messages;
+pub mod paxos;
+pub mod peer;
+pub mod persist;
+pub mod space;
+
+pub use addr::{ip, AddrRange};
+pub use allocator::{Allocator, REQUEST_TIMEOUT_TICKS};
+pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
+pub use merge::MergeError;
+pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
+pub use paxos::{Paxos, PaxosState, ProposalId};
+pub use peer::PeerName;
+pub use space::Space;
+
+#[cfg(test)]
+mod ring_tests;

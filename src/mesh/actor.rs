@@ -1,0 +1,598 @@
+//! The task that owns the mesh state. Handshakes and dials run in their own tasks and hand
+//! finished connections here; the actor decides (self, duplicate, connection limit), gossips
+//! topology, floods broadcasts, routes unicasts and drives the connection maker.
+
+use super::connection::{self, ConnEvent, HandshakeError, Handshaken, Timers};
+use super::maker::{Maker, Target};
+use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
+use super::router::{GossipMessage, LivePeer, MeshConfig};
+use super::status::{ConnectionStatus, MeshStatus};
+use super::topology::Topology;
+use super::PeerName;
+use crate::{Error, ErrorKind, Result};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub(super) enum Cmd {
+    Broadcast(String, Vec<u8>),
+    Unicast(PeerName, String, Vec<u8>, oneshot::Sender<Result<()>>),
+    Subscribe(String, mpsc::Sender<GossipMessage>),
+    /// (targets, replace, remove)
+    Targets(Vec<String>, bool, bool),
+    Status(oneshot::Sender<MeshStatus>),
+    Leave(oneshot::Sender<()>),
+    Shutdown,
+    Handshaken(Box<NewConn>),
+    DialFailed(String, HandshakeError, Vec<SocketAddr>),
+}
+
+/// A connection whose handshake succeeded, waiting for the actor's yes or no.
+pub(super) struct NewConn {
+    pub(super) stream: TcpStream,
+    pub(super) hs: Handshaken,
+    pub(super) remote: SocketAddr,
+    /// For dials: the target and what it resolved to.
+    pub(super) target: Option<(String, Vec<SocketAddr>)>,
+}
+
+struct Conn {
+    peer: PeerName,
+    nickname: String,
+    remote: SocketAddr,
+    /// The peer's listening address: what targets and discovery compare against.
+    listen: SocketAddr,
+    outbound: bool,
+    established: bool,
+    encrypted: bool,
+    since: Instant,
+    target: Option<String>,
+    tx: mpsc::Sender<Arc<Vec<u8>>>,
+}
+
+/// Recently seen broadcast sequence numbers of one origin (a 128-wide sliding window).
+#[derive(Default)]
+struct Seen {
+    max: u64,
+    mask: u128,
+}
+
+impl Seen {
+    /// True the first time `seq` is offered.
+    fn first(&mut self, seq: u64) -> bool {
+        if seq > self.max {
+            let shift = seq - self.max;
+            self.mask = if shift >= 128 { 0 } else { self.mask << shift };
+            self.mask |= 1;
+            self.max = seq;
+            return true;
+        }
+        let back = self.max - seq;
+        if back >= 128 || self.mask & (1 << back) != 0 {
+            return false;
+        }
+        self.mask |= 1 << back;
+        true
+    }
+}
+
+pub(super) struct Actor {
+    config: MeshConfig,
+    topology: Topology,
+    conns: HashMap<u64, Conn>,
+    next_key: u64,
+    maker: Maker,
+    hello: Hello,
+    psk: Option<[u8; 32]>,
+    subscribers: HashMap<String, Vec<mpsc::Sender<GossipMessage>>>,
+    seen: HashMap<(PeerName, u64), Seen>,
+    seq: u64,
+    peers_tx: watch::Sender<Vec<LivePeer>>,
+    self_tx: mpsc::Sender<Cmd>,
+    ev_tx: mpsc::Sender<ConnEvent>,
+    gossip_dirty: bool,
+    leaving: bool,
+    terminations: u64,
+}
+
+impl Actor {
+    pub(super) fn new(
+        config: MeshConfig,
+        me: PeerInfo,
+        hello: Hello,
+        psk: Option<[u8; 32]>,
+        peers_tx: watch::Sender<Vec<LivePeer>>,
+        self_tx: mpsc::Sender<Cmd>,
+        ev_tx: mpsc::Sender<ConnEvent>,
+    ) -> Actor {
+        Actor {
+            maker: Maker::new(&config.targets, config.timers),
+            topology: Topology::new(me),
+            conns: HashMap::new(),
+            next_key: 1,
+            hello,
+            psk,
+            subscribers: HashMap::new(),
+            seen: HashMap::new(),
+            seq: 0,
+            peers_tx,
+            self_tx,
+            ev_tx,
+            gossip_dirty: false,
+            leaving: false,
+            terminations: 0,
+            config,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut events: mpsc::Receiver<ConnEvent>,
+    ) {
+        let timers = self.config.timers;
+        let mut maker_tick =
+            tokio::time::interval(timers.backoff_initial.min(Duration::from_millis(200)));
+        let mut gossip_tick = tokio::time::interval(timers.gossip_interval);
+        loop {
+            tokio::select! {
+                c = cmds.recv() => match c {
+                    None | Some(Cmd::Shutdown) => break,
+                    Some(c) => self.command(c),
+                },
+                Some(e) = events.recv() => self.event(e),
+                _ = maker_tick.tick() => self.make_connections(),
+                _ = gossip_tick.tick() => self.gossip_dirty = true,
+            }
+            if self.gossip_dirty {
+                self.gossip_dirty = false;
+                self.send_topology();
+            }
+        }
+        tracing::info!("mesh router stopped");
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Broadcast(channel, payload) => {
+                self.seq += 1;
+                let m = Message::Broadcast {
+                    origin: self.hello.name,
+                    origin_uid: self.hello.uid,
+                    seq: self.seq,
+                    channel,
+                    payload,
+                };
+                self.seen
+                    .entry((self.hello.name, self.hello.uid))
+                    .or_default()
+                    .first(self.seq);
+                self.send_all(&m, None);
+            }
+            Cmd::Unicast(dest, channel, payload, reply) => {
+                let m = Message::Unicast {
+                    origin: self.hello.name,
+                    dest,
+                    ttl: DEFAULT_TTL,
+                    channel,
+                    payload,
+                };
+                let _ = reply.send(self.route(m));
+            }
+            Cmd::Subscribe(channel, tx) => self.subscribers.entry(channel).or_default().push(tx),
+            Cmd::Targets(list, replace, remove) => {
+                self.maker.set(list, replace, remove);
+                self.make_connections();
+            }
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Leave(reply) => {
+                self.leaving = true;
+                let bye = Arc::new(Message::Goodbye.encode());
+                for (_, c) in self.conns.drain() {
+                    let _ = c.tx.try_send(bye.clone());
+                }
+                self.update_topology();
+                let _ = reply.send(());
+            }
+            Cmd::Shutdown => {}
+            Cmd::Handshaken(nc) => self.register(*nc),
+            Cmd::DialFailed(target, e, resolved) => {
+                let refused = matches!(e, HandshakeError::Refused(_));
+                if refused {
+                    let addr = resolved
+                        .first()
+                        .map(|a| a.to_string())
+                        .unwrap_or(target.clone());
+                    tracing::warn!("peer {addr} refused: {e}");
+                } else {
+                    tracing::info!("connect to {target}: {e}");
+                }
+                self.maker.failed(&target, e.to_string(), refused, resolved);
+            }
+        }
+    }
+
+    fn conn_limit_reached(&self) -> bool {
+        self.config.conn_limit > 0 && self.conns.len() >= self.config.conn_limit
+    }
+
+    /// Accepts or refuses a handshaken connection and starts its task.
+    fn register(&mut self, nc: NewConn) {
+        let remote = nc.hs.remote.clone();
+        let outbound = nc.target.is_some();
+        let refuse = |actor: &mut Actor, why: String| match &nc.target {
+            Some((t, resolved)) => {
+                tracing::info!("connection to {} ({t}) dropped: {why}", nc.remote);
+                actor.maker.failed(t, why, false, resolved.clone());
+            }
+            None => tracing::info!("connection from {} refused: {why}", nc.remote),
+        };
+        if self.leaving {
+            return refuse(self, "leaving the mesh".into());
+        }
+        if remote.name == self.hello.name {
+            let why = if remote.uid == self.hello.uid {
+                "cannot connect to ourself".to_string()
+            } else {
+                format!("peer name collision: {} is our name", remote.name)
+            };
+            return refuse(self, why);
+        }
+        if self.conn_limit_reached() {
+            let why = format!("Connection limit reached ({})", self.config.conn_limit);
+            tracing::warn!("{why}");
+            return refuse(self, why);
+        }
+        if let Some((&old_key, old)) = self.conns.iter().find(|(_, c)| c.peer == remote.name) {
+            // Both ends keep the connection dialled by the smaller name, so they agree; a
+            // second connection from the same dialler replaces the first (it is a reconnect).
+            let initiator = |out: bool| if out { self.hello.name } else { remote.name };
+            let (old_init, new_init) = (initiator(old.outbound), initiator(outbound));
+            if new_init > old_init {
+                return refuse(self, format!("duplicate connection to {}", remote.name));
+            }
+            self.conns.remove(&old_key);
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let (tx, rx) = mpsc::channel(4096);
+        let listen = if outbound {
+            nc.remote
+        } else {
+            SocketAddr::new(nc.remote.ip(), remote.listen_port)
+        };
+        let encrypted = nc.hs.session.is_some();
+        tracing::info!(
+            "connection {} {} {}({}) established ({})",
+            if outbound { "to" } else { "from" },
+            nc.remote,
+            remote.name,
+            remote.nickname,
+            if encrypted {
+                "encrypted"
+            } else {
+                "unencrypted"
+            }
+        );
+        if let Some((t, resolved)) = &nc.target {
+            self.maker.connected(t, resolved.clone());
+        }
+        self.conns.insert(
+            key,
+            Conn {
+                peer: remote.name,
+                nickname: remote.nickname.clone(),
+                remote: nc.remote,
+                listen,
+                outbound,
+                established: false,
+                encrypted,
+                since: Instant::now(),
+                target: nc.target.map(|t| t.0),
+                tx: tx.clone(),
+            },
+        );
+        let timers = Timers {
+            heartbeat: self.config.timers.heartbeat,
+            dead_after: self.config.timers.dead_after,
+        };
+        tokio::spawn(connection::run(
+            key,
+            nc.stream,
+            nc.hs,
+            rx,
+            self.ev_tx.clone(),
+            timers,
+        ));
+        for m in topology_messages(&self.topology.peers().cloned().collect::<Vec<_>>()) {
+            let _ = tx.try_send(Arc::new(m.encode()));
+        }
+        self.update_topology();
+    }
+
+    fn event(&mut self, e: ConnEvent) {
+        match e {
+            ConnEvent::Closed(key, reason) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    self.terminations += 1;
+                    tracing::info!(
+                        "connection to {}({}) at {} closed: {reason}",
+                        c.peer,
+                        c.nickname,
+                        c.remote
+                    );
+                    if let Some(t) = &c.target {
+                        self.maker.closed(t, c.since.elapsed(), reason);
+                    }
+                    self.update_topology();
+                }
+            }
+            ConnEvent::Message(key, msg) => {
+                let Some(c) = self.conns.get_mut(&key) else {
+                    return;
+                };
+                let from = c.peer;
+                if !c.established {
+                    c.established = true;
+                    self.update_topology();
+                }
+                self.message(key, from, msg);
+            }
+        }
+    }
+
+    fn message(&mut self, key: u64, from: PeerName, msg: Message) {
+        match msg {
+            Message::Heartbeat => {}
+            Message::Goodbye => {
+                if let Some(c) = self.conns.remove(&key) {
+                    tracing::info!("peer {}({}) left the mesh", c.peer, c.nickname);
+                    self.terminations += 1;
+                    self.update_topology();
+                }
+            }
+            Message::Topology(peers) => {
+                if self.topology.merge(peers) {
+                    self.topology_changed();
+                }
+            }
+            Message::Broadcast {
+                origin,
+                origin_uid,
+                seq,
+                ref channel,
+                ref payload,
+            } => {
+                if origin == self.hello.name
+                    || !self
+                        .seen
+                        .entry((origin, origin_uid))
+                        .or_default()
+                        .first(seq)
+                {
+                    return;
+                }
+                self.deliver(channel, origin, true, payload);
+                self.send_all(&msg, Some(key));
+            }
+            Message::Unicast { .. } => {
+                if let Err(e) = self.route(msg) {
+                    tracing::debug!("unicast from {from} dropped: {e}");
+                }
+            }
+        }
+    }
+
+    /// Delivers a unicast here or sends it one hop on.
+    fn route(&mut self, msg: Message) -> Result<()> {
+        let Message::Unicast {
+            origin,
+            dest,
+            ttl,
+            channel,
+            payload,
+        } = msg
+        else {
+            return Ok(());
+        };
+        if dest == self.hello.name {
+            self.deliver(&channel, origin, false, &payload);
+            return Ok(());
+        }
+        if ttl == 0 {
+            return Err(Error::new(
+                ErrorKind::TryAgainLater,
+                format!("unicast to {dest}: hop limit reached"),
+            ));
+        }
+        let hop = self.topology.routes().get(&dest).copied();
+        let conn = hop.and_then(|h| self.conns.values().find(|c| c.peer == h));
+        let Some(conn) = conn else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("unicast to {dest}: no route to peer"),
+            ));
+        };
+        let m = Message::Unicast {
+            origin,
+            dest,
+            ttl: ttl - 1,
+            channel,
+            payload,
+        };
+        let _ = conn.tx.try_send(Arc::new(m.encode()));
+        Ok(())
+    }
+
+    fn deliver(&mut self, channel: &str, from: PeerName, broadcast: bool, payload: &[u8]) {
+        let Some(subs) = self.subscribers.get_mut(channel) else {
+            return;
+        };
+        subs.retain(|s| !s.is_closed());
+        for s in subs.iter() {
+            let m = GossipMessage {
+                channel: channel.into(),
+                from,
+                broadcast,
+                payload: payload.to_vec(),
+            };
+            if s.try_send(m).is_err() {
+                tracing::warn!(
+                    "gossip subscriber of {channel:?} is not keeping up; message dropped"
+                );
+            }
+        }
+    }
+
+    fn send_all(&mut self, m: &Message, except: Option<u64>) {
+        let bytes = Arc::new(m.encode());
+        for (k, c) in &self.conns {
+            if Some(*k) != except && c.tx.try_send(bytes.clone()).is_err() {
+                tracing::warn!("send queue to {} full; message dropped", c.peer);
+            }
+        }
+    }
+
+    fn send_topology(&mut self) {
+        let peers: Vec<PeerInfo> = self.topology.peers().cloned().collect();
+        for m in topology_messages(&peers) {
+            self.send_all(&m, None);
+        }
+    }
+
+    /// Republishes our own connections after any change to them.
+    fn update_topology(&mut self) {
+        let conns: Vec<ConnectionInfo> = self
+            .conns
+            .values()
+            .map(|c| ConnectionInfo {
+                peer: c.peer,
+                addr: c.listen,
+                outbound: c.outbound,
+                established: c.established,
+            })
+            .collect();
+        if self.topology.set_our_connections(conns) {
+            self.topology_changed();
+        }
+    }
+
+    fn topology_changed(&mut self) {
+        self.gossip_dirty = true;
+        let live: Vec<LivePeer> = self
+            .topology
+            .peers()
+            .filter(|p| p.name != self.hello.name)
+            .map(|p| {
+                let direct = self.conns.values().find(|c| c.peer == p.name);
+                LivePeer {
+                    name: p.name,
+                    nickname: p.nickname.clone(),
+                    uid: p.uid,
+                    address: direct
+                        .map(|c| c.remote.ip())
+                        .or_else(|| self.topology.address_of(&p.name)),
+                    direct: direct.is_some(),
+                }
+            })
+            .collect();
+        self.peers_tx.send_if_modified(|old| {
+            let changed = *old != live;
+            *old = live;
+            changed
+        });
+        self.make_connections();
+    }
+
+    fn satisfied(&self, t: &Target) -> bool {
+        self.conns
+            .values()
+            .any(|c| t.resolved.contains(&c.listen) || t.discovered_for == Some(c.peer))
+    }
+
+    fn make_connections(&mut self) {
+        if self.leaving {
+            return;
+        }
+        let connected: Vec<PeerName> = self.conns.values().map(|c| c.peer).collect();
+        let candidates: Vec<(PeerName, SocketAddr)> = if self.config.discovery {
+            self.topology
+                .discovery_candidates()
+                .into_iter()
+                .filter(|(p, _)| !connected.contains(p))
+                .collect()
+        } else {
+            vec![]
+        };
+        let room = !self.conn_limit_reached();
+        let conns = &self.conns;
+        let satisfied = |t: &Target| {
+            conns
+                .values()
+                .any(|c| t.resolved.contains(&c.listen) || t.discovered_for == Some(c.peer))
+        };
+        let due = self.maker.due(&candidates, satisfied, room);
+        for target in due {
+            let mut hello = self.hello.clone();
+            hello.conn_id = rand::random();
+            tokio::spawn(super::dial::dial(
+                target,
+                hello,
+                self.psk,
+                self.config.timers,
+                self.self_tx.clone(),
+            ));
+        }
+    }
+
+    fn status(&self) -> MeshStatus {
+        let mut connections: Vec<ConnectionStatus> = self
+            .conns
+            .values()
+            .map(|c| ConnectionStatus {
+                address: c.remote.to_string(),
+                outbound: c.outbound,
+                state: if c.established {
+                    "established"
+                } else {
+                    "pending"
+                }
+                .into(),
+                info: format!(
+                    "{} {}({})",
+                    if c.encrypted {
+                        "encrypted"
+                    } else {
+                        "unencrypted"
+                    },
+                    c.peer,
+                    c.nickname
+                ),
+            })
+            .collect();
+        connections.sort_by(|a, b| a.address.cmp(&b.address));
+        connections.extend(self.maker.statuses(|t| self.satisfied(t)));
+        let mut peers: Vec<PeerInfo> = self.topology.peers().cloned().collect();
+        peers.sort_by_key(|p| p.name != self.hello.name);
+        MeshStatus {
+            name: self.hello.name,
+            nickname: self.hello.nickname.clone(),
+            uid: self.hello.uid,
+            port: self.hello.listen_port,
+            encryption: self.psk.is_some(),
+            discovery: self.config.discovery,
+            conn_limit: self.config.conn_limit,
+            trusted_subnets: self.config.trusted_subnets.clone(),
+            peers,
+            connections,
+            targets: self.maker.explicit(),
+            termination_count: self.terminations,
+        }
+    }
+}
