@@ -322,3 +322,62 @@ fn datapath_1_host_netlink_vxlan_and_fdb_errors() {
     assert!(out.contains("not vxlan"), "{out}");
     assert!(c.host(1).ns.links().contains(&"vxlan-7001".to_string()));
 }
+
+/// `follow` tracks the mesh's live peers: what the watch channel says is what the FDB floods
+/// to (IPv6 and address-less peers skipped); the task ends when the sender goes.
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn datapath_1_host_follows_live_peers() {
+    let mut c = Cluster::new(1);
+    c.start_router(1, &[]);
+    let dp = c.host(1).datapath(&[]);
+    let peer = |n: u64, addr: Option<std::net::IpAddr>| weave::mesh::LivePeer {
+        name: weave::mesh::PeerName::from_u64(n).unwrap(),
+        nickname: format!("p{n}"),
+        uid: n,
+        address: addr,
+        direct: true,
+    };
+    let (h2, h3) = (underlay_ip(2), underlay_ip(3));
+    let seen = c.host(1).netlink(async move |nl: &Netlink| {
+        let (tx, rx) = tokio::sync::watch::channel(vec![peer(2, Some(h2.into()))]);
+        let task = tokio::spawn(dp.clone().follow(Netlink::open().unwrap(), rx));
+        let wait_for = async |want: BTreeSet<Ipv4Addr>| {
+            for _ in 0..200 {
+                let got: BTreeSet<Ipv4Addr> = dp.peers(nl).await.unwrap().into_iter().collect();
+                if got == want {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            dp.peers(nl).await.unwrap().into_iter().collect()
+        };
+        let mut seen = vec![wait_for([h2].into()).await];
+        tx.send_replace(vec![
+            peer(2, Some(h2.into())),
+            peer(3, Some(h3.into())),
+            peer(4, None),
+            peer(5, Some("2001:db8::5".parse().unwrap())),
+        ]);
+        seen.push(wait_for([h2, h3].into()).await);
+        tx.send_replace(vec![peer(3, Some(h3.into()))]);
+        seen.push(wait_for([h3].into()).await);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("follow did not end when the sender went")
+            .unwrap();
+        seen
+    });
+    assert_eq!(
+        seen,
+        vec![
+            BTreeSet::from([h2]),
+            BTreeSet::from([h2, h3]),
+            BTreeSet::from([h3])
+        ]
+    );
+}

@@ -15,10 +15,16 @@
 //!
 //! The mesh decides who is live and calls [`Datapath::set_peers`]; nothing here talks to it.
 
+use crate::mesh::LivePeer;
 use crate::netlink::{FdbEntry, Netlink, VxlanSpec, FLOOD_MAC};
 use crate::{Context, Error, ErrorKind, Result};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How soon a failed reconciliation is tried again when no peer change comes first.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// The VXLAN network identifier every peer uses: 0x5745, "WE".
 pub const VNI: u32 = 0x5745;
@@ -145,6 +151,31 @@ impl Datapath {
             .with_context(|| format!("set peers of {}", self.name))
     }
 
+    /// Keeps the flood entries equal to the mesh's live peers (their IPv4 underlay
+    /// addresses) until the sender is dropped. A failed reconciliation is logged and retried.
+    /// Meant to be spawned by the router: `tokio::spawn(dp.follow(Netlink::open()?,
+    /// mesh.peers()))`.
+    pub async fn follow(self, nl: Netlink, mut peers: watch::Receiver<Vec<LivePeer>>) {
+        loop {
+            let want = live_addresses(&peers.borrow_and_update());
+            let failed = match self.set_peers(&nl, &want).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!("datapath: {e}");
+                    true
+                }
+            };
+            tokio::select! {
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(RETRY), if failed => {}
+            }
+        }
+    }
+
     /// The underlay addresses frames are flooded to now.
     pub async fn peers(&self, nl: &Netlink) -> Result<Vec<Ipv4Addr>> {
         Ok(nl
@@ -172,6 +203,17 @@ impl Datapath {
             None => Ok(false),
         }
     }
+}
+
+/// The IPv4 underlay addresses of live peers (VXLAN here runs over IPv4 only).
+pub fn live_addresses(peers: &[LivePeer]) -> Vec<Ipv4Addr> {
+    peers
+        .iter()
+        .filter_map(|p| match p.address {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Entries pointing at a host that is not in `want`: its flood entry and learnt MACs.
