@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const REQUEST_TIMEOUT_TICKS: u64 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Pending {
-    id: String,
-    within: AddrRange,
+pub(super) struct Pending {
+    pub(super) id: String,
+    pub(super) within: AddrRange,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,12 +40,12 @@ pub struct Allocator {
     pub(super) paxos: Paxos,
     /// Container id → its addresses, in allocation order.
     pub(super) owned: BTreeMap<String, Vec<u32>>,
-    pending: Vec<Pending>,
+    pub(super) pending: Vec<Pending>,
     request: Option<OutstandingRequest>,
     /// (Donor, range) pairs that were denied or unanswered during the current search.
     tried: BTreeSet<(PeerName, AddrRange)>,
     /// Someone asked for the ring (allocate or prime): keep electing until it exists.
-    wants_ring: bool,
+    pub(super) wants_ring: bool,
     now: u64,
     last_paxos_progress: (ProposalId, u64),
     rng_draws: u64,
@@ -376,7 +376,7 @@ impl Allocator {
         self.outputs.push(Output::Send { to, msg });
     }
 
-    fn establish_ring(&mut self) {
+    pub(super) fn establish_ring(&mut self) {
         if self.has_ring() {
             return;
         }
@@ -499,7 +499,7 @@ impl Allocator {
     }
 
     /// Publishes changed free counts of our entries (bumping their versions).
-    fn report_free(&mut self) {
+    pub(super) fn report_free(&mut self) {
         let counts: BTreeMap<u32, u32> = self
             .ring
             .own_entry_ranges()
@@ -516,7 +516,7 @@ impl Allocator {
         }
     }
 
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         if self.ring_dirty && self.has_ring() {
             self.outputs
                 .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));

@@ -80,6 +80,16 @@ pub enum AllocError {
         id: String,
     },
     CannotRemoveSelf,
+    /// A claim of an address another id of ours holds.
+    AlreadyOwned {
+        addr: u32,
+        by: String,
+    },
+    /// A claim of an address in a range another peer owns.
+    OwnedByOther {
+        addr: u32,
+        peer: PeerName,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -94,6 +104,12 @@ impl fmt::Display for AllocError {
             }
             AllocError::CannotRemoveSelf => {
                 write!(f, "cannot remove ourself from the ring; use reset")
+            }
+            AllocError::AlreadyOwned { addr, by } => {
+                write!(f, "address {} is already owned by {by}", ip(*addr))
+            }
+            AllocError::OwnedByOther { addr, peer } => {
+                write!(f, "address {} is owned by other peer {peer}", ip(*addr))
             }
         }
     }

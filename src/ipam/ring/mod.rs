@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod allocator;
+pub mod claim;
 pub mod entries;
 pub mod merge;
 pub mod messages;
@@ -14,6 +15,7 @@ pub mod space;
 
 pub use addr::{ip, AddrRange};
 pub use allocator::{Allocator, REQUEST_TIMEOUT_TICKS};
+pub use claim::ClaimOutcome;
 pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
 pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
