@@ -198,8 +198,11 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
         },
         ("GET", ["ipinfo", "defaultsubnet"]) => ok_text(router.config.default_subnet.to_string()),
         ("GET", ["ipinfo", "tracker"]) => ok_text("\n"),
-        // One peer owns the whole range: the ring exists from the start.
-        ("GET", ["ring"]) => ok_text(""),
+        // Starts the election and waits (bounded) for the ring.
+        ("GET", ["ring"]) => match ipam.ring().await {
+            Ok(()) => ok_text(""),
+            Err(e) => error_reply(&e, ""),
+        },
         ("POST", ["expose", ip, len]) => match parse_cidr(ip, len) {
             Ok(cidr) => match router.expose(cidr, query_flag(query, "skipNAT")).await {
                 Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
@@ -231,15 +234,20 @@ async fn route(router: &Router, method: &Method, s: &[&str], query: &str, body: 
                 Err(e) => error_reply(&e, ""),
             }
         }
-        // Leave the mesh gracefully (IPAM hand-over belongs to the ring).
-        ("DELETE", ["peer"]) => match router.mesh.leave().await {
-            Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
+        // `weave reset`: our ranges go to a live peer (gossiped), then we leave the mesh.
+        ("DELETE", ["peer"]) => {
+            if let Err(e) = ipam.shutdown().await {
+                return error_reply(&e, "");
+            }
+            match router.mesh.leave().await {
+                Ok(()) => Reply::Empty(StatusCode::NO_CONTENT),
+                Err(e) => error_reply(&e, ""),
+            }
+        }
+        ("DELETE", ["peer", name]) => match ipam.rmpeer(name).await {
+            Ok(text) => ok_text(text),
             Err(e) => error_reply(&e, ""),
         },
-        ("DELETE", ["peer", name]) => {
-            tracing::warn!("rmpeer {name}: no such peer (single host)");
-            ok_text(format!("0 IPs taken over from {name}\n"))
-        }
         ("GET", ["cni", "attachments"]) => match router.attachments().await {
             Ok(v) => Reply::Json(StatusCode::OK, json!(v)),
             Err(e) => error_reply(&e, ""),

@@ -54,6 +54,13 @@ struct Args {
     /// Comma-separated CIDRs of trusted networks (recorded and shown).
     #[arg(long, value_delimiter = ',')]
     trusted_subnets: Vec<ipnet::IpNet>,
+    /// How the IP allocation ring is first created: consensus[=N], seed=<peer names>
+    /// (comma-separated) or observer. Default: consensus over the peers given here.
+    #[arg(long, default_value = "")]
+    ipalloc_init: String,
+    /// Longest an allocation waits for the ring or for space before answering 503 (ms).
+    #[arg(long, default_value_t = 3000, hide = true)]
+    ipalloc_wait_ms: u64,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
 }
@@ -87,6 +94,8 @@ fn config(a: Args) -> Result<Config, String> {
         datadir: a.datadir,
         port: a.port,
         peers: a.peers,
+        ipalloc_init: a.ipalloc_init,
+        alloc_wait: std::time::Duration::from_millis(a.ipalloc_wait_ms),
         mesh: router::MeshFlags {
             password: a.password,
             discovery: !a.no_discovery,

@@ -30,6 +30,10 @@ pub struct IpamFile {
     /// for are written together (one fsync per container start).
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// The multi-host allocator's state (ring, election, its ids' addresses); absent in files
+    /// written by the single-host router, whose `owned` map is then migrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<serde_json::Value>,
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -80,6 +84,8 @@ pub type Owned = BTreeMap<String, Vec<Ipv4Net>>;
 pub struct Persisted {
     pub owned: Owned,
     pub attachments: Vec<Attachment>,
+    /// [`crate::ipam::ring::Allocator::persist`] bytes, if the file has them.
+    pub allocator: Option<Vec<u8>>,
 }
 
 /// Paths of the router's files in one data directory.
@@ -149,6 +155,9 @@ impl DataDir {
                 Persisted {
                     owned: file.owned,
                     attachments: file.attachments,
+                    allocator: file
+                        .allocator
+                        .map(|v| serde_json::to_vec(&v).expect("json value serialises")),
                 },
                 None,
             )),
@@ -179,6 +188,41 @@ impl DataDir {
         };
         let bytes = serde_json::to_vec(&doc).context("encode ipam state")?;
         write_atomic(&self.ipam_path(), &bytes).context("save ipam state")
+    }
+
+    /// Encodes the whole multi-host IPAM state: every id's CIDRs (including claims outside
+    /// the range), the allocator's own state and the attachments.
+    pub fn encode_ipam(
+        peername: &str,
+        range: Ipv4Net,
+        owned: &Owned,
+        allocator: &[u8],
+        attachments: &[&Attachment],
+    ) -> Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u32,
+            peername: &'a str,
+            range: Ipv4Net,
+            owned: &'a Owned,
+            attachments: &'a [&'a Attachment],
+            allocator: serde_json::Value,
+        }
+        let allocator = serde_json::from_slice(allocator).context("decode allocator state")?;
+        let doc = Borrowed {
+            version: IPAM_FILE_VERSION,
+            peername,
+            range,
+            owned,
+            attachments,
+            allocator,
+        };
+        serde_json::to_vec(&doc).context("encode ipam state")
+    }
+
+    /// Writes bytes from [`DataDir::encode_ipam`] atomically.
+    pub fn write_ipam(&self, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.ipam_path(), bytes).context("save ipam state")
     }
 
     /// The peer name: `requested` if given (and then remembered), else the stored one, else a

@@ -1,19 +1,21 @@
-//! The `weaver` daemon core (single host for now): configuration, the bridge, expose/NAT,
-//! the IPAM actor, connect targets and CNI attachments. [`run`] starts everything and serves
+//! The `weaver` daemon core: configuration, the bridge, expose/NAT, the VXLAN data plane,
+//! the multi-host IPAM actor, the mesh, connect targets and CNI attachments. [`run`] starts everything and serves
 //! the HTTP API until the shutdown future completes.
 
 pub mod datapath;
+pub mod ipam_core;
 pub mod iptables;
 pub mod state;
 pub mod status;
 
 use crate::api::Attachment;
 use crate::ipam::store::{self, DataDir};
-use crate::ipam::{validate_id, Ipam};
+use crate::ipam::ring::{InitMode, PeerName as RingPeer};
+use crate::ipam::validate_id;
 use crate::netlink::Netlink;
 use crate::{Context, Error, ErrorKind, Result, BRIDGE_NAME, EXPOSE_ID};
 use ipnet::Ipv4Net;
-use state::IpamHandle;
+use state::{IpamHandle, IpamOptions};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +42,41 @@ pub struct Config {
     pub peers: Vec<String>,
     /// Mesh flags (password, discovery, conn-limit, trusted subnets).
     pub mesh: MeshFlags,
+    /// `--ipalloc-init`: `consensus[=N]`, `seed=<names>`, `observer`; "" is consensus over
+    /// the initial peers.
+    pub ipalloc_init: String,
+    /// Longest an allocation waits for the ring or for space before 503.
+    pub alloc_wait: std::time::Duration,
+}
+
+/// Parses `--ipalloc-init`. Without N, the quorum counts us and the initial peers, as Weave.
+pub fn parse_ipalloc_init(s: &str, initial_peers: usize) -> Result<InitMode> {
+    let bad = || {
+        invalid(format!(
+            "--ipalloc-init {s:?}: want consensus[=N], seed=<peer names> or observer"
+        ))
+    };
+    match s.split_once('=') {
+        None if s.is_empty() || s == "consensus" => Ok(InitMode::consensus(initial_peers + 1)),
+        None if s == "observer" => Ok(InitMode::Observer),
+        Some(("consensus", n)) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(InitMode::consensus(n)),
+            _ => Err(bad()),
+        },
+        Some(("seed", names)) => {
+            let mut seeds = names
+                .split(',')
+                .map(|n| n.parse::<RingPeer>().map_err(|e| invalid(format!("--ipalloc-init: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            seeds.sort();
+            seeds.dedup();
+            if seeds.is_empty() {
+                return Err(bad());
+            }
+            Ok(InitMode::Seed(seeds))
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// `weaver`'s mesh flags.
@@ -79,6 +116,7 @@ impl Config {
             )));
         }
         crate::ipam::validate_subnet(self.default_subnet, r).context("--ipalloc-default-subnet")?;
+        parse_ipalloc_init(&self.ipalloc_init, self.peers.len())?;
         if self.mtu < 576 || self.mtu > 65535 {
             return Err(invalid(format!(
                 "--mtu {}: must be between 576 and 65535",
@@ -159,17 +197,22 @@ impl Router {
         if let Some(why) = discarded {
             tracing::warn!("{why}");
         }
-        let ipam = Ipam::from_owned(
+        let mode = parse_ipalloc_init(&config.ipalloc_init, config.peers.len())?;
+        let me: RingPeer = peer_name.parse().map_err(invalid)?;
+        let core = ipam_core::load(
+            me,
             config.ipalloc_range,
             config.default_subnet,
-            &persisted.owned,
+            mode.clone(),
+            persisted,
         )
         .context("load ipam state")?;
         tracing::info!(
-            "ipam: {} ids, {} addresses in use in {}",
-            persisted.owned.len(),
-            ipam.active(),
-            ipam.universe()
+            "ipam: {} ids, {} addresses in use in {} ({})",
+            core.owned().len(),
+            core.active(),
+            config.ipalloc_range,
+            if core.alloc.has_ring() { "ring restored" } else { "no ring yet" }
         );
 
         let mut targets: Vec<String> =
@@ -195,14 +238,33 @@ impl Router {
             .context("configure iptables")?;
 
         let mesh = start_mesh(&config, &peer_name, &targets).await?;
+        // The data plane: VXLAN on port+1, flooding to every live peer as the mesh sees them.
+        let dp = datapath::Datapath::ensure(
+            &netlink,
+            bridge.index,
+            datapath::udp_port(config.port),
+            config.mtu,
+            None,
+        )
+        .await
+        .context("start data plane")?;
+        let dp_netlink = Netlink::open().context("open netlink")?;
+        tokio::spawn(dp.follow(dp_netlink, mesh.peers()));
+        let opts = IpamOptions {
+            mode,
+            alloc_wait: config.alloc_wait,
+            ..IpamOptions::default()
+        };
+        let ipam = IpamHandle::spawn(
+            core,
+            datadir.clone(),
+            peer_name.clone(),
+            Some(mesh.clone()),
+            opts,
+        );
         let router = Arc::new(Router {
             mesh,
-            ipam: IpamHandle::spawn(
-                ipam,
-                persisted.attachments,
-                datadir.clone(),
-                peer_name.clone(),
-            ),
+            ipam,
             config,
             peer_name,
             datadir,
@@ -223,17 +285,35 @@ impl Router {
             .addresses_v4(self.bridge_index)
             .await
             .context("list bridge addresses")?;
+        let mut claims = Vec::new();
         for cidr in addrs {
             tracing::info!("re-exposing {cidr}");
             if let Err(e) = self.expose(cidr, false).await {
                 tracing::warn!("re-expose {cidr}: {e}");
             }
             if self.config.ipalloc_range.contains(&cidr.addr()) {
-                if let Err(e) = self.ipam.claim(EXPOSE_ID, cidr).await {
-                    tracing::warn!("claim bridge address {cidr}: {e}");
-                }
+                claims.push(cidr);
             }
         }
+        // Claims may wait for the ring (other peers): retry in the background, never block
+        // the start.
+        let ipam = self.ipam.clone();
+        tokio::spawn(async move {
+            for cidr in claims {
+                for attempt in 1..=20 {
+                    match ipam.claim(EXPOSE_ID, cidr).await {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == ErrorKind::TryAgainLater && attempt < 20 => {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!("claim bridge address {cidr}: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
         Ok(())
     }
 
@@ -435,6 +515,8 @@ mod tests {
             port: 6783,
             peers: vec![],
             mesh: MeshFlags::default(),
+            ipalloc_init: String::new(),
+            alloc_wait: std::time::Duration::from_secs(3),
         };
         c.validate().unwrap();
         c.ipalloc_range = "10.32.0.1/12".parse().unwrap();

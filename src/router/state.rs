@@ -1,39 +1,79 @@
-//! The IPAM actor: one task owns the [`Ipam`] state, the CNI attachments and their file.
-//! Requests that arrive while a write is in flight are applied together and persisted with one
-//! write (group commit), so concurrent container starts share an fsync, and an allocation and
-//! the attachment it is for are written together. A change is acknowledged only after its
-//! write succeeded; if the write fails, the batch's changes are undone in memory and reported.
+//! The IPAM actor: one task owns the multi-host [`Core`] (ring allocator, CNI attachments) and
+//! its file, talks to the other peers over the mesh channel `IPallocation`, and ticks.
+//!
+//! Work arriving together (requests, gossip, a tick) is applied as one batch and persisted
+//! with one write (group commit). Nothing leaves the actor before that write succeeded:
+//! neither an answer nor a message to a peer (a donation must be on disk before the receiver
+//! hears of it). If the write fails, the state returns to its copy from before the batch.
+//! Requests that need the ring or another peer's space wait a bounded time, then get 503.
 
+use super::ipam_core::{Claimed, Core, RingEntry};
 use crate::api::Attachment;
+use crate::ipam::ring::{Gossip, InitMode, Output, PeerName, Unicast};
 use crate::ipam::store::DataDir;
-use crate::ipam::Ipam;
-use crate::netlink::{format_mac, mac_for_ip};
-use crate::{Error, ErrorKind, Result, NO_CONTAINER_ID};
+use crate::mesh::{GossipMessage, LivePeer, MeshHandle};
+use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// Most requests applied before one write.
 const MAX_BATCH: usize = 256;
+/// The mesh channel Weave's IPAM gossips on.
+pub const CHANNEL: &str = "IPallocation";
 
-/// Counters for status, report and metrics (no per-id data, so cheap to copy).
+/// How the allocator takes part and how long clients wait.
+#[derive(Debug, Clone)]
+pub struct IpamOptions {
+    pub mode: InitMode,
+    /// Longest an allocation or claim waits for the ring or for space (then 503).
+    pub alloc_wait: Duration,
+    /// Longest `GET /ring` waits.
+    pub ring_wait: Duration,
+    /// Allocator tick (election retries, donor time-outs, state re-broadcast).
+    pub tick: Duration,
+}
+
+impl Default for IpamOptions {
+    fn default() -> Self {
+        IpamOptions {
+            mode: InitMode::consensus(1),
+            alloc_wait: Duration::from_secs(3),
+            ring_wait: Duration::from_secs(30),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters and ring view for status, report and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamSummary {
     pub universe: Ipv4Net,
     pub default_subnet: Ipv4Net,
-    pub owned_ranges: Vec<Ipv4Net>,
+    /// Addresses the ring gives us.
     pub owned_size: u64,
     pub active: usize,
     pub free: u64,
     pub ids: usize,
+    /// Weave's status words ("ready", "awaiting consensus (quorum: Q, known: K)", ...).
+    pub status: String,
+    pub entries: Vec<RingEntry>,
+    /// (peer, addresses owned), ours first.
+    pub peer_sizes: Vec<(PeerName, u64)>,
+    pub me: PeerName,
+    /// Nicknames of peers we have seen, and which are live now.
+    pub nicknames: BTreeMap<PeerName, String>,
+    pub live: BTreeSet<PeerName>,
+    pub pending_allocates: Vec<String>,
+    pub pending_claims: Vec<String>,
 }
 
 enum Op {
-    /// Allocate, and record the attachment the address is for (ips, mac, ipam_id filled in).
     Allocate(String, Option<Ipv4Net>, Option<Attachment>),
     Claim(String, Ipv4Net),
-    /// Free every address of an id, and drop the attachments recorded with it.
     Free(String),
     FreeOne(String, Ipv4Addr),
     Lookup(String, Option<Ipv4Net>),
@@ -42,6 +82,12 @@ enum Op {
     PutAttachment(Attachment),
     RemoveAttachment(String, String),
     Attachments,
+    /// Start the election and wait for the ring.
+    Ring,
+    /// `weave reset`: give our ranges to an heir.
+    Shutdown,
+    /// `weave rmpeer <name or nickname>`.
+    Rmpeer(String),
 }
 
 enum Reply {
@@ -50,29 +96,9 @@ enum Reply {
     Freed(usize),
     Cidrs(Vec<Ipv4Net>),
     Owned(BTreeMap<String, Vec<Ipv4Net>>),
-    Summary(IpamSummary),
+    Summary(Box<IpamSummary>),
     Attachments(Vec<Attachment>),
-}
-
-/// (container id, ifname): one attachment per interface.
-type AttachmentKey = (String, String);
-
-/// The actor's state: addresses and the interfaces they were handed to.
-struct State {
-    ipam: Ipam,
-    attachments: BTreeMap<AttachmentKey, Attachment>,
-}
-
-/// How to take back a change whose write failed.
-enum Undo {
-    Remove(String, Ipv4Addr),
-    Restore(String, Vec<Ipv4Net>),
-    /// Put back what an attachment key held before (None: it was absent).
-    Attachment(AttachmentKey, Option<Attachment>),
-}
-
-fn key_of(a: &Attachment) -> AttachmentKey {
-    (a.container_id.clone(), a.ifname.clone())
+    Text(String),
 }
 
 struct Request {
@@ -86,18 +112,51 @@ pub struct IpamHandle {
     tx: mpsc::Sender<Request>,
 }
 
+macro_rules! expect_reply {
+    ($e:expr, $pat:pat => $v:expr) => {
+        match $e? {
+            $pat => Ok($v),
+            _ => unreachable!("ipam actor answered the wrong kind"),
+        }
+    };
+}
+
 impl IpamHandle {
-    /// Spawns the actor on the current runtime.
+    /// Spawns the actor on the current runtime. `mesh` is `None` in unit tests (one peer).
     pub fn spawn(
-        ipam: Ipam,
-        attachments: Vec<Attachment>,
+        core: Core,
         datadir: DataDir,
         peer_name: String,
+        mesh: Option<MeshHandle>,
+        opts: IpamOptions,
     ) -> IpamHandle {
         let (tx, rx) = mpsc::channel(1024);
-        let attachments = attachments.into_iter().map(|a| (key_of(&a), a)).collect();
-        let state = State { ipam, attachments };
-        tokio::spawn(actor(state, datadir, peer_name, rx));
+        tokio::spawn(async move {
+            let gossip = match &mesh {
+                Some(m) => match m.subscribe(CHANNEL).await {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::error!("ipam: subscribe to {CHANNEL}: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let peers = mesh.as_ref().map(|m| m.peers());
+            let actor = Actor {
+                last_saved: Vec::new(),
+                core,
+                datadir,
+                peer_name,
+                mesh,
+                opts,
+                waiters: Vec::new(),
+                nicknames: BTreeMap::new(),
+                live: BTreeSet::new(),
+                batch: 0,
+            };
+            actor.run(rx, gossip, peers).await;
+        });
         IpamHandle { tx }
     }
 
@@ -124,13 +183,8 @@ impl IpamHandle {
         subnet: Option<Ipv4Net>,
         attachment: Option<Attachment>,
     ) -> Result<Ipv4Net> {
-        match self
-            .call(Op::Allocate(id.into(), subnet, attachment))
-            .await?
-        {
-            Reply::Cidr(c) => Ok(c),
-            _ => unreachable!("allocate answers a cidr"),
-        }
+        let op = Op::Allocate(id.into(), subnet, attachment);
+        expect_reply!(self.call(op).await, Reply::Cidr(c) => c)
     }
 
     /// Inserts or replaces the attachment with the same (container id, ifname).
@@ -146,26 +200,17 @@ impl IpamHandle {
     }
 
     pub async fn attachments(&self) -> Result<Vec<Attachment>> {
-        match self.call(Op::Attachments).await? {
-            Reply::Attachments(v) => Ok(v),
-            _ => unreachable!("attachments answers a list"),
-        }
+        expect_reply!(self.call(Op::Attachments).await, Reply::Attachments(v) => v)
     }
 
     /// Claims the address of `cidr` for `id`; true if something changed.
     pub async fn claim(&self, id: &str, cidr: Ipv4Net) -> Result<bool> {
-        match self.call(Op::Claim(id.into(), cidr)).await? {
-            Reply::Changed(b) => Ok(b),
-            _ => unreachable!("claim answers changed"),
-        }
+        expect_reply!(self.call(Op::Claim(id.into(), cidr)).await, Reply::Changed(b) => b)
     }
 
     /// Frees all addresses of `id`; the number freed.
     pub async fn free(&self, id: &str) -> Result<usize> {
-        match self.call(Op::Free(id.into())).await? {
-            Reply::Freed(n) => Ok(n),
-            _ => unreachable!("free answers a count"),
-        }
+        expect_reply!(self.call(Op::Free(id.into())).await, Reply::Freed(n) => n)
     }
 
     pub async fn free_one(&self, id: &str, ip: Ipv4Addr) -> Result<()> {
@@ -174,306 +219,545 @@ impl IpamHandle {
 
     /// CIDRs `id` owns in `subnet` (default subnet if `None`).
     pub async fn lookup(&self, id: &str, subnet: Option<Ipv4Net>) -> Result<Vec<Ipv4Net>> {
-        match self.call(Op::Lookup(id.into(), subnet)).await? {
-            Reply::Cidrs(v) => Ok(v),
-            _ => unreachable!("lookup answers cidrs"),
-        }
+        expect_reply!(self.call(Op::Lookup(id.into(), subnet)).await, Reply::Cidrs(v) => v)
     }
 
     /// A copy of every owner's CIDRs.
     pub async fn owned(&self) -> Result<BTreeMap<String, Vec<Ipv4Net>>> {
-        match self.call(Op::Owned).await? {
-            Reply::Owned(m) => Ok(m),
-            _ => unreachable!("owned answers a map"),
-        }
+        expect_reply!(self.call(Op::Owned).await, Reply::Owned(m) => m)
     }
 
     pub async fn summary(&self) -> Result<IpamSummary> {
-        match self.call(Op::Summary).await? {
-            Reply::Summary(s) => Ok(s),
-            _ => unreachable!("summary answers a summary"),
-        }
+        expect_reply!(self.call(Op::Summary).await, Reply::Summary(s) => *s)
+    }
+
+    /// `GET /ring`: starts the election and waits (bounded) until the ring exists.
+    pub async fn ring(&self) -> Result<()> {
+        self.call(Op::Ring).await.map(drop)
+    }
+
+    /// `DELETE /peer`: hands our ranges to a live peer; the heir's name, or "" if none.
+    pub async fn shutdown(&self) -> Result<String> {
+        expect_reply!(self.call(Op::Shutdown).await, Reply::Text(t) => t)
+    }
+
+    /// `DELETE /peer/<name>`: the answer text, `"<N> IPs taken over from <name>\n"`.
+    pub async fn rmpeer(&self, name: &str) -> Result<String> {
+        expect_reply!(self.call(Op::Rmpeer(name.into())).await, Reply::Text(t) => t)
     }
 }
 
-async fn actor(
-    mut state: State,
+enum Wait {
+    Alloc {
+        id: String,
+        subnet: Ipv4Net,
+        attachment: Option<Attachment>,
+    },
+    Claim {
+        id: String,
+        cidr: Ipv4Net,
+    },
+    Ring,
+}
+
+struct Waiter {
+    what: Wait,
+    reply: oneshot::Sender<Result<Reply>>,
+    deadline: Instant,
+    /// The batch it arrived in (answered with the error if that batch's write fails).
+    batch: u64,
+}
+
+/// An answer ready to go once the batch is on disk; `mutating` answers become the write's
+/// error if it fails.
+struct Answer {
+    reply: oneshot::Sender<Result<Reply>>,
+    result: Result<Reply>,
+    mutating: bool,
+    /// For completed allocations: the id to cancel in the allocator on rollback.
+    waited_id: Option<String>,
+}
+
+struct Actor {
+    core: Core,
     datadir: DataDir,
     peer_name: String,
-    mut rx: mpsc::Receiver<Request>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
+    mesh: Option<MeshHandle>,
+    opts: IpamOptions,
+    waiters: Vec<Waiter>,
+    nicknames: BTreeMap<PeerName, String>,
+    live: BTreeSet<PeerName>,
+    last_saved: Vec<u8>,
+    batch: u64,
+}
+
+/// What woke the actor.
+enum Event {
+    Requests(Vec<Request>),
+    Gossip(Vec<GossipMessage>),
+    Tick,
+    Deadline,
+    Peers,
+}
+
+fn not_ready(status: &str) -> Error {
+    Error::new(
+        ErrorKind::TryAgainLater,
+        format!("IP allocation not ready: {status}"),
+    )
+}
+
+fn ring_peer(p: crate::mesh::PeerName) -> Option<PeerName> {
+    PeerName::new(p.as_u64())
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut gossip: Option<mpsc::Receiver<GossipMessage>>,
+        mut peers: Option<watch::Receiver<Vec<LivePeer>>>,
+    ) {
+        if let Ok(b) = self.encode() {
+            self.last_saved = b;
         }
-        let mut undos = Vec::new();
-        let mut answers = Vec::with_capacity(batch.len());
-        for req in batch {
-            let (result, undo) = apply(&mut state, req.op);
-            let changed = !undo.is_empty();
-            undos.extend(undo);
-            answers.push((req.reply, result, changed));
+        if let Some(p) = &mut peers {
+            self.update_peers(&p.borrow_and_update());
         }
-        if !undos.is_empty() {
-            // The state moves into the blocking task for the write and comes back: no copy,
-            // and no file I/O on a runtime worker.
-            let (dd, name) = (datadir.clone(), peer_name.clone());
-            let joined = tokio::task::spawn_blocking(move || {
-                let r = dd.save_ipam(&name, &state.ipam, state.attachments.values());
-                (state, r)
-            })
-            .await;
-            let (back, written) = match joined {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!("ipam store task failed: {e}; stopping the ipam actor");
-                    return;
-                }
+        let mut tick = tokio::time::interval(self.opts.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.waiters.iter().map(|w| w.deadline).min();
+            let event = tokio::select! {
+                first = rx.recv() => match first {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                        Event::Requests(batch)
+                    }
+                    None => return,
+                },
+                Some(first) = async { gossip.as_mut()?.recv().await } => {
+                    let mut batch = vec![first];
+                    while let Some(Ok(m)) = gossip.as_mut().map(|g| g.try_recv()) {
+                        batch.push(m);
+                        if batch.len() >= MAX_BATCH {
+                            break;
+                        }
+                    }
+                    Event::Gossip(batch)
+                },
+                _ = tick.tick() => Event::Tick,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Deadline,
+                Some(()) = async { peers.as_mut()?.changed().await.ok() } => {
+                    if let Some(p) = &mut peers {
+                        self.update_peers(&p.borrow_and_update());
+                    }
+                    Event::Peers
+                },
             };
-            state = back;
-            if let Err(e) = written {
-                tracing::error!("{e}; rolling back {} change(s)", undos.len());
-                for u in undos.into_iter().rev() {
-                    undo(&mut state, u);
-                }
-                for a in answers.iter_mut().filter(|a| a.2) {
-                    a.1 = Err(e.clone());
-                }
-            }
-        }
-        for (reply, result, _) in answers {
-            let _ = reply.send(result);
+            self.step(event).await;
         }
     }
-}
 
-fn storage_key(id: &str, addr: Ipv4Addr) -> String {
-    if id == NO_CONTAINER_ID {
-        addr.to_string()
-    } else {
-        id.to_string()
-    }
-}
-
-fn apply(state: &mut State, op: Op) -> (Result<Reply>, Vec<Undo>) {
-    let ipam = &mut state.ipam;
-    let subnet_or_default = |s: Option<Ipv4Net>, ipam: &Ipam| s.unwrap_or(ipam.default_subnet());
-    match op {
-        Op::Allocate(id, subnet, attachment) => {
-            let s = subnet_or_default(subnet, ipam);
-            let (cidr, mut undos) = match ipam.allocate(&id, s) {
-                Ok((c, true)) => (c, vec![Undo::Remove(id.clone(), c.addr())]),
-                Ok((c, false)) => (c, Vec::new()),
-                Err(e) => return (Err(e), Vec::new()),
-            };
-            if let Some(mut a) = attachment {
-                a.ips = vec![cidr.to_string()];
-                a.mac = format_mac(&mac_for_ip(cidr.addr()));
-                a.ipam_id = id;
-                undos.extend(put_attachment(state, a));
-            }
-            (Ok(Reply::Cidr(cidr)), undos)
-        }
-        Op::Claim(id, cidr) => match ipam.claim(&id, cidr) {
-            Ok(true) => (
-                Ok(Reply::Changed(true)),
-                vec![Undo::Remove(storage_key(&id, cidr.addr()), cidr.addr())],
-            ),
-            Ok(false) => (Ok(Reply::Changed(false)), Vec::new()),
-            Err(e) => (Err(e), Vec::new()),
-        },
-        Op::Free(id) => {
-            let freed = ipam.free(&id);
-            // The attachments go with their addresses, also when those were freed already.
-            let gone: Vec<AttachmentKey> = state
-                .attachments
-                .iter()
-                .filter(|(_, a)| a.ipam_id == id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let mut undos: Vec<Undo> = gone
-                .into_iter()
-                .map(|k| {
-                    let old = state.attachments.remove(&k);
-                    Undo::Attachment(k, old)
-                })
-                .collect();
-            match freed {
-                Ok(cidrs) => {
-                    let n = cidrs.len();
-                    undos.push(Undo::Restore(id, cidrs));
-                    (Ok(Reply::Freed(n)), undos)
-                }
-                // Report the IPAM error, but still persist an attachment removal.
-                Err(e) => (Err(e), undos),
+    fn update_peers(&mut self, peers: &[LivePeer]) {
+        self.live.clear();
+        for p in peers {
+            if let Some(name) = ring_peer(p.name) {
+                self.live.insert(name);
+                self.nicknames.insert(name, p.nickname.clone());
             }
         }
-        Op::FreeOne(id, ip) => match ipam.free_one(&id, ip) {
-            Ok(c) => (
-                Ok(Reply::Changed(true)),
-                vec![Undo::Restore(storage_key(&id, ip), vec![c])],
-            ),
-            Err(e) => (Err(e), Vec::new()),
-        },
-        Op::Lookup(id, subnet) => {
-            let s = subnet_or_default(subnet, ipam);
-            let r = crate::ipam::validate_subnet(s, ipam.universe())
-                .map(|_| Reply::Cidrs(ipam.lookup(&id, s)));
-            (r, Vec::new())
-        }
-        Op::Owned => (Ok(Reply::Owned(ipam.owned().clone())), Vec::new()),
-        Op::Summary => (
-            Ok(Reply::Summary(IpamSummary {
-                universe: ipam.universe(),
-                default_subnet: ipam.default_subnet(),
-                owned_ranges: ipam.owned_ranges(),
-                owned_size: ipam.owned_size(),
-                active: ipam.active(),
-                free: ipam.free_count(),
-                ids: ipam.owned().len(),
-            })),
-            Vec::new(),
-        ),
-        Op::PutAttachment(a) => (Ok(Reply::Changed(true)), put_attachment(state, a)),
-        Op::RemoveAttachment(cid, ifname) => {
-            let key = (cid, ifname);
-            match state.attachments.remove(&key) {
-                Some(old) => (
-                    Ok(Reply::Changed(true)),
-                    vec![Undo::Attachment(key, Some(old))],
-                ),
-                None => (Ok(Reply::Changed(false)), Vec::new()),
-            }
-        }
-        Op::Attachments => (
-            Ok(Reply::Attachments(
-                state.attachments.values().cloned().collect(),
-            )),
-            Vec::new(),
-        ),
     }
-}
 
-/// Upserts; no undo (and no write) when nothing changes.
-fn put_attachment(state: &mut State, a: Attachment) -> Vec<Undo> {
-    let key = key_of(&a);
-    if state.attachments.get(&key) == Some(&a) {
-        return Vec::new();
-    }
-    let old = state.attachments.insert(key.clone(), a);
-    vec![Undo::Attachment(key, old)]
-}
-
-fn undo(state: &mut State, u: Undo) {
-    match u {
-        Undo::Remove(id, addr) => {
-            state.ipam.remove(&id, addr);
-        }
-        Undo::Restore(id, cidrs) => {
-            if let Err(e) = state.ipam.restore(&id, &cidrs) {
-                tracing::error!("roll back free of {id}: {e}");
-            }
-        }
-        Undo::Attachment(key, Some(old)) => {
-            state.attachments.insert(key, old);
-        }
-        Undo::Attachment(key, None) => {
-            state.attachments.remove(&key);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn setup(dir: &std::path::Path) -> IpamHandle {
-        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
-        let dd = DataDir::open(dir).unwrap();
-        IpamHandle::spawn(
-            Ipam::new(range, range).unwrap(),
-            Vec::new(),
-            dd,
-            "02:00:00:00:00:01".into(),
+    fn encode(&self) -> Result<Vec<u8>> {
+        let owned = self.core.owned();
+        let atts: Vec<&Attachment> = self.core.attachments.values().collect();
+        DataDir::encode_ipam(
+            &self.peer_name,
+            self.core.universe,
+            &owned,
+            &self.core.alloc.persist(),
+            &atts,
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_allocations_are_unique_and_persisted() {
-        let tmp = tempfile::tempdir().unwrap();
-        let h = setup(tmp.path());
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let h = h.clone();
-            tasks.push(tokio::spawn(async move {
-                h.allocate(&format!("c{i}"), None).await.unwrap()
-            }));
+    /// Applies one event, persists, then answers and sends.
+    async fn step(&mut self, event: Event) {
+        self.batch += 1;
+        let snapshot = self.core.clone();
+        let mut answers = Vec::new();
+        match event {
+            Event::Requests(reqs) => {
+                for r in reqs {
+                    self.apply(r, &mut answers);
+                }
+            }
+            Event::Gossip(msgs) => {
+                for m in msgs {
+                    self.receive(m);
+                }
+            }
+            Event::Tick => self.core.alloc.tick(),
+            Event::Deadline => self.expire(&mut answers),
+            Event::Peers => {}
         }
-        let mut addrs = std::collections::HashSet::new();
-        for t in tasks {
-            assert!(addrs.insert(t.await.unwrap()));
+        let outputs = self.core.alloc.take_outputs();
+        let mut messages = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Allocated { id, addr } => self.allocated(&id, addr, &mut answers),
+                Output::Cancelled { id } => self.answer_waiters(&mut answers, |w| {
+                    matches!(&w.what, Wait::Alloc { id: i, .. } if *i == id)
+                        .then(|| Err(not_ready("cancelled")))
+                }),
+                m => messages.push(m),
+            }
         }
-        let (persisted, _) = DataDir::open(tmp.path())
-            .unwrap()
-            .load_ipam("02:00:00:00:00:01", "10.32.0.0/12".parse().unwrap())
-            .unwrap();
-        assert_eq!(persisted.owned.len(), 200);
-        assert_eq!(persisted.owned, h.owned().await.unwrap());
+        self.retry_claims(&mut answers);
+        // Waiting claims can start an election: its messages go out too.
+        messages.extend(self.core.alloc.take_outputs());
+        if self.core.alloc.has_ring() {
+            self.answer_waiters(&mut answers, |w| {
+                matches!(w.what, Wait::Ring).then_some(Ok(Reply::Text(String::new())))
+            });
+        }
+        if let Err(e) = self.persist().await {
+            tracing::error!("{e}; rolling back this batch");
+            self.core = snapshot;
+            messages.clear();
+            let batch = self.batch;
+            self.answer_waiters(&mut answers, |w| {
+                (w.batch == batch).then(|| Err(e.clone()))
+            });
+            for a in answers.iter_mut().filter(|a| a.mutating) {
+                a.result = Err(e.clone());
+                if let Some(id) = &a.waited_id {
+                    self.core.alloc.cancel(id);
+                }
+            }
+        }
+        self.send(messages).await;
+        for a in answers {
+            let _ = a.reply.send(a.result);
+        }
     }
 
-    #[tokio::test]
-    async fn failed_write_rolls_back_and_is_not_acknowledged() {
-        let tmp = tempfile::tempdir().unwrap();
-        let h = setup(tmp.path());
-        let first = h.allocate("keep", None).await.unwrap();
-        let blocker = tmp.path().join("ipam.json");
-        std::fs::remove_file(&blocker).unwrap();
-        std::fs::create_dir_all(blocker.join("x")).unwrap();
-        let e = h.allocate("lost", None).await.unwrap_err();
-        assert!(e.to_string().contains("save ipam state"), "{e}");
-        assert!(h.lookup("lost", None).await.unwrap().is_empty());
-        assert!(h.free("keep").await.is_err());
-        assert_eq!(h.lookup("keep", None).await.unwrap(), vec![first]);
-        // Reads still work, and after the disk recovers the same address is handed out again.
-        std::fs::remove_dir_all(&blocker).unwrap();
-        let again = h.allocate("lost", None).await.unwrap();
-        assert_eq!(again.to_string(), "10.32.0.2/12");
-        assert_eq!(h.summary().await.unwrap().active, 2);
+    async fn persist(&mut self) -> Result<()> {
+        let bytes = self.encode()?;
+        if bytes == self.last_saved {
+            return Ok(());
+        }
+        let dd = self.datadir.clone();
+        let copy = bytes.clone();
+        tokio::task::spawn_blocking(move || dd.write_ipam(&copy))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("ipam store task: {e}")))??;
+        self.last_saved = bytes;
+        Ok(())
     }
 
-    #[tokio::test]
-    async fn an_allocation_and_its_attachment_are_written_and_freed_together() {
-        let tmp = tempfile::tempdir().unwrap();
-        let h = setup(tmp.path());
-        let att = Attachment {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-            host_veth: "vethwepl0000001".into(),
-            mac: String::new(),
-            ips: Vec::new(),
-            netns: "/var/run/netns/x".into(),
-            ipam_id: String::new(),
+    async fn send(&self, messages: Vec<Output>) {
+        let Some(mesh) = &self.mesh else { return };
+        for m in messages {
+            let r = match m {
+                Output::Broadcast(g) => match serde_json::to_vec(&g) {
+                    Ok(b) => mesh.broadcast(CHANNEL, b).await,
+                    Err(e) => Err(Error::new(ErrorKind::Internal, e.to_string())),
+                },
+                Output::Send { to, msg } => {
+                    let to = crate::mesh::PeerName::from_u64(to.as_u64()).unwrap_or_default();
+                    match serde_json::to_vec(&msg) {
+                        Ok(b) => mesh.unicast(to, CHANNEL, b).await,
+                        Err(e) => Err(Error::new(ErrorKind::Internal, e.to_string())),
+                    }
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::debug!("ipam: send: {e}");
+            }
+        }
+    }
+
+    fn receive(&mut self, m: GossipMessage) {
+        let Some(from) = ring_peer(m.from) else {
+            return;
         };
-        let cidr = h.allocate_attached("c1", None, Some(att)).await.unwrap();
-        let list = h.attachments().await.unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].ips, vec![cidr.to_string()]);
-        assert_eq!(list[0].mac, "0e:57:0a:20:00:01");
-        assert_eq!(list[0].ipam_id, "c1");
-        let load = || {
-            DataDir::open(tmp.path())
-                .unwrap()
-                .load_ipam("02:00:00:00:00:01", "10.32.0.0/12".parse().unwrap())
-                .unwrap()
-                .0
+        let result = if m.broadcast {
+            match serde_json::from_slice::<Gossip>(&m.payload) {
+                Ok(g) => self.core.alloc.on_gossip(from, &g),
+                Err(e) => {
+                    tracing::warn!("ipam: bad gossip from {from}: {e}");
+                    return;
+                }
+            }
+        } else {
+            match serde_json::from_slice::<Unicast>(&m.payload) {
+                Ok(u) => self.core.alloc.on_unicast(from, &u),
+                Err(e) => {
+                    tracing::warn!("ipam: bad message from {from}: {e}");
+                    return;
+                }
+            }
         };
-        assert_eq!(load().attachments, list, "persisted in the same file");
-        assert_eq!(h.free("c1").await.unwrap(), 1);
-        assert!(h.attachments().await.unwrap().is_empty());
-        assert!(load().attachments.is_empty() && load().owned.is_empty());
+        if let Err(e) = result {
+            tracing::warn!("ipam: update from {from} refused: {e}");
+        }
+    }
+
+    fn wait(&mut self, what: Wait, reply: oneshot::Sender<Result<Reply>>, wait: Duration) {
+        self.waiters.push(Waiter {
+            what,
+            reply,
+            deadline: Instant::now() + wait,
+            batch: self.batch,
+        });
+    }
+
+    fn apply(&mut self, req: Request, answers: &mut Vec<Answer>) {
+        let core = &mut self.core;
+        let (result, mutating) = match req.op {
+            Op::Allocate(id, subnet, attachment) => {
+                let subnet = match core.subnet(subnet) {
+                    Ok(s) => s,
+                    Err(e) => return push(answers, req.reply, Err(e), false),
+                };
+                match core.allocate(&id, subnet) {
+                    Ok(Some(cidr)) => {
+                        if let Some(a) = attachment {
+                            core.attach(&id, cidr, a);
+                        }
+                        (Ok(Reply::Cidr(cidr)), true)
+                    }
+                    Ok(None) => {
+                        let what = Wait::Alloc {
+                            id,
+                            subnet,
+                            attachment,
+                        };
+                        return self.wait(what, req.reply, self.opts.alloc_wait);
+                    }
+                    Err(e) => (Err(e), false),
+                }
+            }
+            Op::Claim(id, cidr) => match core.claim(&id, cidr) {
+                Ok(Claimed::Done(b)) => (Ok(Reply::Changed(b)), true),
+                Ok(Claimed::NotReady) => {
+                    let wait = self.opts.alloc_wait;
+                    return self.wait(Wait::Claim { id, cidr }, req.reply, wait);
+                }
+                Err(e) => (Err(e), false),
+            },
+            Op::Free(id) => (core.free(&id).map(Reply::Freed), true),
+            Op::FreeOne(id, ip) => (core.free_one(&id, ip).map(|_| Reply::Changed(true)), true),
+            Op::Lookup(id, subnet) => (
+                core.subnet(subnet)
+                    .map(|s| Reply::Cidrs(core.lookup(&id, s))),
+                false,
+            ),
+            Op::Owned => (Ok(Reply::Owned(core.owned())), false),
+            Op::Summary => (Ok(Reply::Summary(Box::new(self.summary()))), false),
+            Op::PutAttachment(a) => (Ok(Reply::Changed(core.put_attachment(a))), true),
+            Op::RemoveAttachment(c, i) => {
+                (Ok(Reply::Changed(core.remove_attachment(&c, &i))), true)
+            }
+            Op::Attachments => (
+                Ok(Reply::Attachments(
+                    core.attachments.values().cloned().collect(),
+                )),
+                false,
+            ),
+            Op::Ring => {
+                core.alloc.prime();
+                if core.alloc.has_ring() {
+                    (Ok(Reply::Text(String::new())), false)
+                } else {
+                    let wait = self.opts.ring_wait;
+                    return self.wait(Wait::Ring, req.reply, wait);
+                }
+            }
+            Op::Shutdown => {
+                let live: Vec<PeerName> = self.live.iter().copied().collect();
+                let heir = core.alloc.shutdown(&live);
+                let heir = heir.map(|h| h.to_string()).unwrap_or_default();
+                if !heir.is_empty() {
+                    tracing::info!("ipam: gave our ranges to {heir}");
+                }
+                (Ok(Reply::Text(heir)), true)
+            }
+            Op::Rmpeer(name) => (Ok(Reply::Text(self.rmpeer(&name))), true),
+        };
+        push(answers, req.reply, result, mutating);
+    }
+
+    fn rmpeer(&mut self, name: &str) -> String {
+        let peer = name.parse::<PeerName>().ok().or_else(|| {
+            self.nicknames
+                .iter()
+                .find(|(_, nick)| *nick == name)
+                .map(|(p, _)| *p)
+        });
+        let n = match peer.map(|p| self.core.alloc.rmpeer(p)) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                tracing::warn!("rmpeer {name}: {e}");
+                0
+            }
+            None => {
+                tracing::warn!("rmpeer {name}: no such peer");
+                0
+            }
+        };
+        format!("{n} IPs taken over from {name}\n")
+    }
+
+    fn allocated(&mut self, id: &str, addr: u32, answers: &mut Vec<Answer>) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let hit = matches!(&self.waiters[i].what,
+                Wait::Alloc { id: w, subnet, .. } if w == id && subnet.contains(&Ipv4Addr::from(addr)));
+            if !hit {
+                i += 1;
+                continue;
+            }
+            let w = self.waiters.remove(i);
+            if let Wait::Alloc {
+                id, subnet, attachment, ..
+            } = w.what
+            {
+                let cidr = self.core.record(addr, subnet);
+                if let Some(a) = attachment {
+                    self.core.attach(&id, cidr, a);
+                }
+                answers.push(Answer {
+                    reply: w.reply,
+                    result: Ok(Reply::Cidr(cidr)),
+                    mutating: true,
+                    waited_id: Some(id),
+                });
+            }
+        }
+    }
+
+    fn retry_claims(&mut self, answers: &mut Vec<Answer>) {
+        if !self.core.alloc.has_ring() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let Wait::Claim { id, cidr } = &self.waiters[i].what else {
+                i += 1;
+                continue;
+            };
+            let result = match self.core.claim(id, *cidr) {
+                Ok(Claimed::NotReady) => {
+                    i += 1;
+                    continue;
+                }
+                Ok(Claimed::Done(b)) => Ok(Reply::Changed(b)),
+                Err(e) => Err(e),
+            };
+            let w = self.waiters.remove(i);
+            push(answers, w.reply, result, true);
+        }
+    }
+
+    /// Answers waiters for which `f` gives a result.
+    fn answer_waiters(
+        &mut self,
+        answers: &mut Vec<Answer>,
+        f: impl Fn(&Waiter) -> Option<Result<Reply>>,
+    ) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            match f(&self.waiters[i]) {
+                Some(result) => {
+                    let w = self.waiters.remove(i);
+                    push(answers, w.reply, result, false);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Answers the waiters whose time is up with 503 and the status.
+    fn expire(&mut self, answers: &mut Vec<Answer>) {
+        let now = Instant::now();
+        let status = self.core.status();
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].deadline > now {
+                i += 1;
+                continue;
+            }
+            let w = self.waiters.remove(i);
+            if let Wait::Alloc { id, .. } = &w.what {
+                let others = self
+                    .waiters
+                    .iter()
+                    .any(|o| matches!(&o.what, Wait::Alloc { id: x, .. } if x == id));
+                if !others {
+                    self.core.alloc.cancel(id);
+                }
+            }
+            push(answers, w.reply, Err(not_ready(&status)), false);
+        }
+    }
+
+    fn summary(&self) -> IpamSummary {
+        let c = &self.core;
+        let space = c.alloc.space();
+        let owned_size: u64 = space.owned().iter().map(|r| r.size() as u64).sum();
+        let free: u64 = space
+            .owned()
+            .iter()
+            .map(|r| space.free_count_in(*r) as u64)
+            .sum();
+        let mut claims = Vec::new();
+        for w in &self.waiters {
+            if let Wait::Claim { id, .. } = &w.what {
+                claims.push(id.clone());
+            }
+        }
+        IpamSummary {
+            universe: c.universe,
+            default_subnet: c.default_subnet,
+            owned_size,
+            active: c.active(),
+            free,
+            ids: c.owned().len(),
+            status: c.status(),
+            entries: c.entries(),
+            peer_sizes: c.peer_sizes(),
+            me: c.alloc.me(),
+            nicknames: self.nicknames.clone(),
+            live: self.live.clone(),
+            pending_allocates: c.alloc.pending_ids(),
+            pending_claims: claims,
+        }
     }
 }
+
+fn push(
+    answers: &mut Vec<Answer>,
+    reply: oneshot::Sender<Result<Reply>>,
+    result: Result<Reply>,
+    mutating: bool,
+) {
+    answers.push(Answer {
+        reply,
+        result,
+        mutating,
+        waited_id: None,
+    });
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

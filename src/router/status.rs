@@ -70,7 +70,7 @@ pub fn status_text(v: &View) -> String {
     }
     s.push('\n');
     line(&mut s, "Service", "ipam");
-    line(&mut s, "Status", "ready");
+    line(&mut s, "Status", &v.ipam.status);
     line(&mut s, "Range", v.ipam.universe);
     line(&mut s, "DefaultSubnet", v.ipam.default_subnet);
     s
@@ -97,33 +97,56 @@ pub fn connections_text(v: &View) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /status/ipam`: one line per peer, `%-37v %8d IPs (%04.1f%% of total) (N active)`.
+/// `GET /status/ipam`: one line per peer of the ring, ours first, `%-37v %8d IPs
+/// (%04.1f%% of total) ...`: ours with `(N active)`, others `- unreachable!` when not live.
 pub fn ipam_text(v: &View) -> String {
     let total = crate::ipam::size_of(v.ipam.universe) as f64;
-    let pct = v.ipam.owned_size as f64 * 100.0 / total;
-    format!(
-        "{:<37} {:>8} IPs ({:04.1}% of total) ({} active)\n",
-        v.peer_label(),
-        v.ipam.owned_size,
-        pct,
-        v.ipam.active
-    )
+    let mut out = String::new();
+    let sizes = if v.ipam.peer_sizes.is_empty() {
+        vec![(v.ipam.me, v.ipam.owned_size)]
+    } else {
+        v.ipam.peer_sizes.clone()
+    };
+    for (peer, size) in sizes {
+        let pct = size as f64 * 100.0 / total;
+        let (label, tail) = if peer == v.ipam.me {
+            (v.peer_label(), format!("({} active)", v.ipam.active))
+        } else {
+            let nick = v.ipam.nicknames.get(&peer).cloned().unwrap_or_default();
+            let tail = if v.ipam.live.contains(&peer) {
+                String::new()
+            } else {
+                "- unreachable!".to_string()
+            };
+            (format!("{peer}({nick})"), tail)
+        };
+        let _ = writeln!(
+            out,
+            "{label:<37} {size:>8} IPs ({pct:04.1}% of total) {tail}"
+        );
+    }
+    out.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 /// `GET /report`: Weave's `WeaveStatus` fields we can fill, plus ours (Pid, DataDir, ...).
 pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
     let entries: Vec<Value> = v
         .ipam
-        .owned_ranges
+        .entries
         .iter()
-        .map(|r| {
+        .map(|e| {
             json!({
-                "Token": r.network().to_string(),
-                "Size": crate::ipam::size_of(*r),
-                "Peer": v.peer_name,
-                "Nickname": v.nickname,
-                "IsKnownPeer": true,
-                "Version": 0,
+                "Token": e.token.to_string(),
+                "Size": e.size,
+                "Peer": e.peer.to_string(),
+                "Nickname": if e.peer == v.ipam.me {
+                    v.nickname.clone()
+                } else {
+                    v.ipam.nicknames.get(&e.peer).cloned().unwrap_or_default()
+                },
+                "IsKnownPeer": e.peer == v.ipam.me || v.ipam.live.contains(&e.peer),
+                "Version": e.version,
+                "Free": e.free,
             })
         })
         .collect();
@@ -159,13 +182,14 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
         },
         "IPAM": {
             "Paxos": null,
+            "Status": v.ipam.status,
             "Range": v.ipam.universe.to_string(),
             "RangeNumIPs": crate::ipam::size_of(v.ipam.universe),
             "ActiveIPs": v.ipam.active,
             "DefaultSubnet": v.ipam.default_subnet.to_string(),
             "Entries": entries,
-            "PendingClaims": [],
-            "PendingAllocates": [],
+            "PendingClaims": v.ipam.pending_claims,
+            "PendingAllocates": v.ipam.pending_allocates,
             "Owned": owned,
         },
         "Pid": v.pid,
@@ -205,12 +229,12 @@ pub fn metrics(v: &View) -> String {
     gauge(
         "weave_ipam_pending_allocates",
         "Number of pending allocates.",
-        &[("", 0)],
+        &[("", v.ipam.pending_allocates.len() as u64)],
     );
     gauge(
         "weave_ipam_pending_claims",
         "Number of pending claims.",
-        &[("", 0)],
+        &[("", v.ipam.pending_claims.len() as u64)],
     );
     gauge(
         "weave_ips",
@@ -301,11 +325,18 @@ mod tests {
             ipam: IpamSummary {
                 universe: r,
                 default_subnet: r,
-                owned_ranges: vec![r],
                 owned_size: 1 << 20,
                 active: 3,
                 free: (1 << 20) - 3,
                 ids: 3,
+                status: "ready".into(),
+                entries: vec![],
+                peer_sizes: vec![],
+                me: "aa:bb:cc:dd:ee:ff".parse().unwrap(),
+                nicknames: Default::default(),
+                live: Default::default(),
+                pending_allocates: vec![],
+                pending_claims: vec![],
             },
             attachments: vec![],
             pid: 1,
