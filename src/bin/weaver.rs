@@ -61,6 +61,9 @@ struct Args {
     /// Longest an allocation waits for the ring or for space before answering 503 (ms).
     #[arg(long, default_value_t = 3000, hide = true)]
     ipalloc_wait_ms: u64,
+    /// Short mesh timers (heartbeat 0.5 s, dead after 3 s, backoff up to 2 s): tests.
+    #[arg(long, hide = true)]
+    fast_mesh_timers: bool,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
 }
@@ -101,6 +104,7 @@ fn config(a: Args) -> Result<Config, String> {
             discovery: !a.no_discovery,
             conn_limit: a.conn_limit,
             trusted_subnets: a.trusted_subnets.iter().map(|n| n.to_string()).collect(),
+            fast_timers: a.fast_mesh_timers,
         },
     })
 }

@@ -86,6 +86,8 @@ pub struct MeshFlags {
     pub discovery: bool,
     pub conn_limit: usize,
     pub trusted_subnets: Vec<String>,
+    /// Short heartbeats, dead-peer detection and reconnect backoff (tests; hidden flag).
+    pub fast_timers: bool,
 }
 
 impl Default for MeshFlags {
@@ -95,6 +97,7 @@ impl Default for MeshFlags {
             discovery: true,
             conn_limit: crate::mesh::DEFAULT_CONN_LIMIT,
             trusted_subnets: vec![],
+            fast_timers: false,
         }
     }
 }
@@ -433,6 +436,18 @@ async fn start_mesh(
     m.conn_limit = config.mesh.conn_limit;
     m.trusted_subnets = config.mesh.trusted_subnets.clone();
     m.targets = targets.to_vec();
+    if config.mesh.fast_timers {
+        use std::time::Duration;
+        m.timers = crate::mesh::MeshTimers {
+            heartbeat: Duration::from_millis(500),
+            dead_after: Duration::from_secs(3),
+            gossip_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(3),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            backoff_reset: Duration::from_secs(5),
+        };
+    }
     crate::mesh::MeshRouter::start(m)
         .await
         .context("start mesh")

@@ -1,0 +1,324 @@
+//! Three simulated hosts, one `weaver` per host launched with the other two as peers (IPAM by
+//! consensus, VXLAN data plane programmed by the router from the mesh's live peers), and
+//! containers attached with the real `weave-net` plugin: reachability, unique allocations,
+//! kill -9, an underlay cut, rmpeer of a destroyed host, a wrong password; plus the bounds of
+//! a lone router and of one whose peers never come.
+
+mod common;
+#[path = "common/hosts.rs"]
+mod hosts;
+
+use common::{cni_env, run_plugin, Netns, Router};
+use hosts::{underlay_ip, Cluster, FLAT_SUBNET};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Host k's peer name: fixed, so rmpeer can name it.
+fn peer_name(k: usize) -> String {
+    format!("02:00:00:00:00:{k:02x}")
+}
+
+/// Starts host k's router on the whole flat range, peered with every other host.
+fn start_meshed(c: &mut Cluster, k: usize, extra: &[&str]) {
+    let n = c.hosts.len();
+    let name = peer_name(k);
+    let nick = format!("h{k}");
+    let mut args: Vec<String> = vec![
+        "--ipalloc-range".into(),
+        FLAT_SUBNET.into(),
+        "--name".into(),
+        name,
+        "--nickname".into(),
+        nick,
+        "--fast-mesh-timers".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(
+        (1..=n)
+            .filter(|j| *j != k)
+            .map(|j| underlay_ip(j).to_string()),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let router = Router::start(&c.hosts[k - 1].ns, &refs);
+    c.hosts[k - 1].router = Some(router);
+}
+
+fn router(c: &Cluster, k: usize) -> &Router {
+    c.host(k).router.as_ref().expect("router started")
+}
+
+fn req(r: &Router, method: &str, path: &str) -> (u16, String) {
+    let (m, p) = (method.to_string(), path.to_string());
+    r.call(move |cl| {
+        cl.with_timeouts(Duration::from_secs(2), Duration::from_secs(40))
+            .request(&m, &p, None)
+            .unwrap_or_else(|e| panic!("{m} {p}: {e}"))
+    })
+}
+
+/// Polls `f` until it is true or `limit` passes; the last value.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Three meshed hosts whose ring exists on every one.
+fn cluster3(extra: &[&str]) -> Cluster {
+    let mut c = Cluster::new(3);
+    for k in 1..=3 {
+        start_meshed(&mut c, k, extra);
+    }
+    for k in 1..=3 {
+        let (code, body) = req(router(&c, k), "GET", "/ring");
+        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
+    }
+    c
+}
+
+/// Every container's address, checked unique.
+fn assert_unique(c: &Cluster) -> Vec<Ipv4Addr> {
+    let ips: Vec<Ipv4Addr> = c.containers.iter().map(|x| x.ip).collect();
+    let set: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
+    assert_eq!(set.len(), ips.len(), "duplicate addresses: {ips:?}");
+    ips
+}
+
+fn assert_full_matrix(c: &mut Cluster, what: &str) {
+    // The first probes across hosts may race the flood entries of a peer that just came.
+    let mut m = c.reachability();
+    for _ in 0..3 {
+        if m.all_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        m = c.reachability();
+    }
+    println!("{what}:\n{m}");
+    assert!(m.all_ok(), "{what}: unreachable {:?}\n{m}", m.failures());
+}
+
+fn established(r: &Router) -> usize {
+    req(r, "GET", "/status/connections")
+        .1
+        .lines()
+        .filter(|l| l.contains("established"))
+        .count()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn containers_on_three_hosts_reach_each_other_with_unique_addresses_3() {
+    let mut c = cluster3(&[]);
+    for k in 1..=3 {
+        c.add_container(k, &format!("a{k}"));
+        c.add_container(k, &format!("b{k}"));
+    }
+    let ips = assert_unique(&c);
+    for ip in &ips {
+        assert!(FLAT_SUBNET.parse::<ipnet::Ipv4Net>().unwrap().contains(ip));
+    }
+    assert_full_matrix(&mut c, "3 hosts x 2 containers");
+    // Every peer's view of the ring: three owners, each about a third, all reachable.
+    let (code, text) = req(router(&c, 1), "GET", "/status/ipam");
+    assert_eq!(code, 200);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().next().unwrap().ends_with("(2 active)"), "{text}");
+    assert!(!text.contains("unreachable"), "{text}");
+    let (_, status) = req(router(&c, 2), "GET", "/status");
+    assert!(status.contains("         Status: ready\n"), "{status}");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn router_killed_9_comes_back_with_allocations_and_connections_3() {
+    let mut c = cluster3(&[]);
+    for k in 1..=3 {
+        c.add_container(k, &format!("a{k}"));
+    }
+    let before = (c.containers[1].id.clone(), c.containers[1].ip);
+    let r2 = c.hosts[1].router.as_mut().unwrap();
+    r2.kill9();
+    r2.spawn();
+    let r2 = router(&c, 2);
+    let (code, body) = req(r2, "GET", &format!("/ip/{}/{FLAT_SUBNET}", before.0));
+    assert_eq!((code, body), (200, format!("{}/12", before.1)));
+    assert!(
+        eventually(Duration::from_secs(30), || established(router(&c, 2)) == 2),
+        "h2 did not reconnect:\n{}",
+        req(router(&c, 2), "GET", "/status/connections").1
+    );
+    c.add_container(2, "b2");
+    assert_unique(&c);
+    assert_full_matrix(&mut c, "after kill -9 of h2's router");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn cut_underlay_link_heals_without_duplicates_3() {
+    let mut c = cluster3(&[]);
+    for k in 1..=3 {
+        c.add_container(k, &format!("a{k}"));
+    }
+    assert_full_matrix(&mut c, "before the cut");
+    c.cut_link(3);
+    assert!(
+        eventually(Duration::from_secs(20), || req(router(&c, 1), "GET", "/status/ipam")
+            .1
+            .contains("unreachable!")),
+        "h1 never noticed the cut"
+    );
+    // Both sides keep allocating from their own ranges while apart.
+    c.add_container(1, "cut1");
+    c.add_container(3, "cut3");
+    c.repair_link(3);
+    assert!(
+        eventually(Duration::from_secs(40), || established(router(&c, 3)) == 2),
+        "h3 did not reconnect:\n{}",
+        req(router(&c, 3), "GET", "/status/connections").1
+    );
+    assert_unique(&c);
+    assert_full_matrix(&mut c, "after repairing h3's link");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn rmpeer_of_a_destroyed_host_frees_its_space_3() {
+    let mut c = cluster3(&[]);
+    // An address in h3's part of the ring (the last third of the range, split in name order).
+    let h3_addr = "10.47.255.200";
+    let (code, body) = req(router(&c, 1), "PUT", &format!("/ip/x/{h3_addr}/12"));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "Unable to claim: address {h3_addr} is owned by other peer {}",
+            peer_name(3)
+        )
+    );
+    // Destroy host 3: its router dies and it leaves the underlay.
+    c.hosts[2].router.as_mut().unwrap().kill9();
+    c.cut_link(3);
+    assert!(
+        eventually(Duration::from_secs(30), || req(
+            router(&c, 1),
+            "GET",
+            "/status/ipam"
+        )
+        .1
+        .contains("unreachable!")),
+        "h3 never became unreachable"
+    );
+    let (code, text) = req(router(&c, 1), "DELETE", &format!("/peer/{}", peer_name(3)));
+    assert_eq!(code, 200);
+    let n: u64 = text.split(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 200_000, "{text}");
+    assert_eq!(text, format!("{n} IPs taken over from {}\n", peer_name(3)));
+    let (code, body) = req(router(&c, 1), "PUT", &format!("/ip/x/{h3_addr}/12"));
+    assert_eq!(code, 204, "{body}");
+    // Host 2 learns the transfer by gossip: h3's range is now owned by h1 there too.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (code, body) = req(router(&c, 2), "PUT", &format!("/ip/y/{h3_addr}/12"));
+            code == 400 && body.ends_with(&format!("owned by other peer {}", peer_name(1)))
+        }),
+        "h2 did not learn the rmpeer"
+    );
+    let (_, text) = req(router(&c, 2), "GET", "/status/ipam");
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn a_peer_with_the_wrong_password_is_refused_3() {
+    let mut c = Cluster::new(3);
+    start_meshed(&mut c, 1, &["--password", "right"]);
+    start_meshed(&mut c, 2, &["--password", "right"]);
+    start_meshed(&mut c, 3, &["--password", "wrong"]);
+    for k in [1, 2] {
+        let (code, body) = req(router(&c, k), "GET", "/ring");
+        assert_eq!(code, 200, "ring on h{k} (quorum 2 of h1, h2): {body}");
+    }
+    assert!(eventually(Duration::from_secs(20), || established(router(&c, 1)) == 1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(established(router(&c, 3)), 0);
+    let (_, peers) = req(router(&c, 1), "GET", "/status/peers");
+    assert!(!peers.contains(&peer_name(3)), "{peers}");
+    let log = router(&c, 3).log() + &router(&c, 1).log();
+    assert!(log.contains("password mismatch"), "no refusal logged:\n{log}");
+    // h3 is alone and needs 2 votes: its allocations answer 503 within the bound.
+    let started = Instant::now();
+    let (code, body) = req(router(&c, 3), "POST", "/ip/c1");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("IP allocation not ready: awaiting consensus (quorum: 2"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn a_lone_router_allocates_at_once_1() {
+    let ns = Netns::new("lone");
+    let r = Router::start(&ns, &[]);
+    let started = Instant::now();
+    assert_eq!(req(&r, "POST", "/ip/c1"), (200, "10.32.0.1/12".into()));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (_, s) = req(&r, "GET", "/status");
+    assert!(s.contains("         Status: ready\n"), "{s}");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn a_router_whose_peers_never_come_answers_503_and_the_plugin_code_11_1() {
+    let ns = Netns::new("alone");
+    // Two peers that do not exist: quorum 2, never reached.
+    let r = Router::start(&ns, &["192.0.2.201", "192.0.2.202"]);
+    let started = Instant::now();
+    let (code, body) = req(&r, "POST", "/ip/c1");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body,
+        "IP allocation not ready: awaiting consensus (quorum: 2, known: 1)"
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");
+    // The plugin reports CNI code 11 (try again later), not a hang.
+    let cont = Netns::new("alonec");
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"})
+        .to_string();
+    let netns = cont.path().display().to_string();
+    let env = cni_env("ADD", "c2", &netns, "eth0");
+    let started = Instant::now();
+    let run = run_plugin(&ns, env!("CARGO_BIN_EXE_weave-net"), &env, &conf);
+    assert_ne!(run.code, 0);
+    assert_eq!(run.json()["code"], 11, "{}", run.stdout);
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
