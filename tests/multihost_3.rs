@@ -350,3 +350,39 @@ fn a_router_whose_peers_never_come_answers_503_and_the_plugin_code_11_1() {
     assert_eq!(run.json()["code"], 11, "{}", run.stdout);
     assert!(started.elapsed() < Duration::from_secs(8));
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn reset_hands_our_ranges_to_a_live_peer_3() {
+    let mut c = cluster3(&[]);
+    c.add_container(2, "a2");
+    let owners = |k: usize| -> BTreeSet<String> {
+        let (_, body) = req(router(&c, k), "GET", "/report");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["IPAM"]["Entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Peer"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || owners(1).contains(&peer_name(2))),
+        "h1 never saw h2 own a range"
+    );
+    assert_eq!(req(router(&c, 2), "DELETE", "/peer"), (204, String::new()));
+    for k in [1, 3] {
+        assert!(
+            eventually(Duration::from_secs(15), || !owners(k).contains(&peer_name(2))),
+            "h{k} still sees h2 owning ranges: {:?}",
+            owners(k)
+        );
+    }
+    // The survivors' ring covers everything and still hands out unique addresses.
+    c.add_container(1, "b1");
+    c.add_container(3, "b3");
+    assert_unique(&c);
+}

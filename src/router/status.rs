@@ -216,15 +216,23 @@ pub fn metrics(v: &View) -> String {
             let _ = writeln!(s, "{name}{labels} {value}");
         }
     };
+    let unreachable: Vec<u64> = v
+        .ipam
+        .peer_sizes
+        .iter()
+        .filter(|(p, _)| *p != v.ipam.me && !v.ipam.live.contains(p))
+        .map(|(_, size)| *size)
+        .collect();
+    let total = crate::ipam::size_of(v.ipam.universe);
     gauge(
         "weave_ipam_unreachable_count",
         "Number of unreachable peers.",
-        &[("", 0)],
+        &[("", unreachable.len() as u64)],
     );
     gauge(
         "weave_ipam_unreachable_percentage",
         "Percentage of IP addresses owned by unreachable peers.",
-        &[("", 0)],
+        &[("", unreachable.iter().sum::<u64>() * 100 / total.max(1))],
     );
     gauge(
         "weave_ipam_pending_allocates",
