@@ -137,7 +137,10 @@ fn containers_on_three_hosts_reach_each_other_with_unique_addresses_3() {
     // Our line first, with our active count (two containers, plus the bridge's address the
     // plugin exposes as weave:expose).
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with(&format!("{}(h1)", peer_name(1))), "{text}");
+    assert!(
+        first.starts_with(&format!("{}(h1)", peer_name(1))),
+        "{text}"
+    );
     assert!(first.ends_with("(3 active)"), "{text}");
     assert!(!text.contains("unreachable"), "{text}");
     let (_, status) = req(router(&c, 2), "GET", "/status");
@@ -184,9 +187,13 @@ fn cut_underlay_link_heals_without_duplicates_3() {
     assert_full_matrix(&mut c, "before the cut");
     c.cut_link(3);
     assert!(
-        eventually(Duration::from_secs(20), || req(router(&c, 1), "GET", "/status/ipam")
-            .1
-            .contains("unreachable!")),
+        eventually(Duration::from_secs(20), || req(
+            router(&c, 1),
+            "GET",
+            "/status/ipam"
+        )
+        .1
+        .contains("unreachable!")),
         "h1 never noticed the cut"
     );
     // Both sides keep allocating from their own ranges while apart.
@@ -290,18 +297,26 @@ fn a_peer_with_the_wrong_password_is_refused_3() {
         let (code, body) = req(router(&c, k), "GET", "/ring");
         assert_eq!(code, 200, "ring on h{k} (quorum 2 of h1, h2): {body}");
     }
-    assert!(eventually(Duration::from_secs(20), || established(router(&c, 1)) == 1));
+    assert!(eventually(Duration::from_secs(20), || established(router(
+        &c, 1
+    )) == 1));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(established(router(&c, 3)), 0);
     let (_, peers) = req(router(&c, 1), "GET", "/status/peers");
     assert!(!peers.contains(&peer_name(3)), "{peers}");
     let log = router(&c, 3).log() + &router(&c, 1).log();
-    assert!(log.contains("password mismatch"), "no refusal logged:\n{log}");
+    assert!(
+        log.contains("password mismatch"),
+        "no refusal logged:\n{log}"
+    );
     // h3 is alone and needs 2 votes: its allocations answer 503 within the bound.
     let started = Instant::now();
     let (code, body) = req(router(&c, 3), "POST", "/ip/c1");
     assert_eq!(code, 503, "{body}");
-    assert!(body.starts_with("IP allocation not ready: awaiting consensus (quorum: 2"), "{body}");
+    assert!(
+        body.starts_with("IP allocation not ready: awaiting consensus (quorum: 2"),
+        "{body}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -337,7 +352,10 @@ fn a_router_whose_peers_never_come_answers_503_and_the_plugin_code_11_1() {
         "IP allocation not ready: awaiting consensus (quorum: 2, known: 1)"
     );
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     // The plugin reports CNI code 11 (try again later), not a hang.
     let cont = Netns::new("alonec");
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"})
@@ -370,13 +388,15 @@ fn reset_hands_our_ranges_to_a_live_peer_3() {
             .collect()
     };
     assert!(
-        eventually(Duration::from_secs(15), || owners(1).contains(&peer_name(2))),
+        eventually(Duration::from_secs(15), || owners(1)
+            .contains(&peer_name(2))),
         "h1 never saw h2 own a range"
     );
     assert_eq!(req(router(&c, 2), "DELETE", "/peer"), (204, String::new()));
     for k in [1, 3] {
         assert!(
-            eventually(Duration::from_secs(15), || !owners(k).contains(&peer_name(2))),
+            eventually(Duration::from_secs(15), || !owners(k)
+                .contains(&peer_name(2))),
             "h{k} still sees h2 owning ranges: {:?}",
             owners(k)
         );

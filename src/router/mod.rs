@@ -9,8 +9,8 @@ pub mod state;
 pub mod status;
 
 use crate::api::Attachment;
-use crate::ipam::store::{self, DataDir};
 use crate::ipam::ring::{InitMode, PeerName as RingPeer};
+use crate::ipam::store::{self, DataDir};
 use crate::ipam::validate_id;
 use crate::netlink::Netlink;
 use crate::{Context, Error, ErrorKind, Result, BRIDGE_NAME, EXPOSE_ID};
@@ -66,7 +66,10 @@ pub fn parse_ipalloc_init(s: &str, initial_peers: usize) -> Result<InitMode> {
         Some(("seed", names)) => {
             let mut seeds = names
                 .split(',')
-                .map(|n| n.parse::<RingPeer>().map_err(|e| invalid(format!("--ipalloc-init: {e}"))))
+                .map(|n| {
+                    n.parse::<RingPeer>()
+                        .map_err(|e| invalid(format!("--ipalloc-init: {e}")))
+                })
                 .collect::<Result<Vec<_>>>()?;
             seeds.sort();
             seeds.dedup();
@@ -215,7 +218,11 @@ impl Router {
             core.owned().len(),
             core.active(),
             config.ipalloc_range,
-            if core.alloc.has_ring() { "ring restored" } else { "no ring yet" }
+            if core.alloc.has_ring() {
+                "ring restored"
+            } else {
+                "no ring yet"
+            }
         );
 
         let mut targets: Vec<String> =

@@ -432,9 +432,7 @@ impl Actor {
             self.core = snapshot;
             messages.clear();
             let batch = self.batch;
-            self.answer_waiters(&mut answers, |w| {
-                (w.batch == batch).then(|| Err(e.clone()))
-            });
+            self.answer_waiters(&mut answers, |w| (w.batch == batch).then(|| Err(e.clone())));
             for a in answers.iter_mut().filter(|a| a.mutating) {
                 a.result = Err(e.clone());
                 if let Some(id) = &a.waited_id {
@@ -628,7 +626,10 @@ impl Actor {
             }
             let w = self.waiters.remove(i);
             if let Wait::Alloc {
-                id, subnet, attachment, ..
+                id,
+                subnet,
+                attachment,
+                ..
             } = w.what
             {
                 let cidr = self.core.record(addr, subnet);

@@ -91,7 +91,11 @@ async fn an_allocation_and_its_attachment_are_written_and_freed_together() {
     assert_eq!(list[0].ips, vec![cidr.to_string()]);
     assert_eq!(list[0].mac, "0e:57:0a:20:00:01");
     assert_eq!(list[0].ipam_id, "c1");
-    assert_eq!(load(tmp.path()).attachments, list, "persisted in the same file");
+    assert_eq!(
+        load(tmp.path()).attachments,
+        list,
+        "persisted in the same file"
+    );
     assert_eq!(h.free("c1").await.unwrap(), 1);
     assert!(h.attachments().await.unwrap().is_empty());
     let p = load(tmp.path());
@@ -101,7 +105,11 @@ async fn an_allocation_and_its_attachment_are_written_and_freed_together() {
 #[tokio::test]
 async fn without_peers_an_allocation_answers_503_within_the_bound() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = setup(tmp.path(), InitMode::consensus(3), Duration::from_millis(300));
+    let h = setup(
+        tmp.path(),
+        InitMode::consensus(3),
+        Duration::from_millis(300),
+    );
     let started = std::time::Instant::now();
     let e = h.allocate("c1", None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TryAgainLater);
@@ -110,11 +118,17 @@ async fn without_peers_an_allocation_answers_503_within_the_bound() {
         "IP allocation not ready: awaiting consensus (quorum: 2, known: 1)"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    let e = h.claim("c2", "10.32.0.9/12".parse().unwrap()).await.unwrap_err();
+    let e = h
+        .claim("c2", "10.32.0.9/12".parse().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TryAgainLater);
     assert!(h.ring().await.is_err());
     let s = h.summary().await.unwrap();
-    assert!(s.pending_allocates.is_empty(), "timed-out requests are cancelled");
+    assert!(
+        s.pending_allocates.is_empty(),
+        "timed-out requests are cancelled"
+    );
 }
 
 #[tokio::test]
@@ -124,22 +138,30 @@ async fn restart_restores_the_ring_and_allocations() {
     {
         let h = lone(tmp.path());
         h.allocate("c1", None).await.unwrap();
-        h.claim("c2", "10.32.0.9/12".parse().unwrap()).await.unwrap();
-        h.claim("_", "192.168.1.1/24".parse().unwrap()).await.unwrap();
+        h.claim("c2", "10.32.0.9/12".parse().unwrap())
+            .await
+            .unwrap();
+        h.claim("_", "192.168.1.1/24".parse().unwrap())
+            .await
+            .unwrap();
     }
     let me: PeerName = ME.parse().unwrap();
-    let core = crate::router::ipam_core::load(
-        me,
-        range,
-        range,
-        InitMode::consensus(3),
-        load(tmp.path()),
-    )
-    .unwrap();
-    assert!(core.alloc.has_ring(), "the saved ring wins over the election");
+    let core =
+        crate::router::ipam_core::load(me, range, range, InitMode::consensus(3), load(tmp.path()))
+            .unwrap();
+    assert!(
+        core.alloc.has_ring(),
+        "the saved ring wins over the election"
+    );
     let owned = core.owned();
-    assert_eq!(owned["c1"], vec!["10.32.0.1/12".parse::<Ipv4Net>().unwrap()]);
-    assert_eq!(owned["c2"], vec!["10.32.0.9/12".parse::<Ipv4Net>().unwrap()]);
+    assert_eq!(
+        owned["c1"],
+        vec!["10.32.0.1/12".parse::<Ipv4Net>().unwrap()]
+    );
+    assert_eq!(
+        owned["c2"],
+        vec!["10.32.0.9/12".parse::<Ipv4Net>().unwrap()]
+    );
     assert_eq!(
         owned["192.168.1.1"],
         vec!["192.168.1.1/24".parse::<Ipv4Net>().unwrap()]

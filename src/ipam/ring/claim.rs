@@ -45,10 +45,12 @@ impl Allocator {
                 if self.space.claim(addr).is_err() {
                     // Ours by the ring but not in our space: the two disagree; trust the ring.
                     self.space.set_owned(self.ring.owned_ranges(self.me));
-                    self.space.claim(addr).map_err(|_| AllocError::OwnedByOther {
-                        addr,
-                        peer: self.me,
-                    })?;
+                    self.space
+                        .claim(addr)
+                        .map_err(|_| AllocError::OwnedByOther {
+                            addr,
+                            peer: self.me,
+                        })?;
                 }
                 self.owned.entry(id.to_string()).or_default().push(addr);
                 self.report_free();
