@@ -3,6 +3,7 @@
 //! the HTTP API until the shutdown future completes.
 
 pub mod datapath;
+mod ipam_actor;
 pub mod ipam_core;
 pub mod iptables;
 pub mod state;
@@ -520,6 +521,36 @@ mod tests {
                 e.to_string(),
                 format!("invalid peer name {bad:?}, should be host[:port]")
             );
+        }
+    }
+
+    #[test]
+    fn ipalloc_init_modes() {
+        assert_eq!(
+            parse_ipalloc_init("", 0).unwrap(),
+            InitMode::Consensus { quorum: 1 }
+        );
+        // Weave: (initial peers + 1) / 2 + 1.
+        assert_eq!(
+            parse_ipalloc_init("consensus", 2).unwrap(),
+            InitMode::Consensus { quorum: 2 }
+        );
+        assert_eq!(
+            parse_ipalloc_init("consensus=5", 0).unwrap(),
+            InitMode::Consensus { quorum: 3 }
+        );
+        assert_eq!(
+            parse_ipalloc_init("observer", 3).unwrap(),
+            InitMode::Observer
+        );
+        let seed = parse_ipalloc_init("seed=02:00:00:00:00:02,02:00:00:00:00:01", 0).unwrap();
+        let names: Vec<String> = match seed {
+            InitMode::Seed(v) => v.iter().map(|p| p.to_string()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(names, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
+        for bad in ["consensus=0", "consensus=x", "seed=", "seed=nope", "vote"] {
+            assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");
         }
     }
 
