@@ -9,39 +9,17 @@ mod common;
 mod hosts;
 
 use common::{cni_env, run_plugin, Netns, Router};
-use hosts::{underlay_ip, Cluster, FLAT_SUBNET};
+use hosts::{Cluster, FLAT_SUBNET};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Host k's peer name: fixed, so rmpeer can name it.
 fn peer_name(k: usize) -> String {
-    format!("02:00:00:00:00:{k:02x}")
+    hosts::mesh_peer_name(k)
 }
 
-/// Starts host k's router on the whole flat range, peered with every other host.
 fn start_meshed(c: &mut Cluster, k: usize, extra: &[&str]) {
-    let n = c.hosts.len();
-    let name = peer_name(k);
-    let nick = format!("h{k}");
-    let mut args: Vec<String> = vec![
-        "--ipalloc-range".into(),
-        FLAT_SUBNET.into(),
-        "--name".into(),
-        name,
-        "--nickname".into(),
-        nick,
-        "--fast-mesh-timers".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(
-        (1..=n)
-            .filter(|j| *j != k)
-            .map(|j| underlay_ip(j).to_string()),
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let router = Router::start(&c.hosts[k - 1].ns, &refs);
-    c.hosts[k - 1].router = Some(router);
+    c.start_meshed_router(k, extra);
 }
 
 fn router(c: &Cluster, k: usize) -> &Router {

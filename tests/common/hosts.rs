@@ -28,12 +28,17 @@ pub fn underlay_ip(k: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, k as u8)
 }
 
-/// Until the IPAM ring lands: the slice of the flat /12 host k's router owns, given to it as
-/// `--ipalloc-range` (what the ring would hand it). Containers ask for the whole
+/// For data-plane tests without the ring: a slice of the flat /12 given to host k's router
+/// as its whole `--ipalloc-range` ([`Cluster::start_meshed_router`] uses the ring instead). Containers ask for the whole
 /// [`FLAT_SUBNET`] through the plugin's `ipam.subnet`, so they get /12 addresses (one flat
 /// L2 segment) that never collide across hosts.
 pub fn host_range(k: usize) -> String {
     format!("10.32.{k}.0/24")
+}
+
+/// Host k's fixed peer name (so `rmpeer` and ring entries can name it).
+pub fn mesh_peer_name(k: usize) -> String {
+    format!("02:00:00:00:00:{k:02x}")
 }
 
 /// A container: its namespace, where it lives and what the plugin gave it.
@@ -183,6 +188,32 @@ impl Cluster {
         let mut args = vec!["--ipalloc-range", range.as_str()];
         args.extend_from_slice(extra);
         let router = Router::start(&self.hosts[k - 1].ns, &args);
+        self.hosts[k - 1].router = Some(router);
+    }
+
+    /// Starts `weaver` on host k as `weave launch <other hosts>` would: the whole flat range
+    /// shared through the IPAM ring (consensus over the initial peers), peer name
+    /// [`mesh_peer_name`]`(k)`, nickname `h<k>`, short mesh timers, plus `extra` flags. The
+    /// router programs its own data plane from the mesh's live peers.
+    pub fn start_meshed_router(&mut self, k: usize, extra: &[&str]) {
+        let n = self.hosts.len();
+        let mut args: Vec<String> = vec![
+            "--ipalloc-range".into(),
+            FLAT_SUBNET.into(),
+            "--name".into(),
+            mesh_peer_name(k),
+            "--nickname".into(),
+            format!("h{k}"),
+            "--fast-mesh-timers".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(
+            (1..=n)
+                .filter(|j| *j != k)
+                .map(|j| underlay_ip(j).to_string()),
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let router = Router::start(&self.hosts[k - 1].ns, &refs);
         self.hosts[k - 1].router = Some(router);
     }
 
