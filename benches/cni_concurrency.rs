@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// The target for CNI calls: at most 0.4 of the reference bridge's time.
 const TARGET: f64 = 0.4;
 
+/// One plugin call: binary, environment, stdin.
+type Job = (String, Vec<(String, String)>, String);
+
 /// One burst's figures, in milliseconds.
 struct Burst {
     wall: f64,
@@ -26,7 +29,7 @@ struct Burst {
 
 /// Runs `calls[i]` on its own thread, all released at once; wall time from release to the
 /// last exit.
-fn burst(host: &Arc<OwnedFd>, jobs: Vec<(String, Vec<(String, String)>, String)>) -> Burst {
+fn burst(host: &Arc<OwnedFd>, jobs: Vec<Job>) -> Burst {
     let gate = Arc::new(Barrier::new(jobs.len() + 1));
     let handles: Vec<_> = jobs
         .into_iter()
@@ -60,7 +63,10 @@ fn assert_unique_ips(variant: &str, outputs: &[String]) -> usize {
         let v: Value = serde_json::from_str(out)
             .unwrap_or_else(|e| panic!("{variant}: ADD result is not JSON ({e}): {out}"));
         let ips = v["ips"].as_array().cloned().unwrap_or_default();
-        assert!(!ips.is_empty(), "{variant}: ADD result without an IP: {out}");
+        assert!(
+            !ips.is_empty(),
+            "{variant}: ADD result without an IP: {out}"
+        );
         for ip in ips {
             let addr = ip["address"].as_str().unwrap_or_default().to_string();
             assert!(
@@ -86,7 +92,7 @@ fn add_then_del(host: &Arc<OwnedFd>, v: &Variant, n: usize, round: usize) -> (Bu
     let containers: Vec<Ns> = (0..n)
         .map(|i| Ns::new(format!("wvb-cc{}-{round}-{i}-{tag}", v.short)))
         .collect();
-    let jobs = |cmd: &str| -> Vec<(String, Vec<(String, String)>, String)> {
+    let jobs = |cmd: &str| -> Vec<Job> {
         containers
             .iter()
             .enumerate()
@@ -182,18 +188,24 @@ fn main() {
                     Target::AtMost(TARGET),
                 ),
             );
-            rows.push(Row::new(format!("{n} concurrent {op}: per-call p90"), "ms", o90).vs(
-                reference,
-                r90,
-                Target::None,
-            ));
+            rows.push(
+                Row::new(format!("{n} concurrent {op}: per-call p90"), "ms", o90).vs(
+                    reference,
+                    r90,
+                    Target::None,
+                ),
+            );
             details.insert(
                 format!("{n}_{}", op.to_lowercase()),
                 json!({"weave-net": {"wall_ms": walls[0][o], "call_median_ms": om, "call_p90_ms": o90},
                        "bridge+host-local": {"wall_ms": walls[1][o], "call_median_ms": rm, "call_p90_ms": r90}}),
             );
         }
-        rows.push(Row::new(format!("{n} concurrent ADD: unique IPs (asserted)"), "IPs", n as f64));
+        rows.push(Row::new(
+            format!("{n} concurrent ADD: unique IPs (asserted)"),
+            "IPs",
+            n as f64,
+        ));
     }
     details.insert("rounds".into(), json!(rounds));
     let _ = router.kill();

@@ -90,11 +90,16 @@ fn assert_unique(ips: &[String]) {
     let mut sorted = ips.to_vec();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(sorted.len(), ips.len(), "the router handed an address out twice");
+    assert_eq!(
+        sorted.len(),
+        ips.len(),
+        "the router handed an address out twice"
+    );
 }
 
-/// Milliseconds from spawning `cmd` (in `ns`) until `/status` answers 200, and the router
-/// left running (killed with the namespace).
+/// Milliseconds from spawning `cmd` (in `ns`) until `/status` answers 200. `weave launch`
+/// leaves its detached router running (killed with the namespace); a router started by
+/// hand is stopped once measured.
 fn launch_to_ready(ns: &Ns, cmd: &[&str], datadir: &std::path::Path, wait_ready: bool) -> f64 {
     let started = Instant::now();
     let mut child = Command::new("ip")
@@ -119,17 +124,22 @@ fn launch_to_ready(ns: &Ns, cmd: &[&str], datadir: &std::path::Path, wait_ready:
     let client = Client::new("127.0.0.1:6784")
         .with_timeouts(Duration::from_millis(200), Duration::from_secs(1));
     let deadline = started + Duration::from_secs(20);
-    loop {
+    let ready = loop {
         if let Ok((200, _)) = client.status(None) {
-            return started.elapsed().as_secs_f64() * 1e3;
+            break Ok(started.elapsed().as_secs_f64() * 1e3);
         }
-        assert!(
-            child.try_wait().expect("poll weaver").is_none(),
-            "weaver exited before it was ready"
-        );
-        assert!(Instant::now() < deadline, "weaver not ready after 20 s");
+        if child.try_wait().ok().flatten().is_some() {
+            break Err("weaver exited before it was ready");
+        }
+        if Instant::now() >= deadline {
+            break Err("weaver not ready after 20 s");
+        }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    // Measured: the router is not needed any more.
+    let _ = child.kill();
+    let _ = child.wait();
+    ready.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn main() {
@@ -155,7 +165,11 @@ fn main() {
     let mut router = common::start_weaver(&host, weaver, data.path());
     let pid = router.id();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    assert_eq!(comm.trim(), "weaver", "pid {pid} is weaver (ip netns exec execs it)");
+    assert_eq!(
+        comm.trim(),
+        "weaver",
+        "pid {pid} is weaver (ip netns exec execs it)"
+    );
     common::enter(&host);
     allocate_many("warm", 10, 1);
     let rss_idle = rss_kib(pid);
@@ -210,17 +224,19 @@ fn main() {
             ref_seq,
             Target::None,
         ),
-        Row::new(format!("allocations/s, {CLIENTS} clients"), "1/s", conc_rate).vs(
-            "host-local",
-            ref_conc,
-            Target::None,
-        ),
+        Row::new(
+            format!("allocations/s, {CLIENTS} clients"),
+            "1/s",
+            conc_rate,
+        )
+        .vs("host-local", ref_conc, Target::None),
         Row::new("weaver VmRSS idle", "KiB", rss_idle),
-        Row::new(format!("weaver VmRSS after {total} allocations"), "KiB", rss_after).vs(
-            "idle",
-            rss_idle,
-            Target::None,
-        ),
+        Row::new(
+            format!("weaver VmRSS after {total} allocations"),
+            "KiB",
+            rss_after,
+        )
+        .vs("idle", rss_idle, Target::None),
         Row::new("weave launch to ready (median)", "ms", median(&cli_ms)).vs(
             "weaver by hand",
             median(&direct_ms),

@@ -39,30 +39,37 @@ fn main() {
             let started = Instant::now();
             let c = sim::converge(n, FANOUT, MAX_ROUNDS).unwrap_or_else(|e| panic!("{e}"));
             times.push(started.elapsed().as_secs_f64() * 1e3);
-            assert!(c.owners > n / 2, "{n} peers: ring split among a quorum at least");
+            assert!(
+                c.owners > n / 2,
+                "{n} peers: ring split among a quorum at least"
+            );
             last = Some(c);
         }
         let c = last.expect("repeat >= 1");
         let ms = median(&times);
         let per_peer = c.messages as f64 / n as f64;
-        details.push(json!({"peers": n, "rounds": c.rounds, "messages": c.messages,
-            "messages_per_peer": per_peer, "owners": c.owners, "time_ms": times}));
+        details.push(
+            json!({"peers": n, "rounds": c.rounds, "messages": c.messages,
+            "messages_per_peer": per_peer, "owners": c.owners, "time_ms": times}),
+        );
         match smallest {
             None => {
                 rows.push(Row::new(format!("{n} peers: time to agree"), "ms", ms));
-                rows.push(Row::new(format!("{n} peers: messages"), "msgs", c.messages as f64));
+                rows.push(Row::new(
+                    format!("{n} peers: messages"),
+                    "msgs",
+                    c.messages as f64,
+                ));
                 smallest = Some((n, ms, c.messages));
             }
             Some((n0, ms0, m0)) => {
                 let scale = n as f64 / n0 as f64;
                 let linear = format!("linear from {n0}");
-                rows.push(
-                    Row::new(format!("{n} peers: time to agree"), "ms", ms).vs(
-                        &linear,
-                        ms0 * scale,
-                        Target::None,
-                    ),
-                );
+                rows.push(Row::new(format!("{n} peers: time to agree"), "ms", ms).vs(
+                    &linear,
+                    ms0 * scale,
+                    Target::None,
+                ));
                 rows.push(
                     Row::new(format!("{n} peers: messages"), "msgs", c.messages as f64).vs(
                         &linear,
@@ -72,14 +79,25 @@ fn main() {
                 );
             }
         }
-        rows.push(Row::new(format!("{n} peers: rounds"), "rounds", c.rounds as f64));
-        rows.push(Row::new(format!("{n} peers: messages per peer"), "msgs", per_peer));
+        rows.push(Row::new(
+            format!("{n} peers: rounds"),
+            "rounds",
+            c.rounds as f64,
+        ));
+        rows.push(Row::new(
+            format!("{n} peers: messages per peer"),
+            "msgs",
+            per_peer,
+        ));
     }
     // Growth exponent k in messages ~ n^k between the smallest and largest size.
     if let (Some(a), Some(b)) = (details.first(), details.last()) {
         let (na, nb) = (a["peers"].as_f64().unwrap(), b["peers"].as_f64().unwrap());
         if nb > na {
-            let (ma, mb) = (a["messages"].as_f64().unwrap(), b["messages"].as_f64().unwrap());
+            let (ma, mb) = (
+                a["messages"].as_f64().unwrap(),
+                b["messages"].as_f64().unwrap(),
+            );
             let k = (mb / ma).ln() / (nb / na).ln();
             rows.push(Row::new(
                 format!("messages ~ n^k, k ({na}..{nb} peers)"),

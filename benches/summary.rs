@@ -15,7 +15,15 @@ fn num(v: &Value) -> String {
     }
 }
 
-fn line(part: &str, metric: &str, ours: String, reference: String, ratio: String, target: &str, met: &str) {
+fn line(
+    part: &str,
+    metric: &str,
+    ours: String,
+    reference: String,
+    ratio: String,
+    target: &str,
+    met: &str,
+) {
     println!("{part:<12} {metric:<48} {ours:>10} {reference:>30} {ratio:>7} {target:>7} {met:>4}");
 }
 
@@ -67,7 +75,9 @@ fn cni_latency_rows(part: &str, doc: &Value) {
             format!("{} (bridge+host-local)", num(reference)),
             ratio.map(|x| format!("{x:.3}")).unwrap_or("-".into()),
             "<= 0.4",
-            ratio.map(|r| if r <= 0.4 { "yes" } else { "NO" }).unwrap_or("-"),
+            ratio
+                .map(|r| if r <= 0.4 { "yes" } else { "NO" })
+                .unwrap_or("-"),
         );
     }
 }
@@ -76,7 +86,11 @@ fn leaves(prefix: String, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(m) => {
             for (k, x) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaves(p, x, out);
             }
         }
@@ -97,7 +111,15 @@ fn main() {
         .collect();
     files.sort();
     println!("\nSummary of {dir}/*.json (ratio = ours / reference)");
-    line("part", "metric", "ours".into(), "reference".into(), "ratio".into(), "target", "met");
+    line(
+        "part",
+        "metric",
+        "ours".into(),
+        "reference".into(),
+        "ratio".into(),
+        "target",
+        "met",
+    );
     for f in files {
         let part = f.file_stem().unwrap().to_string_lossy().into_owned();
         let doc: Value = match std::fs::read_to_string(&f)

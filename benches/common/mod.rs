@@ -36,9 +36,7 @@ impl Ns {
     }
 
     pub fn fd(&self) -> OwnedFd {
-        std::fs::File::open(self.path())
-            .expect("open netns")
-            .into()
+        std::fs::File::open(self.path()).expect("open netns").into()
     }
 }
 
@@ -173,8 +171,10 @@ pub fn cni_env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &
 }
 
 /// Starts `weaver` inside `ns` (data in `datadir`) and waits until its API port answers.
+/// The caller owns the child and waits on it; the namespace guard kills it in any case.
+#[allow(clippy::zombie_processes)]
 pub fn start_weaver(ns: &Ns, weaver: &str, datadir: &std::path::Path) -> std::process::Child {
-    let child = Command::new("ip")
+    let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.0, weaver, "--status-addr", ""])
         .arg("--datadir")
         .arg(datadir.join("weave"))
@@ -191,7 +191,11 @@ pub fn start_weaver(ns: &Ns, weaver: &str, datadir: &std::path::Path) -> std::pr
         if st.map(|s| s.success()).unwrap_or(false) {
             return child;
         }
-        assert!(Instant::now() < deadline, "router did not start");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("router did not start within 20 s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -11,7 +11,6 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-
 pub enum Payload {
     /// Shared: one broadcast goes to many peers.
     Gossip(Rc<Gossip>),
