@@ -74,9 +74,13 @@ fn built_binary(name: &str) -> PathBuf {
     Path::new(WEAVE).parent().unwrap().join(name)
 }
 
+/// One file for both readers: libcni runtimes read `plugins`; a Mesos agent reads the
+/// top-level `type` (it skips files without one).
 const EXPECTED_CONFLIST: &str = r#"{
   "cniVersion": "1.0.0",
   "name": "weave",
+  "type": "weave-net",
+  "hairpinMode": true,
   "plugins": [
     {
       "name": "weave",

@@ -8,11 +8,15 @@
 //! types, so every kernel error keeps its errno and interrupted dumps are retried.
 
 mod addr;
+mod fdb;
 mod link;
 mod route;
 mod veth;
+mod vxlan;
 
+pub use fdb::{FdbEntry, FLOOD_MAC};
 pub use link::{format_mac, mac_for_ip};
+pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;
 use crate::{Context, Error, ErrorKind, Result};

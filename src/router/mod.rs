@@ -2,6 +2,7 @@
 //! the IPAM actor, connect targets and CNI attachments. [`run`] starts everything and serves
 //! the HTTP API until the shutdown future completes.
 
+pub mod datapath;
 pub mod iptables;
 pub mod state;
 pub mod status;

@@ -1,0 +1,336 @@
+//! Cross-host data plane throughput and latency, 2 simulated hosts: iperf3 TCP (1 and 4
+//! streams) and ping RTT between containers on different hosts over
+//! - ours: `weaver` + the `weave-net` plugin + `Datapath` (vxlan-6784 on the `weave` bridge);
+//! - a plain kernel VXLAN set up by hand with `ip`/`bridge` commands (same MTU, learning and
+//!   flood entry), in its own namespaces, in the same run;
+//! - the raw underlay veth between the two hosts (the ceiling);
+//! - ours again on a second pair of hosts whose router iptables rules are flushed and
+//!   bridge-nf-call-iptables is off: it shows how much of any gap is netfilter (the router's
+//!   NAT/forward rules make every bridged frame and every VXLAN packet pass conntrack), not
+//!   the VXLAN path itself.
+//!
+//! Prints a table with the ratio ours / hand-made VXLAN (target: at least 0.95) and writes
+//! JSON. Needs root. `bench/run` is the front door.
+//!
+//! Usage: cargo bench --bench dataplane -- [--smoke] [--seconds N] [--rounds N] [--json FILE]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/hosts.rs"]
+mod hosts;
+
+use common::Netns;
+use hosts::{underlay_ip, Cluster};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const IPERF_PORT: u16 = 5201;
+
+/// One place to measure between: the namespace of the client and of the server, the
+/// server's address.
+struct Path<'a> {
+    client: &'a str,
+    server: &'a str,
+    addr: Ipv4Addr,
+}
+
+/// An `iperf3 -s` inside a namespace, killed on drop.
+struct IperfServer(Child);
+
+impl IperfServer {
+    fn start(ns: &str) -> IperfServer {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "iperf3", "-s", "-p"])
+            .arg(IPERF_PORT.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iperf3 server");
+        IperfServer(child)
+    }
+}
+
+impl Drop for IperfServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// TCP throughput in Gbit/s (receiver side) of `streams` parallel streams for `seconds`.
+fn iperf(path: &Path, streams: u32, seconds: u32) -> f64 {
+    let _server = IperfServer::start(path.server);
+    let limit = (seconds + 15).to_string();
+    for attempt in 0.. {
+        let out = Command::new("timeout")
+            .args([
+                limit.as_str(),
+                "ip",
+                "netns",
+                "exec",
+                path.client,
+                "iperf3",
+                "-J",
+            ])
+            .args(["-c", &path.addr.to_string(), "-p", &IPERF_PORT.to_string()])
+            .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
+            .output()
+            .expect("run iperf3 client");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return bps / 1e9;
+        }
+        // The server may not be listening yet: retry a few times, then give up loudly.
+        assert!(
+            attempt < 20,
+            "iperf3 to {} failed: {}{}",
+            path.addr,
+            json["error"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!()
+}
+
+/// Average ping RTT in milliseconds.
+fn ping_ms(path: &Path, count: u32) -> f64 {
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            path.client,
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+        ])
+        .args(["-c", &count.to_string(), "-w", "20", &path.addr.to_string()])
+        .output()
+        .expect("run ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // rtt min/avg/max/mdev = 0.031/0.045/0.090/0.012 ms
+    text.lines()
+        .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.starts_with("rtt")))
+        .and_then(|(_, v)| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("ping to {} failed: {text}", path.addr))
+}
+
+/// Two hosts with a hand-made kernel VXLAN: `br0` + `vx0` (VNI 42, port 4789, learning,
+/// flood entry to the other host) + one container each at 10.99.0.k/24, MTU 1376 as ours.
+struct HandVxlan {
+    containers: Vec<Netns>,
+    _cluster: Cluster,
+}
+
+impl HandVxlan {
+    fn new(mtu: u32) -> HandVxlan {
+        let cluster = Cluster::new(2);
+        let mut containers = Vec::new();
+        for k in 1..=2 {
+            let other = underlay_ip(3 - k);
+            let host = &cluster.host(k).ns;
+            let c = Netns::new(&format!("mh{k}hand"));
+            host.sh(&format!(
+                "ip link add br0 mtu {mtu} type bridge && ip link set br0 up && \
+                 ip link add vx0 mtu {mtu} type vxlan id 42 dstport 4789 local {local} learning && \
+                 ip link set vx0 master br0 up && \
+                 bridge fdb append 00:00:00:00:00:00 dev vx0 dst {other} self permanent && \
+                 ip link add veth0 mtu {mtu} master br0 type veth peer name eth0 netns {c} && \
+                 ip link set veth0 up",
+                local = underlay_ip(k),
+                c = c.name
+            ));
+            c.sh(&format!(
+                "ip addr add 10.99.0.{k}/24 dev eth0 && ip link set eth0 up"
+            ));
+            containers.push(c);
+        }
+        HandVxlan {
+            containers,
+            _cluster: cluster,
+        }
+    }
+}
+
+/// Ours on two fresh hosts: routers, one container each through the real plugin, `Datapath`
+/// flooding to each other.
+fn weave_pair() -> Cluster {
+    let mut c = Cluster::new(2);
+    c.start_routers(&[]);
+    c.datapaths();
+    c.add_container(1, "a");
+    c.add_container(2, "b");
+    c
+}
+
+struct Row {
+    name: &'static str,
+    tcp1: Vec<f64>,
+    tcp4: Vec<f64>,
+    ping: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let seconds: u32 = arg("--seconds")
+        .map(|s| s.parse().expect("--seconds N"))
+        .unwrap_or(if smoke { 1 } else { 5 });
+    let rounds: usize = arg("--rounds")
+        .map(|s| s.parse().expect("--rounds N"))
+        .unwrap_or(if smoke { 1 } else { 3 });
+    let json_out = arg("--json").unwrap_or_else(|| "target/bench/dataplane.json".into());
+    let pings = if smoke { 10 } else { 200 };
+
+    let ours = weave_pair();
+    let (a, b) = (0, 1);
+    let bare = weave_pair();
+    for k in 1..=2 {
+        bare.host(k).ns.sh(
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null; \
+             iptables -w 10 -F && iptables -w 10 -t nat -F",
+        );
+    }
+    let mtu: u32 = ours.containers[a]
+        .ns
+        .sh("cat /sys/class/net/eth0/mtu")
+        .trim()
+        .parse()
+        .unwrap();
+    let hand = HandVxlan::new(mtu);
+
+    let paths = [
+        (
+            "weave (ours)",
+            Path {
+                client: &ours.containers[a].ns.name,
+                server: &ours.containers[b].ns.name,
+                addr: ours.containers[b].ip,
+            },
+        ),
+        (
+            "hand vxlan",
+            Path {
+                client: &hand.containers[0].name,
+                server: &hand.containers[1].name,
+                addr: "10.99.0.2".parse().unwrap(),
+            },
+        ),
+        (
+            "ours, no netfilter",
+            Path {
+                client: &bare.containers[a].ns.name,
+                server: &bare.containers[b].ns.name,
+                addr: bare.containers[b].ip,
+            },
+        ),
+        (
+            "underlay veth",
+            Path {
+                client: &ours.host(1).ns.name,
+                server: &ours.host(2).ns.name,
+                addr: underlay_ip(2),
+            },
+        ),
+    ];
+    let mut rows: Vec<Row> = paths
+        .iter()
+        .map(|(name, _)| Row {
+            name,
+            tcp1: vec![],
+            tcp4: vec![],
+            ping: vec![],
+        })
+        .collect();
+    // Warm up ARP/FDB on every path, then interleave the variants round by round so a noisy
+    // moment on this machine hits them all alike.
+    for (_, p) in &paths {
+        ping_ms(p, 3);
+    }
+    for round in 1..=rounds {
+        eprintln!("dataplane: round {round}/{rounds} ({seconds} s per iperf3 run)");
+        // Rotate who goes first, so no variant always gets the warm (or the cold) slot.
+        for i in 0..paths.len() {
+            let v = (i + round) % paths.len();
+            let p = &paths[v].1;
+            rows[v].tcp1.push(iperf(p, 1, seconds));
+            rows[v].tcp4.push(iperf(p, 4, seconds));
+            rows[v].ping.push(ping_ms(p, pings));
+        }
+    }
+
+    println!(
+        "\ncross-host data plane, 2 hosts, MTU {mtu}, median of {rounds} round(s) of {seconds} s"
+    );
+    println!(
+        "{:<20} {:>14} {:>14} {:>12}",
+        "path", "tcp 1 (Gb/s)", "tcp 4 (Gb/s)", "ping (ms)"
+    );
+    let mut report = serde_json::Map::new();
+    for r in &rows {
+        let (t1, t4, p) = (median(&r.tcp1), median(&r.tcp4), median(&r.ping));
+        println!("{:<20} {t1:>14.2} {t4:>14.2} {p:>12.3}", r.name);
+        report.insert(
+            r.name.to_string(),
+            serde_json::json!({
+                "tcp1_gbps": t1, "tcp4_gbps": t4, "ping_avg_ms": p,
+                "tcp1_runs": r.tcp1, "tcp4_runs": r.tcp4, "ping_runs": r.ping,
+            }),
+        );
+    }
+    let ratio = |i: usize, f: fn(&Row) -> &Vec<f64>| median(f(&rows[i])) / median(f(&rows[1]));
+    let (r1, r4) = (ratio(0, |r| &r.tcp1), ratio(0, |r| &r.tcp4));
+    let (b1, b4) = (ratio(2, |r| &r.tcp1), ratio(2, |r| &r.tcp4));
+    let verdict = |r: f64| if r >= 0.95 { "ok" } else { "BELOW 0.95" };
+    println!(
+        "{:<20} {:>14.3} {:>14.3}   (target >= 0.95: {}, {})",
+        "ours/hand",
+        r1,
+        r4,
+        verdict(r1),
+        verdict(r4)
+    );
+    println!(
+        "{:<20} {b1:>14.3} {b4:>14.3}   (the VXLAN path alone)",
+        "no-nf/hand"
+    );
+    report.insert(
+        "ratio_ours_no_netfilter_over_hand".into(),
+        serde_json::json!({"tcp1": b1, "tcp4": b4}),
+    );
+    report.insert(
+        "ratio_ours_over_hand".into(),
+        serde_json::json!({"tcp1": r1, "tcp4": r4, "target": 0.95}),
+    );
+    report.insert(
+        "settings".into(),
+        serde_json::json!({"seconds": seconds, "rounds": rounds, "mtu": mtu, "pings": pings}),
+    );
+    if let Some(dir) = std::path::Path::new(&json_out).parent() {
+        std::fs::create_dir_all(dir).expect("create json dir");
+    }
+    std::fs::write(
+        &json_out,
+        serde_json::to_string_pretty(&report).expect("encode json"),
+    )
+    .unwrap_or_else(|e| panic!("write {json_out}: {e}"));
+    println!("wrote {json_out}");
+}
