@@ -182,7 +182,8 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
         ("DELETE", ["ip", id]) => R::Free { id: id_of(id)? },
         ("DELETE", ["ip", id, ip]) => R::FreeOne {
             id: id_of(id)?,
-            ip: strict_ip(ip).ok_or_else(|| bad(format!("invalid IP address: {}", printable(ip))))?,
+            ip: strict_ip(ip)
+                .ok_or_else(|| bad(format!("invalid IP address: {}", printable(ip))))?,
         },
         ("POST", ["expose", ip, len]) => R::Expose {
             cidr: host_cidr(ip, len)

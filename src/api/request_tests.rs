@@ -52,7 +52,10 @@ fn valid_requests() {
             skip_nat: true
         })
     );
-    assert_eq!(p("GET", "/status/ipam"), Ok(ApiRequest::Status(StatusPage::Ipam)));
+    assert_eq!(
+        p("GET", "/status/ipam"),
+        Ok(ApiRequest::Status(StatusPage::Ipam))
+    );
     assert_eq!(
         parse_request("GET", "/status", "", b"", false),
         Ok(ApiRequest::Status(StatusPage::Summary))
@@ -64,10 +67,14 @@ fn container_ids_are_checked() {
     let long = format!("/ip/{}", "a".repeat(256));
     assert_eq!(rejected("POST", &long).0, 400);
     assert!(rejected("POST", &long).1.contains("longer than 255 bytes"));
-    assert!(rejected("POST", "/ip/a%20b").1.starts_with("invalid container id \"a b\""));
+    assert!(rejected("POST", "/ip/a%20b")
+        .1
+        .starts_with("invalid container id \"a b\""));
     assert!(rejected("POST", "/ip/a%2Fb").1.contains("without '/'"));
     assert!(rejected("DELETE", "/ip/").1.contains("empty"));
-    assert!(rejected("GET", "/ip/%FF").1.starts_with("invalid container id"));
+    assert!(rejected("GET", "/ip/%FF")
+        .1
+        .starts_with("invalid container id"));
     assert!(rejected("DELETE", "/cni/attachments/c1/a%2Fb")
         .1
         .contains("invalid interface name"));
@@ -88,9 +95,15 @@ fn cidrs_are_checked() {
     ] {
         assert_eq!(rejected("POST", path), (400, why.into()), "{path}");
     }
-    assert!(rejected("PUT", "/ip/c/10.32.0.0/12").1.contains("network or broadcast"));
-    assert!(rejected("PUT", "/ip/c/10.47.255.255/12").1.contains("network or broadcast"));
-    assert!(rejected("PUT", "/ip/c/10.0.0.1/0").1.contains("prefix length 0"));
+    assert!(rejected("PUT", "/ip/c/10.32.0.0/12")
+        .1
+        .contains("network or broadcast"));
+    assert!(rejected("PUT", "/ip/c/10.47.255.255/12")
+        .1
+        .contains("network or broadcast"));
+    assert!(rejected("PUT", "/ip/c/10.0.0.1/0")
+        .1
+        .contains("prefix length 0"));
     assert!(rejected("POST", "/expose/10.33.0.x/16")
         .1
         .starts_with("unable to parse ip addr: invalid CIDR address"));
@@ -110,7 +123,10 @@ fn unknown_paths_and_methods() {
     assert_eq!(rejected("GET", "/ip/a/b/c/d"), (404, "unknown path".into()));
     let (code, why) = rejected("PATCH", "/ip/c1");
     assert_eq!(code, 405);
-    assert_eq!(why, "method PATCH not allowed on this path (allowed: GET, POST, DELETE)");
+    assert_eq!(
+        why,
+        "method PATCH not allowed on this path (allowed: GET, POST, DELETE)"
+    );
     assert_eq!(rejected("POST", "/status").0, 405);
     // The status listener knows only read-only paths, whatever the method.
     let ro = parse_request("POST", "/ip/c9", "", b"", false).unwrap_err();
@@ -121,7 +137,8 @@ fn unknown_paths_and_methods() {
 fn bodies_and_forms_are_checked() {
     let r = parse_request("POST", "/ip/c1", "", b"{\"container_id\":1}", true).unwrap_err();
     assert!(r.reason.starts_with("decode attachment:"), "{}", r.reason);
-    let bad_if = br#"{"container_id":"c1","ifname":"a b","host_veth":"v","mac":"m","ips":[],"netns":"/n"}"#;
+    let bad_if =
+        br#"{"container_id":"c1","ifname":"a b","host_veth":"v","mac":"m","ips":[],"netns":"/n"}"#;
     let r = parse_request("POST", "/cni/attachments", "", bad_if, true).unwrap_err();
     assert_eq!(r.status, 400);
     assert!(r.reason.contains("invalid interface name"), "{}", r.reason);
@@ -129,5 +146,7 @@ fn bodies_and_forms_are_checked() {
     assert_eq!(r.reason, "invalid peer name \"x:y\", should be host[:port]");
     // Weave's check-alive form is accepted and ignored.
     assert!(parse_request("POST", "/ip/c1", "", b"check-alive=true", true).is_ok());
-    assert!(rejected("DELETE", "/peer/a%0Ab").1.starts_with("invalid peer name"));
+    assert!(rejected("DELETE", "/peer/a%0Ab")
+        .1
+        .starts_with("invalid peer name"));
 }

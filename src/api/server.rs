@@ -123,7 +123,10 @@ fn into_response(r: Reply) -> Response<Full<Bytes>> {
 /// `-m addrtype --src-type LOCAL`).
 pub fn is_local_client(peer: SocketAddr, local: Option<SocketAddr>) -> bool {
     let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     if ip.is_loopback() || local.is_some_and(|l| l.ip() == ip) {
@@ -226,7 +229,9 @@ async fn execute(router: &Router, req: ApiRequest) -> Reply {
         R::Tracker => ok_text("\n"),
         // One peer owns the whole range: the ring exists from the start.
         R::Ring => ok_text(""),
-        R::Expose { cidr, skip_nat } => done(router.expose(cidr, skip_nat).await, "unable to expose: "),
+        R::Expose { cidr, skip_nat } => {
+            done(router.expose(cidr, skip_nat).await, "unable to expose: ")
+        }
         R::Hide { cidr } => done(router.hide(cidr).await, "unable to hide: "),
         R::Connect { peers, replace } => match router.connect(&peers, replace).await {
             Ok(()) => ok_text(""),
