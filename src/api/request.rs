@@ -136,7 +136,25 @@ pub fn parse_request(method: &str, path: &str, query: &str, body: &[u8], full: b
             ),
         ));
     }
-    route(method, &s, query, body)
+    route(method, &s, query, body).map_err(bounded)
+}
+
+/// Longest reason sent back: a reason echoes input, and a 64 KiB body of bad peers or a huge
+/// id must not come back (and go to logs) many times over. Found by the http_request fuzzer.
+pub const MAX_REASON: usize = 1024;
+/// Invalid peers named in one `/connect` reason.
+const MAX_PEER_ERRORS: usize = 8;
+
+fn bounded(mut r: Rejection) -> Rejection {
+    if r.reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !r.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        r.reason.truncate(end);
+        r.reason.push('…');
+    }
+    r
 }
 
 fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
@@ -201,6 +219,12 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
                 .filter_map(|p| crate::router::validate_peer(p).err())
                 .map(|e| e.to_string())
                 .collect();
+            if errors.len() > MAX_PEER_ERRORS {
+                let more = errors.len() - MAX_PEER_ERRORS;
+                let mut shown = errors[..MAX_PEER_ERRORS].join("\n");
+                shown.push_str(&format!("\n(and {more} more invalid peers)"));
+                return Err(bad(shown));
+            }
             if !errors.is_empty() {
                 return Err(bad(errors.join("\n")));
             }

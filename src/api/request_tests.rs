@@ -150,3 +150,28 @@ fn bodies_and_forms_are_checked() {
         .1
         .starts_with("invalid peer name"));
 }
+
+/// Found by the http_request fuzzer: `/connect` with many bad peers echoed each in full, so
+/// a 64 KiB body came back as a reason of unbounded size.
+#[test]
+fn reasons_are_bounded() {
+    let input = include_bytes!("fuzz_regressions/http_request-connect-many-peers.bin");
+    let mut parts = input[1..].splitn(3, |&b| b == 0);
+    let path = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+    let query = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let body = parts.next().unwrap_or_default();
+    let r = parse_request("POST", &path, &query, body, true).unwrap_err();
+    assert!(r.reason.len() <= MAX_REASON + 3, "{} bytes", r.reason.len());
+
+    let many = vec!["peer=a%20b"; 2000].join("&");
+    let r = parse_request("POST", "/connect", "", many.as_bytes(), true).unwrap_err();
+    assert!(
+        r.reason.ends_with("(and 1992 more invalid peers)"),
+        "{}",
+        r.reason
+    );
+    let huge_id = format!("/ip/{}", "x".repeat(60_000));
+    let r = p("POST", &huge_id).unwrap_err();
+    assert!(r.reason.starts_with("invalid container id"));
+    assert!(r.reason.len() <= MAX_REASON + 3);
+}
