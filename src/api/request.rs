@@ -109,7 +109,7 @@ pub fn parse_request(method: &str, path: &str, query: &str, body: &[u8], full: b
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let read_only = matches!(s.first(), Some(&("status" | "report" | "metrics")));
-    if !full && !(read_only && method == "GET") {
+    if !(full || read_only && method == "GET") {
         return Err(not_found());
     }
     let allowed: &[&str] = match s.as_slice() {
@@ -326,7 +326,7 @@ fn subnet_of(ip: &str, len: &str) -> Result<Ipv4Net, Rejection> {
         )));
     }
     let min = crate::ipam::MIN_SUBNET_SIZE;
-    if (1u64 << (32 - net.prefix_len())) < min as u64 {
+    if (1u64 << (32 - net.prefix_len())) < min {
         return Err(bad(format!(
             "invalid subnet - smaller than minimum size {min}: {net}"
         )));
