@@ -121,7 +121,14 @@ fn ipam_endpoints_follow_weave() {
     assert_eq!(code, 400);
     assert!(body.starts_with("invalid container id \"a b\""), "{body}");
     expect(&r, "GET", "/nope", None, 404, "unknown path");
-    expect(&r, "PATCH", "/ip/c1", None, 404, "unknown path");
+    expect(
+        &r,
+        "PATCH",
+        "/ip/c1",
+        None,
+        405,
+        "method PATCH not allowed on this path (allowed: GET, POST, DELETE)",
+    );
     expect(
         &r,
         "DELETE",

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod paxos;
 pub mod peer;
 pub mod persist;
+pub mod sim;
 pub mod space;
 
 pub use addr::{ip, AddrRange};

@@ -1,0 +1,119 @@
+//! IPAM ring and gossip at scale, in-process and pure: 10, 100 and 1,000 simulated peers
+//! elect a ring from scratch (consensus, each peer gossiping its latest state to 3 random
+//! peers a round, as the mesh does) until every peer agrees. Reports time, rounds and
+//! messages, and how they grow: the reference is linear growth from the smallest size, so a
+//! ratio near 1 means messages per peer stay flat. Uses `weave::ipam::ring::sim`, the same
+//! network the randomized test drives. No root needed.
+//!
+//! Usage: cargo bench --bench scale -- [--peers 10,100,1000] [--repeat N] [--json FILE]
+
+mod common;
+
+use common::{median, report, Row, Target};
+use serde_json::{json, Value};
+use std::time::Instant;
+use weave::ipam::ring::sim;
+
+/// Peers each gossip reaches per round (the mesh's fan-out in the simulation).
+const FANOUT: usize = 3;
+const MAX_ROUNDS: usize = 200;
+
+fn main() {
+    let sizes: Vec<usize> = common::arg("--peers")
+        .unwrap_or_else(|| "10,100,1000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--peers: numbers"))
+        .collect();
+    let repeat: usize = common::arg("--repeat")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let json_out = common::arg("--json");
+
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    let mut smallest: Option<(usize, f64, u64)> = None;
+    for &n in &sizes {
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..repeat {
+            let started = Instant::now();
+            let c = sim::converge(n, FANOUT, MAX_ROUNDS).unwrap_or_else(|e| panic!("{e}"));
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            assert!(
+                c.owners > n / 2,
+                "{n} peers: ring split among a quorum at least"
+            );
+            last = Some(c);
+        }
+        let c = last.expect("repeat >= 1");
+        let ms = median(&times);
+        let per_peer = c.messages as f64 / n as f64;
+        details.push(
+            json!({"peers": n, "rounds": c.rounds, "messages": c.messages,
+            "messages_per_peer": per_peer, "owners": c.owners, "time_ms": times}),
+        );
+        match smallest {
+            None => {
+                rows.push(Row::new(format!("{n} peers: time to agree"), "ms", ms));
+                rows.push(Row::new(
+                    format!("{n} peers: messages"),
+                    "msgs",
+                    c.messages as f64,
+                ));
+                smallest = Some((n, ms, c.messages));
+            }
+            Some((n0, ms0, m0)) => {
+                let scale = n as f64 / n0 as f64;
+                let linear = format!("linear from {n0}");
+                rows.push(Row::new(format!("{n} peers: time to agree"), "ms", ms).vs(
+                    &linear,
+                    ms0 * scale,
+                    Target::None,
+                ));
+                rows.push(
+                    Row::new(format!("{n} peers: messages"), "msgs", c.messages as f64).vs(
+                        &linear,
+                        m0 as f64 * scale,
+                        Target::None,
+                    ),
+                );
+            }
+        }
+        rows.push(Row::new(
+            format!("{n} peers: rounds"),
+            "rounds",
+            c.rounds as f64,
+        ));
+        rows.push(Row::new(
+            format!("{n} peers: messages per peer"),
+            "msgs",
+            per_peer,
+        ));
+    }
+    // Growth exponent k in messages ~ n^k between the smallest and largest size.
+    if let (Some(a), Some(b)) = (details.first(), details.last()) {
+        let (na, nb) = (a["peers"].as_f64().unwrap(), b["peers"].as_f64().unwrap());
+        if nb > na {
+            let (ma, mb) = (
+                a["messages"].as_f64().unwrap(),
+                b["messages"].as_f64().unwrap(),
+            );
+            let k = (mb / ma).ln() / (nb / na).ln();
+            rows.push(Row::new(
+                format!("messages ~ n^k, k ({na}..{nb} peers)"),
+                "k",
+                k,
+            ));
+        }
+    }
+    report(
+        "scale",
+        &format!(
+            "Scale (in-process): {sizes:?} peers elect and agree on one ring, gossip fan-out \
+             {FANOUT}, median time of {repeat}"
+        ),
+        &rows,
+        Value::Array(details),
+        json_out.as_deref(),
+    );
+}

@@ -1,0 +1,450 @@
+//! An in-memory network of many peers' allocators for simulations and benchmarks: it
+//! loses, duplicates and reorders messages, partitions and heals, restarts peers from their
+//! persisted state, and checks the safety invariants after every step. Shared by the
+//! randomized test (tests/ipam_ring_sim.rs) and the scale benchmark (benches/scale.rs), so
+//! both measure the same thing. Pure: no I/O, no clocks.
+
+use super::{AddrRange, Allocator, Gossip, InitMode, Output, PeerName, Unicast};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+pub enum Payload {
+    /// Shared: one broadcast goes to many peers.
+    Gossip(Rc<Gossip>),
+    Unicast(Unicast),
+}
+
+pub struct Message {
+    pub from: PeerName,
+    pub to: PeerName,
+    pub payload: Payload,
+}
+
+pub struct Node {
+    pub alloc: Allocator,
+    pub mode: InitMode,
+    /// Partition group: messages only flow inside a group.
+    pub group: u32,
+}
+
+pub struct Net {
+    pub universe: AddrRange,
+    pub nodes: BTreeMap<PeerName, Node>,
+    pub inflight: Vec<Message>,
+    pub rng: StdRng,
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Deliver each broadcast to this many random peers (mesh-like gossip) instead of all.
+    pub fanout: Option<usize>,
+    /// With `fanout`: each peer's latest gossip not yet sent, sent once per round.
+    pub unsent_gossip: BTreeMap<PeerName, Rc<Gossip>>,
+    pub next_peer: u64,
+    pub next_container: u64,
+    pub delivered: u64,
+    /// Peers gone for good (killed, removed, reset): names never reused.
+    pub gone: BTreeSet<PeerName>,
+    /// Killed peers not yet removed with rmpeer.
+    pub dead: Vec<PeerName>,
+    pub seed: u64,
+    pub stats: Stats,
+}
+
+/// What a run exercised, so a green run shows it tested something.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub restarts: usize,
+    pub kills: usize,
+    pub rmpeers: usize,
+    pub resets: usize,
+    pub joins: usize,
+    pub partitions: usize,
+    pub space_requests: usize,
+    pub ring_replies: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.restarts += o.restarts;
+        self.kills += o.kills;
+        self.rmpeers += o.rmpeers;
+        self.resets += o.resets;
+        self.joins += o.joins;
+        self.partitions += o.partitions;
+        self.space_requests += o.space_requests;
+        self.ring_replies += o.ring_replies;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+    }
+}
+
+impl Net {
+    pub fn new(seed: u64, universe: AddrRange) -> Self {
+        Net {
+            universe,
+            nodes: BTreeMap::new(),
+            inflight: Vec::new(),
+            rng: StdRng::seed_from_u64(seed),
+            loss: 0.0,
+            duplicate: 0.0,
+            fanout: None,
+            unsent_gossip: BTreeMap::new(),
+            next_peer: 1,
+            next_container: 0,
+            delivered: 0,
+            gone: BTreeSet::new(),
+            dead: Vec::new(),
+            seed,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn fresh_name(&mut self) -> PeerName {
+        // Spread names out so their order differs from creation order.
+        let n = self.next_peer;
+        self.next_peer += 1;
+        PeerName::new((n * 0x9e37_79b9) % PeerName::MAX).unwrap()
+    }
+
+    pub fn add(&mut self, name: PeerName, mode: InitMode) {
+        let alloc = Allocator::new(name, self.universe, mode.clone());
+        self.nodes.insert(
+            name,
+            Node {
+                alloc,
+                mode,
+                group: 0,
+            },
+        );
+    }
+
+    pub fn live(&self) -> Vec<PeerName> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn random_live(&mut self) -> Option<PeerName> {
+        let live = self.live();
+        live.choose(&mut self.rng).copied()
+    }
+
+    /// Moves a node's outputs into the network.
+    pub fn collect(&mut self, name: PeerName) {
+        let Some(node) = self.nodes.get_mut(&name) else {
+            return;
+        };
+        let group = node.group;
+        for out in node.alloc.take_outputs() {
+            match out {
+                Output::Broadcast(g) if self.fanout.is_some() => {
+                    // Gossip is full state: a later broadcast supersedes an unsent one.
+                    self.unsent_gossip.insert(name, Rc::new(g));
+                }
+                Output::Broadcast(g) => {
+                    let g = Rc::new(g);
+                    let targets: Vec<PeerName> = self
+                        .nodes
+                        .iter()
+                        .filter(|(p, n)| **p != name && n.group == group)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for to in targets {
+                        self.inflight.push(Message {
+                            from: name,
+                            to,
+                            payload: Payload::Gossip(Rc::clone(&g)),
+                        });
+                    }
+                }
+                Output::Send { to, msg } => {
+                    self.inflight.push(Message {
+                        from: name,
+                        to,
+                        payload: Payload::Unicast(msg),
+                    });
+                }
+                Output::Allocated { .. } | Output::Cancelled { .. } => {}
+            }
+        }
+    }
+
+    /// Delivers one random in-flight message (reordering), maybe losing or duplicating it.
+    pub fn deliver_one(&mut self, lossy: bool) {
+        if self.inflight.is_empty() {
+            return;
+        }
+        let i = self.rng.random_range(0..self.inflight.len());
+        let msg = self.inflight.swap_remove(i);
+        self.deliver(msg, lossy);
+    }
+
+    pub fn deliver(&mut self, msg: Message, lossy: bool) {
+        if lossy && self.rng.random_bool(self.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let connected = match (self.nodes.get(&msg.from), self.nodes.get(&msg.to)) {
+            (Some(a), Some(b)) => a.group == b.group,
+            // A departed (reset) peer's last words still arrive.
+            (None, Some(_)) => self.gone.contains(&msg.from) && !self.dead.contains(&msg.from),
+            _ => false,
+        };
+        if !connected {
+            return;
+        }
+        match &msg.payload {
+            Payload::Unicast(Unicast::SpaceRequest(_)) => self.stats.space_requests += 1,
+            Payload::Unicast(Unicast::Ring(_)) => self.stats.ring_replies += 1,
+            _ => {}
+        }
+        if lossy && self.rng.random_bool(self.duplicate) {
+            self.stats.duplicated += 1;
+            let copy = match &msg.payload {
+                Payload::Gossip(g) => Payload::Gossip(Rc::clone(g)),
+                Payload::Unicast(u) => Payload::Unicast(u.clone()),
+            };
+            self.inflight.push(Message {
+                from: msg.from,
+                to: msg.to,
+                payload: copy,
+            });
+        }
+        self.delivered += 1;
+        let node = self.nodes.get_mut(&msg.to).unwrap();
+        let result = match &msg.payload {
+            Payload::Gossip(g) => node.alloc.on_gossip(msg.from, g),
+            Payload::Unicast(u) => node.alloc.on_unicast(msg.from, u),
+        };
+        if let Err(e) = result {
+            panic!(
+                "seed {}: {} refused a message from {}: {e}",
+                self.seed, msg.to, msg.from
+            );
+        }
+        self.collect(msg.to);
+    }
+
+    /// Mesh-like gossip: each peer's latest state goes to `fanout` random peers of its group.
+    pub fn send_unsent_gossip(&mut self) {
+        let Some(k) = self.fanout else { return };
+        for (from, g) in std::mem::take(&mut self.unsent_gossip) {
+            let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
+                continue;
+            };
+            let peers: Vec<PeerName> = self
+                .nodes
+                .iter()
+                .filter(|(p, n)| **p != from && n.group == group)
+                .map(|(p, _)| *p)
+                .collect();
+            for to in peers.choose_multiple(&mut self.rng, k).copied() {
+                self.inflight.push(Message {
+                    from,
+                    to,
+                    payload: Payload::Gossip(Rc::clone(&g)),
+                });
+            }
+        }
+    }
+
+    pub fn tick_all(&mut self) {
+        for name in self.live() {
+            self.nodes.get_mut(&name).unwrap().alloc.tick();
+            self.collect(name);
+        }
+    }
+
+    /// One round: every peer ticks, then the messages of the round are delivered (replies
+    /// they cause wait for the next round).
+    pub fn round(&mut self, lossy: bool) {
+        self.tick_all();
+        self.send_unsent_gossip();
+        // What is sent while delivering this batch belongs to the next round.
+        let mut batch = std::mem::take(&mut self.inflight);
+        batch.shuffle(&mut self.rng);
+        for msg in batch {
+            self.deliver(msg, lossy);
+        }
+    }
+
+    pub fn converged(&self) -> bool {
+        let mut rings = self.nodes.values().map(|n| n.alloc.ring());
+        let Some(first) = rings.next() else {
+            return true;
+        };
+        rings.all(|r| r.entries() == first.entries() && r.seeds() == first.seeds())
+    }
+
+    /// Heals every partition and runs lossless rounds until all rings agree.
+    pub fn quiesce(&mut self, what: &str) -> usize {
+        for n in self.nodes.values_mut() {
+            n.group = 0;
+        }
+        for rounds in 1..=60 {
+            self.round(false);
+            self.check();
+            if self.converged() {
+                return rounds;
+            }
+        }
+        let rings: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| format!("{}: {:?}", n.alloc.me(), n.alloc.ring().entries()))
+            .collect();
+        panic!(
+            "seed {}: rings did not converge ({what}):\n{}",
+            self.seed,
+            rings.join("\n")
+        );
+    }
+
+    /// Safety invariants over all live peers.
+    pub fn check(&self) {
+        let seed = self.seed;
+        let mut holder: BTreeMap<u32, (PeerName, &str)> = BTreeMap::new();
+        let mut spaces: Vec<(AddrRange, PeerName)> = Vec::new();
+        for (name, node) in &self.nodes {
+            let a = &node.alloc;
+            a.ring()
+                .check_invariants()
+                .unwrap_or_else(|e| panic!("seed {seed}: {name}'s ring: {e}"));
+            assert_eq!(
+                a.space().owned(),
+                a.ring().owned_ranges(*name).as_slice(),
+                "seed {seed}: {name} space vs ring"
+            );
+            for (id, addrs) in a.allocations() {
+                for addr in addrs {
+                    assert!(
+                        a.space().owns(*addr),
+                        "seed {seed}: {name} holds {addr} outside its space"
+                    );
+                    if let Some((other, other_id)) = holder.insert(*addr, (*name, id)) {
+                        panic!("seed {seed}: address {addr} held by {other}/{other_id} and {name}/{id}");
+                    }
+                }
+            }
+            spaces.extend(a.space().owned().iter().map(|r| (*r, *name)));
+        }
+        spaces.sort();
+        for w in spaces.windows(2) {
+            assert!(
+                w[0].0.end <= w[1].0.start,
+                "seed {seed}: {} and {} both own {:?}/{:?}",
+                w[0].1,
+                w[1].1,
+                w[0].0,
+                w[1].0
+            );
+        }
+    }
+
+    pub fn allocate(&mut self, name: PeerName, within: AddrRange) {
+        self.next_container += 1;
+        let id = format!("c{}", self.next_container);
+        let node = self.nodes.get_mut(&name).unwrap();
+        node.alloc.allocate(&id, within).unwrap();
+        self.collect(name);
+    }
+
+    pub fn free_random(&mut self, name: PeerName) {
+        let node = self.nodes.get_mut(&name).unwrap();
+        let ids: Vec<String> = node.alloc.allocations().keys().cloned().collect();
+        if let Some(id) = ids.choose(&mut self.rng) {
+            node.alloc.delete(id).unwrap();
+            self.collect(name);
+        }
+    }
+
+    /// Crash and start again from the persisted state; connections drop.
+    pub fn restart(&mut self, name: PeerName) {
+        let node = self.nodes.remove(&name).unwrap();
+        let saved = node.alloc.persist();
+        self.stats.restarts += 1;
+        self.inflight.retain(|m| m.from != name && m.to != name);
+        let alloc = Allocator::restore(name, self.universe, node.mode.clone(), &saved)
+            .unwrap_or_else(|e| panic!("seed {}: restore {name}: {e}", self.seed));
+        assert_eq!(alloc.ring(), node.alloc.ring());
+        assert_eq!(alloc.allocations(), node.alloc.allocations());
+        self.nodes.insert(name, Node { alloc, ..node });
+    }
+
+    pub fn kill(&mut self, name: PeerName) {
+        self.nodes.remove(&name);
+        self.inflight.retain(|m| m.from != name && m.to != name);
+        self.gone.insert(name);
+        self.dead.push(name);
+        self.stats.kills += 1;
+    }
+
+    /// `weave rmpeer` of a dead peer, done on exactly one survivor once the ring is settled.
+    pub fn rmpeer_one(&mut self) {
+        let Some(dead) = self.dead.pop() else { return };
+        self.quiesce("before rmpeer");
+        let Some(on) = self.random_live() else { return };
+        self.nodes.get_mut(&on).unwrap().alloc.rmpeer(dead).unwrap();
+        self.stats.rmpeers += 1;
+        self.collect(on);
+    }
+
+    /// `weave reset`: give our ranges to an heir and leave.
+    pub fn reset(&mut self, name: PeerName) {
+        let live = self.live();
+        let mut node = self.nodes.remove(&name).unwrap();
+        node.alloc.shutdown(&live);
+        self.stats.resets += 1;
+        self.nodes.insert(name, node);
+        self.collect(name);
+        self.nodes.remove(&name);
+        self.inflight.retain(|m| m.to != name);
+        self.gone.insert(name);
+    }
+}
+
+/// How `n` electors came to agree on one ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Convergence {
+    pub peers: usize,
+    /// Gossip rounds until every peer had the same ring.
+    pub rounds: usize,
+    /// Messages delivered until then (gossip and unicast).
+    pub messages: u64,
+    /// Peers that own part of the ring at the end.
+    pub owners: usize,
+}
+
+/// Runs `n` electors from scratch (consensus mode, one primed) with each peer gossiping its
+/// latest state to `fanout` random peers per round, until every peer has the same ring.
+/// Err if that takes more than `max_rounds`.
+pub fn converge(n: usize, fanout: usize, max_rounds: usize) -> Result<Convergence, String> {
+    let universe = AddrRange::from_cidr("10.32.0.0/12").expect("valid universe");
+    let mut net = Net::new(n as u64, universe);
+    net.fanout = Some(fanout);
+    let names: Vec<PeerName> = (0..n).map(|_| net.fresh_name()).collect();
+    for &p in &names {
+        net.add(p, InitMode::consensus(n));
+    }
+    net.nodes
+        .get_mut(&names[0])
+        .expect("first peer exists")
+        .alloc
+        .prime();
+    net.collect(names[0]);
+    for round in 1..=max_rounds {
+        net.round(false);
+        if net.nodes.values().all(|p| p.alloc.has_ring()) && net.converged() {
+            let owners = net.nodes[&names[0]].alloc.ring().peers().len();
+            return Ok(Convergence {
+                peers: n,
+                rounds: round,
+                messages: net.delivered,
+                owners,
+            });
+        }
+    }
+    Err(format!("{n} peers did not converge in {max_rounds} rounds"))
+}
