@@ -123,6 +123,17 @@ impl Netlink {
             .with_context(|| format!("set link {index} up"))
     }
 
+    /// `ip link set dev INDEX address MAC` (the link should be down).
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.set_link(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .await
+        .with_context(|| format!("set link {index} address {}", format_mac(&mac)))
+    }
+
     /// `ip link set dev INDEX down`.
     pub async fn set_down(&self, index: u32) -> Result<()> {
         self.set_link(LinkUnspec::new_with_index(index).down().build())

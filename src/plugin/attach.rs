@@ -59,44 +59,73 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("{}{:07x}", crate::HOST_VETH_PREFIX, hash & 0x0fff_ffff)
 }
 
+/// The part of an attachment that does not depend on the address.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRequest<'a> {
+    pub host_veth: &'a str,
+    pub ifname: &'a str,
+    pub mtu: u32,
+    pub bridge_index: u32,
+    pub hairpin: bool,
+}
+
+impl<'a> AttachRequest<'a> {
+    pub fn link(&self) -> LinkRequest<'a> {
+        LinkRequest {
+            host_veth: self.host_veth,
+            ifname: self.ifname,
+            mtu: self.mtu,
+            bridge_index: self.bridge_index,
+            hairpin: self.hairpin,
+        }
+    }
+}
+
+/// The outcome of [`prepare`]: the interface, created now or found from an earlier ADD.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The container interface when it already existed (a repeated ADD).
+    existing: Option<LinkInfo>,
+    /// The host end's index when the veth was created now.
+    host_index: Option<u32>,
+}
+
+impl Prepared {
+    pub fn created(&self) -> bool {
+        self.host_index.is_some()
+    }
+}
+
 /// Creates (unless `ifname` already exists in the container) and configures the interface.
 /// On failure, a veth created here is deleted again.
 pub async fn attach(sides: &Sides<'_>, req: &AttachRequest<'_>) -> Result<Attached> {
-    let existing = sides.container.link(req.ifname).await?;
-    let created = existing.is_none();
-    let host_index = if created {
-        let index = sides
-            .host
-            .create_veth_into(
-                req.host_veth,
-                req.ifname,
-                req.mtu,
-                Some(req.bridge_index),
-                sides.container_ns,
-                Some(mac_for_ip(req.address.addr())),
-            )
-            .await?;
-        Some(index)
-    } else {
-        None
-    };
-    let result = configure(sides, req, existing, host_index).await;
-    if result.is_err() && created {
-        if let Err(e) = sides.host.delete_link(req.host_veth).await {
-            tracing::warn!("{e}");
-        }
-    }
-    result
+    let prepared = prepare(sides, &req.link()).await?;
+    finish(sides, req, prepared).await
 }
 
-async fn configure(
-    sides: &Sides<'_>,
-    req: &AttachRequest<'_>,
-    existing: Option<LinkInfo>,
-    host_index: Option<u32>,
-) -> Result<Attached> {
-    let created = host_index.is_some();
-    if let Some(index) = host_index {
+/// Phase one, which needs no address and so can run while the router allocates: the veth
+/// (unless `ifname` already exists), hairpin and sysctls. A veth it created is deleted again
+/// if a later step fails.
+pub async fn prepare(sides: &Sides<'_>, req: &LinkRequest<'_>) -> Result<Prepared> {
+    let existing = sides.container.link(req.ifname).await?;
+    if existing.is_some() {
+        return Ok(Prepared {
+            existing,
+            host_index: None,
+        });
+    }
+    let index = sides
+        .host
+        .create_veth_into(
+            req.host_veth,
+            req.ifname,
+            req.mtu,
+            Some(req.bridge_index),
+            sides.container_ns,
+            None,
+        )
+        .await?;
+    let configured = async {
         // The host end was created up.
         if req.hairpin {
             sides.host.set_hairpin(index, true).await?;
@@ -104,8 +133,53 @@ async fn configure(
         sides
             .host_ns
             .write_sysctl(&format!("net/ipv6/conf/{}/accept_ra", req.host_veth), "0")?;
-        sides.container_ns.run(|| container_sysctls(req.ifname))??;
+        sides.container_ns.run(|| container_sysctls(req.ifname))?
     }
+    .await;
+    match configured {
+        Ok(()) => Ok(Prepared {
+            existing: None,
+            host_index: Some(index),
+        }),
+        Err(e) => {
+            undo_prepare(sides, req.host_veth).await;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes the veth [`prepare`] created (best effort: the original error is what counts).
+pub async fn undo_prepare(sides: &Sides<'_>, host_veth: &str) {
+    if let Err(e) = sides.host.delete_link(host_veth).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Phase two: MAC (derived from the address), address, link up, routes. Deletes a veth
+/// that [`prepare`] created if a step fails.
+pub async fn finish(
+    sides: &Sides<'_>,
+    req: &AttachRequest<'_>,
+    prepared: Prepared,
+) -> Result<Attached> {
+    let created = prepared.created();
+    let result = configure(sides, req, prepared).await;
+    if result.is_err() && created {
+        undo_prepare(sides, req.host_veth).await;
+    }
+    result
+}
+
+async fn configure(
+    sides: &Sides<'_>,
+    req: &AttachRequest<'_>,
+    prepared: Prepared,
+) -> Result<Attached> {
+    let Prepared {
+        existing,
+        host_index,
+    } = prepared;
+    let created = host_index.is_some();
     let mut link = match existing {
         Some(l) => l,
         None => sides.container.link(req.ifname).await?.ok_or_else(|| {
@@ -115,6 +189,11 @@ async fn configure(
             )
         })?,
     };
+    if created {
+        let mac = mac_for_ip(req.address.addr());
+        sides.container.set_mac(link.index, mac).await?;
+        link.mac = mac;
+    }
     sides.container.add_address(link.index, req.address).await?;
     if !link.up {
         // No gratuitous ARP: the MAC is derived from the address, so no neighbour cache can
