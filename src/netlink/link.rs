@@ -96,6 +96,11 @@ impl Netlink {
                 .with_context(what)?;
         }
         self.set_mtu(bridge.index, mtu).await.with_context(what)?;
+        // Likewise the MAC: unless set explicitly, a bridge takes the lowest MAC of its ports,
+        // so attaching a container could change the gateway's MAC under every other one.
+        self.set_mac(bridge.index, bridge.mac)
+            .await
+            .with_context(what)?;
         if !bridge.up {
             self.set_up(bridge.index).await?;
         }

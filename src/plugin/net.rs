@@ -10,7 +10,7 @@ use crate::cni::{
     AddResult, CmdArgs, CniPlugin, Command, GcAttachment, Interface, IpConfig, NetConf, Route,
 };
 use crate::error::ErrorList;
-use crate::netlink::{format_mac, LinkInfo, Netlink};
+use crate::netlink::{format_mac, Netlink};
 use crate::netns::NetNs;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
@@ -90,9 +90,7 @@ impl WeaveNet {
     /// container's subnet (else its first), or a freshly allocated and exposed one.
     fn gateway(
         &self,
-        rt: &tokio::runtime::Runtime,
-        host: &Netlink,
-        bridge: &LinkInfo,
+        addrs: &[Ipv4Net],
         alloc: &Allocation,
         args: &CmdArgs,
         conf: &NetConf,
@@ -100,7 +98,6 @@ impl WeaveNet {
         if alloc.gateway.is_some() || alloc.routes.as_ref().is_some_and(|r| !r.is_empty()) {
             return Ok(alloc.gateway);
         }
-        let addrs = rt.block_on(host.addresses_v4(bridge.index))?;
         let inside = addrs.iter().find(|a| alloc.address.contains(&a.addr()));
         if let Some(a) = inside.or(addrs.first()) {
             return Ok(Some(a.addr()));
@@ -127,20 +124,16 @@ impl WeaveNet {
     /// With the built-in IPAM the need for a gateway is known before allocating: when the
     /// bridge has no address yet, expose it first, so that it gets the lowest address of the
     /// subnet (the `.1` users expect, as after `weave expose`), not the container.
+    /// Returns the address it put on the bridge, if it did.
     fn expose_bridge_first(
         &self,
-        rt: &tokio::runtime::Runtime,
-        host: &Netlink,
-        bridge: &LinkInfo,
+        bridge_addrs: &[Ipv4Net],
         conf: &NetConf,
-    ) -> Result<()> {
+    ) -> Result<Option<Ipv4Net>> {
         let needs_gateway =
             conf.ipam.gateway.is_none() && conf.ipam.routes.as_ref().is_none_or(|r| r.is_empty());
-        if !conf.ipam.ipam_type.is_empty() || !needs_gateway {
-            return Ok(());
-        }
-        if !rt.block_on(host.addresses_v4(bridge.index))?.is_empty() {
-            return Ok(());
+        if !conf.ipam.ipam_type.is_empty() || !needs_gateway || !bridge_addrs.is_empty() {
+            return Ok(None);
         }
         let cidr = self
             .client
@@ -148,7 +141,8 @@ impl WeaveNet {
             .context("allocate IP address for bridge")?;
         self.client
             .expose(cidr, false)
-            .with_context(|| format!("expose bridge {:?}", conf.bridge))
+            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
+        Ok(Some(cidr))
     }
 
     /// Best-effort undo of a failed ADD; the original error is what the runtime sees.
@@ -233,7 +227,6 @@ impl CniPlugin for WeaveNet {
         let bridge = rt
             .block_on(host.link(&conf.bridge))?
             .ok_or_else(|| bridge_missing(&conf.bridge))?;
-        let preexisting = rt.block_on(container.link(&args.ifname))?.is_some();
         if !conf.port_mappings.is_empty()
             || conf
                 .mesos
@@ -244,7 +237,10 @@ impl CniPlugin for WeaveNet {
             tracing::warn!("port mappings are ignored by weave-net; chain the portmap plugin");
         }
 
-        self.expose_bridge_first(&rt, &host, &bridge, conf)?;
+        let mut bridge_addrs = rt.block_on(host.addresses_v4(bridge.index))?;
+        self.expose_bridge_first(&bridge_addrs, conf)?
+            .into_iter()
+            .for_each(|a| bridge_addrs.push(a));
         let id = ipam_id(&args.container_id, &args.ifname);
         let host_veth = host_veth_name(&args.container_id, &args.ifname);
         let netns_str = netns_path.display().to_string();
@@ -294,16 +290,16 @@ impl CniPlugin for WeaveNet {
                 return Err(e);
             }
             (Ok(_), Err(e)) => {
-                // prepare removed what it made; give the address back.
-                if !preexisting {
-                    self.undo(&rt, &host, args, conf, &id);
-                }
+                // prepare removed what it made (it fails only while creating); give the
+                // address back.
+                self.undo(&rt, &host, args, conf, &id);
                 return Err(e);
             }
         };
+        let preexisting = !prepared.created();
         let delegated = !conf.ipam.ipam_type.is_empty();
         let attached = (|| {
-            let gateway = self.gateway(&rt, &host, &bridge, &alloc, args, conf)?;
+            let gateway = self.gateway(&bridge_addrs, &alloc, args, conf)?;
             let req = AttachRequest {
                 host_veth: &host_veth,
                 ifname: &args.ifname,
