@@ -29,6 +29,9 @@ pub struct LaunchArgs {
     /// Subnet allocations come from when none is asked for.
     #[arg(long)]
     pub ipalloc_default_subnet: Option<String>,
+    /// How the allocation ring is formed: `consensus[=N]`, `seed=<peer names>`, `observer`.
+    #[arg(long)]
+    pub ipalloc_init: Option<String>,
     /// Read-only status address.
     #[arg(long)]
     pub status_addr: Option<String>,
@@ -76,6 +79,7 @@ impl LaunchArgs {
             "ipalloc-default-subnet",
             self.ipalloc_default_subnet.clone(),
         );
+        flag("ipalloc-init", self.ipalloc_init.clone());
         flag("status-addr", self.status_addr.clone());
         flag("mtu", self.mtu.map(|m| m.to_string()));
         flag("port", self.port.map(|p| p.to_string()));
@@ -314,6 +318,8 @@ mod tests {
             "10.40.0.0/16",
             "--mtu",
             "1400",
+            "--ipalloc-init",
+            "observer",
             "--nickname",
             "h1",
             "10.0.0.2",
@@ -329,6 +335,7 @@ mod tests {
             [
                 "--nickname=h1",
                 "--ipalloc-range=10.40.0.0/16",
+                "--ipalloc-init=observer",
                 "--mtu=1400",
                 "10.0.0.2",
                 "10.0.0.3:6783"
