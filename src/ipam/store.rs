@@ -5,7 +5,6 @@
 //! - `peername`: our MAC-like peer name;
 //! - `targets.json`: connect targets (CNI attachments live in `ipam.json`).
 
-use super::Ipam;
 use crate::api::Attachment;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
@@ -164,32 +163,6 @@ impl DataDir {
         }
     }
 
-    /// Persists the whole allocation state (one atomic write).
-    pub fn save_ipam<'a>(
-        &self,
-        peername: &str,
-        ipam: &Ipam,
-        attachments: impl IntoIterator<Item = &'a Attachment>,
-    ) -> Result<()> {
-        #[derive(Serialize)]
-        struct Borrowed<'a> {
-            version: u32,
-            peername: &'a str,
-            range: Ipv4Net,
-            owned: &'a BTreeMap<String, Vec<Ipv4Net>>,
-            attachments: Vec<&'a Attachment>,
-        }
-        let doc = Borrowed {
-            version: IPAM_FILE_VERSION,
-            peername,
-            range: ipam.universe(),
-            owned: ipam.owned(),
-            attachments: attachments.into_iter().collect(),
-        };
-        let bytes = serde_json::to_vec(&doc).context("encode ipam state")?;
-        write_atomic(&self.ipam_path(), &bytes).context("save ipam state")
-    }
-
     /// Encodes the whole multi-host IPAM state: every id's CIDRs (including claims outside
     /// the range), the allocator's own state and the attachments.
     pub fn encode_ipam(
@@ -206,9 +179,11 @@ impl DataDir {
             range: Ipv4Net,
             owned: &'a Owned,
             attachments: &'a [&'a Attachment],
-            allocator: serde_json::Value,
+            allocator: &'a serde_json::value::RawValue,
         }
-        let allocator = serde_json::from_slice(allocator).context("decode allocator state")?;
+        // Embedded as is (checked, not re-parsed into a tree): this runs on every allocation.
+        let allocator: &serde_json::value::RawValue =
+            serde_json::from_slice(allocator).context("decode allocator state")?;
         let doc = Borrowed {
             version: IPAM_FILE_VERSION,
             peername,
@@ -283,9 +258,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dd = DataDir::open(tmp.path().join("d")).unwrap();
         let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
-        let mut ipam = Ipam::new(range, range).unwrap();
-        ipam.allocate("c1", range).unwrap();
-        ipam.claim("_", "10.32.9.9/12".parse().unwrap()).unwrap();
+        let mut owned = Owned::new();
+        owned.insert("c1".into(), vec!["10.32.0.1/12".parse().unwrap()]);
+        owned.insert("10.32.9.9".into(), vec!["10.32.9.9/12".parse().unwrap()]);
         let att = Attachment {
             container_id: "c1".into(),
             ifname: "eth0".into(),
@@ -295,9 +270,11 @@ mod tests {
             netns: "/var/run/netns/x".into(),
             ipam_id: "c1".into(),
         };
-        dd.save_ipam("02:00:00:00:00:01", &ipam, [&att]).unwrap();
+        let bytes =
+            DataDir::encode_ipam("02:00:00:00:00:01", range, &owned, b"{}", &[&att]).unwrap();
+        dd.write_ipam(&bytes).unwrap();
         let (p, why) = dd.load_ipam("02:00:00:00:00:01", range).unwrap();
-        assert_eq!(&p.owned, ipam.owned());
+        assert_eq!(p.owned, owned);
         assert_eq!(p.attachments, vec![att]);
         assert!(why.is_none());
         let (p, why) = dd.load_ipam("02:00:00:00:00:02", range).unwrap();
@@ -321,10 +298,7 @@ mod tests {
         let dd = DataDir::open(tmp.path()).unwrap();
         // A non-empty directory where the file should be makes the rename fail.
         fs::create_dir_all(dd.ipam_path().join("x")).unwrap();
-        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
-        let e = dd
-            .save_ipam("02:00:00:00:00:01", &Ipam::new(range, range).unwrap(), [])
-            .unwrap_err();
+        let e = dd.write_ipam(b"{}").unwrap_err();
         assert!(
             e.to_string().starts_with("save ipam state: rename to"),
             "{e}"
