@@ -6,109 +6,22 @@
 //!
 //! Usage: cargo bench --bench cni_latency -- [--iterations N] [--json FILE]
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+mod common;
+
+use common::{call, cni_env as env, stats, Ns, REF_DIR};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const REF_DIR: &str = "/usr/lib/cni";
-
-struct Ns(String);
-
-impl Ns {
-    fn new(name: String) -> Ns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", &name]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Ns(name)
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("spawn");
-    assert!(st.success(), "{args:?} failed");
-}
-
-/// Runs a plugin in the host namespace (setns before exec, like a runtime living there)
-/// and returns its wall time from spawn to exit.
-fn call(host: &OwnedFd, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
-    let fd = host.as_raw_fd();
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{bin} {env:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
-}
-
-fn env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", id),
-        ("CNI_NETNS", netns),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", REF_DIR),
-    ]
+/// Wall time of one plugin run, from spawn to exit.
+fn timed(host: &OwnedFd, bin: &str, env: &[(&str, &str)], stdin: &str) -> Duration {
+    call(host, bin, env, stdin).1
 }
 
 #[derive(Default)]
 struct Series {
     add: Vec<f64>,
     del: Vec<f64>,
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
-    (q(0.5), q(0.1), q(0.9))
 }
 
 fn main() {
@@ -188,10 +101,10 @@ fn main() {
     {
         let c = Ns::new(format!("wvb-warm-{}", std::process::id()));
         let p = c.path();
-        call(&host_fd, weave_net, &env("ADD", "warm", &p), &ours);
-        call(&host_fd, weave_net, &env("DEL", "warm", &p), &ours);
-        call(&host_fd, &bridge_bin, &env("ADD", "warm", &p), &plain);
-        call(&host_fd, &bridge_bin, &env("DEL", "warm", &p), &plain);
+        timed(&host_fd, weave_net, &env("ADD", "warm", &p), &ours);
+        timed(&host_fd, weave_net, &env("DEL", "warm", &p), &ours);
+        timed(&host_fd, &bridge_bin, &env("ADD", "warm", &p), &plain);
+        timed(&host_fd, &bridge_bin, &env("DEL", "warm", &p), &plain);
     }
     for i in 0..n {
         // One fresh container namespace per variant per iteration; variants interleaved.
@@ -203,35 +116,35 @@ fn main() {
             let p = cs[k].path();
             let (add, del) = match *name {
                 "weave-net" => (
-                    call(&host_fd, weave_net, &env("ADD", &id, &p), &ours),
-                    call(&host_fd, weave_net, &env("DEL", &id, &p), &ours),
+                    timed(&host_fd, weave_net, &env("ADD", &id, &p), &ours),
+                    timed(&host_fd, weave_net, &env("DEL", &id, &p), &ours),
                 ),
                 "bridge+host-local" => (
-                    call(&host_fd, &bridge_bin, &env("ADD", &id, &p), &plain),
-                    call(&host_fd, &bridge_bin, &env("DEL", &id, &p), &plain),
+                    timed(&host_fd, &bridge_bin, &env("ADD", &id, &p), &plain),
+                    timed(&host_fd, &bridge_bin, &env("DEL", &id, &p), &plain),
                 ),
                 "bridge+host-local+ipMasq" => (
-                    call(&host_fd, &bridge_bin, &env("ADD", &id, &p), &masq),
-                    call(&host_fd, &bridge_bin, &env("DEL", &id, &p), &masq),
+                    timed(&host_fd, &bridge_bin, &env("ADD", &id, &p), &masq),
+                    timed(&host_fd, &bridge_bin, &env("DEL", &id, &p), &masq),
                 ),
                 "bridge+host-local+portmap" => {
                     let t0 = Instant::now();
-                    let out = run_capture(&host_fd, &bridge_bin, &env("ADD", &id, &p), &plain);
+                    let out = call(&host_fd, &bridge_bin, &env("ADD", &id, &p), &plain).0;
                     let pm = serde_json::json!({"cniVersion":"1.0.0","name":"refnet","type":"portmap",
                         "capabilities":{"portMappings":true},"snat":true,
                         "runtimeConfig":{"portMappings":[{"hostPort":20000 + i as u16,"containerPort":80,"protocol":"tcp"}]},
                         "prevResult": serde_json::from_str::<serde_json::Value>(&out).unwrap()})
                     .to_string();
-                    call(&host_fd, &portmap_bin, &env("ADD", &id, &p), &pm);
+                    timed(&host_fd, &portmap_bin, &env("ADD", &id, &p), &pm);
                     let add = t0.elapsed();
                     let t1 = Instant::now();
-                    call(&host_fd, &portmap_bin, &env("DEL", &id, &p), &pm);
-                    call(&host_fd, &bridge_bin, &env("DEL", &id, &p), &plain);
+                    timed(&host_fd, &portmap_bin, &env("DEL", &id, &p), &pm);
+                    timed(&host_fd, &bridge_bin, &env("DEL", &id, &p), &plain);
                     (add, t1.elapsed())
                 }
                 _ => (
-                    call(&host_fd, &lo_bin, &env("ADD", &id, &p), lo),
-                    call(&host_fd, &lo_bin, &env("DEL", &id, &p), lo),
+                    timed(&host_fd, &lo_bin, &env("ADD", &id, &p), lo),
+                    timed(&host_fd, &lo_bin, &env("DEL", &id, &p), lo),
                 ),
             };
             series[k].add.push(add.as_secs_f64() * 1e3);
@@ -271,37 +184,4 @@ fn main() {
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("JSON written to {path}");
     }
-}
-
-fn run_capture(host: &OwnedFd, bin: &str, env: &[(&str, &str)], stdin: &str) -> String {
-    let fd = host.as_raw_fd();
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied());
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{bin}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
