@@ -223,9 +223,24 @@ fn expose_and_hide_change_bridge_and_iptables() {
         "one copy of each rule:\n{nat_rules}"
     );
 
+    // Container-to-container traffic skips conntrack; the bridge's own address does not.
+    ns.sh("iptables -w -t raw -C PREROUTING -i weave -j WEAVE-NOTRACK");
+    let notrack = ns.sh("iptables -w -t raw -S WEAVE-NOTRACK");
+    let lines: Vec<&str> = notrack.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "-A WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN",
+            "-A WEAVE-NOTRACK -s 10.32.0.0/12 -d 10.32.0.0/12 -j CT --notrack",
+        ],
+        "{notrack}"
+    );
+
     expect(&r, "DELETE", "/expose/10.32.0.1/12", None, 204, "");
     assert!(ns.addrs("weave").is_empty());
     assert_ne!(ns.try_sh(masq).0, 0, "rule still there");
+    let keep_tracked = "iptables -w -t raw -C WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN";
+    assert_ne!(ns.try_sh(keep_tracked).0, 0, "RETURN still there");
 
     expect(
         &r,

@@ -7,7 +7,7 @@
 use crate::{Error, ErrorKind, Result};
 use std::process::Command;
 
-const TABLES: [&str; 2] = ["filter", "nat"];
+const TABLES: [&str; 3] = ["filter", "nat", "raw"];
 /// The router's control port, whose INPUT protection rule names no Weave chain.
 const CONTROL_PORT_MATCH: &str = "--dport 6784";
 

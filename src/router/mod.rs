@@ -244,7 +244,8 @@ impl Router {
             .http_addr
             .filter(|a| a.ip().is_loopback())
             .map(|a| a.port());
-        blocking(move || iptables::configure_base(protect))
+        let range = config.ipalloc_range;
+        blocking(move || iptables::configure_base(protect, range))
             .await
             .context("configure iptables")?;
 

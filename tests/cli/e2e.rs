@@ -305,7 +305,7 @@ fn reset_removes_bridge_veths_rules_and_state() {
     assert!(gone(pid), "router still running after reset");
     assert!(!host.link_exists("weave"), "bridge left");
     assert!(!host.link_exists("vethwepl1234567"), "container veth left");
-    for table in ["filter", "nat"] {
+    for table in ["filter", "nat", "raw"] {
         let rules = host.sh(&["iptables", "-w", "-t", table, "-S"]);
         assert!(
             !rules.to_lowercase().contains("weave"),
