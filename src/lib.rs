@@ -5,8 +5,8 @@
 //! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env dispatch.
 //! - [`netlink`] and [`netns`]: the only code that touches the kernel or calls `setns`.
 //! - [`ipam`]: pure address allocation and its on-disk store.
-//! - [`mesh`]: the peer mesh (multi-host; grows in the multi-host issue).
-//! - [`router`]: the `weaver` daemon: bridge, IPAM actor, expose/NAT, HTTP API.
+//! - [`mesh`]: the peer mesh over TCP 6783 (handshake, Noise encryption, topology, gossip).
+//! - [`router`]: the `weaver` daemon: bridge, VXLAN data plane, IPAM actor, expose/NAT.
 //! - [`api`]: the router's HTTP server and the typed client the plugins and the CLI use.
 //! - [`cli`]: the `weave` command.
 //!

@@ -4,59 +4,34 @@
 use ipnet::Ipv4Net;
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 use weave::netlink::{Netlink, RouteInfo};
 use weave::netns::NetNs;
 use weave::ErrorKind;
 
-/// A namespace made with `ip netns add`, deleted on drop (also when the test panics).
+mod common;
+
+/// A `wvt-` namespace from the shared fixture (deleted on drop, also on panic) with a
+/// handle for the crate's netns/netlink code.
 struct TestNs {
-    name: String,
+    base: common::Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("wvt-nl-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
-        let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
-        TestNs { name, ns }
+        let base = common::Netns::new(&format!("nl-{tag}"));
+        let ns = NetNs::open(base.path()).unwrap();
+        TestNs { base, ns }
     }
 
     fn netlink(&self) -> Netlink {
         Netlink::open_in(&self.ns).unwrap()
     }
 
-    /// Runs a shell command inside the namespace (with its own /sys) and returns stdout.
+    /// Runs a shell command inside the namespace (with its own /sys); trimmed stdout.
     fn exec(&self, cmd: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        self.base.sh(cmd).trim().to_string()
     }
 }
 

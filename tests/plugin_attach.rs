@@ -4,8 +4,6 @@
 use ipnet::Ipv4Net;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use weave::cni::Route;
 use weave::netlink::{format_mac, Netlink, RouteInfo};
@@ -13,9 +11,12 @@ use weave::netns::NetNs;
 use weave::plugin::{attach, detach, host_veth_name, AttachRequest, Sides};
 use weave::ErrorKind;
 
-/// A namespace made with `ip netns add`, deleted on drop (also when the test panics).
+mod common;
+
+/// A `wvt-` namespace from the shared fixture (deleted on drop, also on panic) with a
+/// handle and a netlink connection for the crate's code.
 struct TestNs {
-    name: String,
+    base: common::Netns,
     ns: NetNs,
     nl: Netlink,
 }
@@ -23,49 +24,19 @@ struct TestNs {
 impl TestNs {
     /// Must be called inside the test's runtime (the netlink connection is spawned on it).
     fn new(tag: &str) -> TestNs {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("wvt-pa-{tag}{n}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success());
-        let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
+        let base = common::Netns::new(&format!("pa-{tag}"));
+        let ns = NetNs::open(base.path()).unwrap();
         let nl = Netlink::open_in(&ns).unwrap();
-        TestNs { name, ns, nl }
+        TestNs { base, ns, nl }
     }
 
+    /// Runs a shell command inside the namespace; trimmed stdout.
     fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        self.base.sh(cmd).trim().to_string()
     }
 
     fn links(&self) -> Vec<String> {
-        self.sh("ls /sys/class/net")
-            .split_whitespace()
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        self.base.links()
     }
 }
 
