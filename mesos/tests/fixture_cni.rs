@@ -8,10 +8,12 @@
 //! Needs root, a built fixture, and the root crate's binaries next to this test's target
 //! dir: `cargo build --bins && cargo test -p weave-mesos --features mesos-fixture-tests`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{bin, fixture_script, run, secs, task, weave_setup};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weave_mesos::driver::{parse_resources, AgentChoice, Driver, TaskSpec};
+use weave_mesos::driver::{AgentChoice, Driver};
 use weave_mesos::http::{self, Connector, Request, Url};
 use weave_mesos::operator::{task_ips, OperatorClient};
 use weave_mesos::proto::v1::TaskState;
@@ -19,47 +21,6 @@ use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 const IP: &str = "192.0.2.1";
 const MASTER: &str = "192.0.2.1:5050";
-
-fn fixture_script() -> PathBuf {
-    std::env::var_os("MESOS_FIXTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture")
-        })
-        .join("mesos-fixture")
-}
-
-/// The root crate's binaries (`weave`, `weaver`, `weave-net`) in this test's target dir.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: run `cargo build --bins` first",
-        p.display()
-    );
-    p
-}
-
-fn run(secs: u64, cmd: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .args(cmd)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
 
 /// The simulated host and everything in it; torn down on drop, even after a panic.
 struct Host {
@@ -216,21 +177,6 @@ impl Drop for Host {
     }
 }
 
-fn task(name: &str, command: &str, agent: AgentChoice) -> TaskSpec {
-    TaskSpec {
-        name: name.to_string(),
-        command: command.to_string(),
-        shell: true,
-        networks: vec!["weave".to_string()],
-        resources: parse_resources("cpus:0.1;mem:32").unwrap(),
-        agent,
-    }
-}
-
-fn secs(n: u64) -> Instant {
-    Instant::now() + Duration::from_secs(n)
-}
-
 #[test]
 #[cfg_attr(
     not(feature = "mesos-fixture-tests"),
@@ -241,19 +187,7 @@ fn weave_under_a_real_mesos_agent() {
     host.start_router();
 
     // `weave setup` output is the agent's only CNI config.
-    let out = Command::new(bin("weave"))
-        .args(["setup", "--cni-bin-dir"])
-        .arg(host.bin_dir.path())
-        .arg("--cni-conf-dir")
-        .arg(host.conf_dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let confs: Vec<String> = std::fs::read_dir(host.conf_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(confs, ["10-weave.conflist"]);
+    weave_setup(host.bin_dir.path(), host.conf_dir.path());
 
     let name1 = format!("wvt-mh-{}-a", std::process::id());
     let name2 = format!("wvt-mh-{}-b", std::process::id());

@@ -1,0 +1,332 @@
+//! N simulated hosts for the real Mesos fixture: namespaces `wvt-mm<k>-<pid>` whose `ul0`
+//! veths (198.18.0.k/24) hang off one bridge in `wvt-mmul-<pid>`. Each host runs its own
+//! `weaver` (meshed with the others, own data dir) and, once started, one agent-only fixture
+//! instance whose only CNI config is `weave setup` output; host 1 also runs a master-only
+//! instance. Everything (instances, routers, namespaces) is removed on drop, even after a
+//! panic.
+
+use super::{bin, fixture_script, router_get, run, try_run, weave_setup};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weave_mesos::http::Connector;
+use weave_mesos::operator::OperatorClient;
+
+pub const MASTER_PORT: u16 = 5050;
+pub const AGENT_PORT: u16 = 5051;
+
+/// Host k's underlay address.
+pub fn underlay_ip(k: usize) -> String {
+    format!("198.18.0.{k}")
+}
+
+/// One simulated host.
+pub struct Host {
+    pub k: usize,
+    pub netns: String,
+    pub ip: String,
+    /// Fixture instance name of this host's agent.
+    pub agent: String,
+    pub datadir: tempfile::TempDir,
+    pub bin_dir: tempfile::TempDir,
+    pub conf_dir: tempfile::TempDir,
+    router: Option<Child>,
+    peers: Vec<String>,
+}
+
+impl Host {
+    /// Starts `weaver` here as `weave launch <peers>` would (fixed peer name, so a restart
+    /// with the same data dir is the same peer); waits until its API answers.
+    pub fn start_router(&mut self) {
+        assert!(self.router.is_none(), "router on host {} runs", self.k);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.datadir.path().join("weaver.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(bin("weaver"))
+            .arg("--datadir")
+            .arg(self.datadir.path())
+            .args(["--name", &format!("02:00:00:00:4d:{:02x}", self.k)])
+            .args(["--nickname", &format!("mm{}", self.k), "--fast-mesh-timers"])
+            .args(&self.peers)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.router = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.get("/status").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "router on host {} silent",
+                self.k
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the router (SIGKILL: no goodbye to the mesh, state stays in the data dir).
+    pub fn stop_router(&mut self) {
+        if let Some(mut r) = self.router.take() {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+    }
+
+    /// The router's answer to a GET, when it answers 200.
+    pub fn get(&self, path: &str) -> Option<String> {
+        router_get(&self.netns, path).and_then(|(s, b)| (s == 200).then_some(b))
+    }
+
+    /// The CIDRs the router says `id` owns (`GET /ip/<id>`), empty if none.
+    pub fn owned_by(&self, id: &str) -> String {
+        let (status, body) = router_get(&self.netns, &format!("/ip/{id}"))
+            .unwrap_or_else(|| panic!("router on host {} silent", self.k));
+        match status {
+            200 => body.trim().to_string(),
+            404 => String::new(),
+            s => panic!("GET /ip/{id} on host {}: {s} {body}", self.k),
+        }
+    }
+
+    /// Host-side weave veths (`vethwepl*`) in this host.
+    pub fn weave_veths(&self) -> Vec<String> {
+        run(10, &["ip", "-n", &self.netns, "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("vethwepl"))
+            .collect()
+    }
+
+    /// PID of this host's agent process, from the fixture's run dir.
+    pub fn agent_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(run_dir(&self.agent).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// This host's agent log (the current instance's).
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(run_dir(&self.agent).join("mesos.log")).unwrap_or_default()
+    }
+
+    /// The tail of this host's agent log (for failure messages).
+    pub fn agent_log_tail(&self, lines: usize) -> String {
+        let log = self.agent_log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+fn run_dir(instance: &str) -> PathBuf {
+    std::env::var_os("MESOS_FIXTURE_RUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/mesos-fixture"))
+        .join(instance)
+}
+
+/// The hosts, the underlay, and the master instance. Drop stops agents, master, routers,
+/// then deletes the namespaces.
+pub struct Hosts {
+    pub hosts: Vec<Host>,
+    pub master_instance: String,
+    underlay: String,
+    started: Vec<String>,
+}
+
+impl Hosts {
+    /// `n` hosts on the underlay, each with a running router meshed with the others and
+    /// `weave setup` output in its CNI dirs. No Mesos yet.
+    pub fn new(n: usize) -> Hosts {
+        let pid = std::process::id();
+        let underlay = format!("wvt-mmul-{pid}");
+        let mut hs = Hosts {
+            hosts: Vec::new(),
+            master_instance: format!("wvt-mm-{pid}-m"),
+            underlay: underlay.clone(),
+            started: Vec::new(),
+        };
+        run(10, &["ip", "netns", "add", &underlay]);
+        let ul = |cmd: &str| {
+            let mut args = vec!["ip", "-n", &underlay];
+            args.extend(cmd.split_whitespace());
+            run(10, &args);
+        };
+        ul("link add mmbr type bridge");
+        ul("link set mmbr up");
+        for k in 1..=n {
+            let netns = format!("wvt-mm{k}-{pid}");
+            let ip = underlay_ip(k);
+            run(10, &["ip", "netns", "add", &netns]);
+            let h = Host {
+                k,
+                netns: netns.clone(),
+                ip: ip.clone(),
+                agent: format!("wvt-mm-{pid}-a{k}"),
+                datadir: tempfile::tempdir().unwrap(),
+                bin_dir: tempfile::tempdir().unwrap(),
+                conf_dir: tempfile::tempdir().unwrap(),
+                router: None,
+                peers: (1..=n).filter(|j| *j != k).map(underlay_ip).collect(),
+            };
+            hs.hosts.push(h);
+            ul(&format!(
+                "link add mm{k} master mmbr type veth peer name ul0 netns {netns}"
+            ));
+            ul(&format!("link set mm{k} up"));
+            let hn = |cmd: &str| {
+                let mut args = vec!["ip", "-n", &netns];
+                args.extend(cmd.split_whitespace());
+                run(10, &args);
+            };
+            hn("link set lo up");
+            hn(&format!("addr add {ip}/24 dev ul0"));
+            hn("link set ul0 up");
+        }
+        for h in &mut hs.hosts {
+            weave_setup(h.bin_dir.path(), h.conf_dir.path());
+            h.start_router();
+        }
+        hs
+    }
+
+    pub fn host(&self, k: usize) -> &Host {
+        &self.hosts[k - 1]
+    }
+
+    pub fn host_mut(&mut self, k: usize) -> &mut Host {
+        &mut self.hosts[k - 1]
+    }
+
+    /// `host:port` of the master (host 1).
+    pub fn master(&self) -> String {
+        format!("{}:{MASTER_PORT}", underlay_ip(1))
+    }
+
+    /// A connector that reaches the master: from inside host 1.
+    pub fn connector(&self) -> Connector {
+        Connector::for_netns_name(&self.hosts[0].netns)
+    }
+
+    pub fn operator(&self) -> OperatorClient {
+        OperatorClient::new(&self.master())
+            .unwrap()
+            .with_timeout(Duration::from_secs(10))
+            .with_connector(self.connector())
+    }
+
+    /// The master-only instance on host 1.
+    pub fn start_master(&mut self) {
+        let script = fixture_script();
+        let (netns, ip) = (self.hosts[0].netns.clone(), self.hosts[0].ip.clone());
+        let name = self.master_instance.clone();
+        self.started.push(name.clone());
+        let port = MASTER_PORT.to_string();
+        run(
+            150,
+            &[
+                script.to_str().unwrap(),
+                "start",
+                "--name",
+                &name,
+                "--netns",
+                &netns,
+                "--ip",
+                &ip,
+                "--port",
+                &port,
+                "--no-agent",
+            ],
+        );
+    }
+
+    /// Host k's agent-only instance, joined to the master; returns when the master lists it.
+    pub fn start_agent(&mut self, k: usize) {
+        let master = self.master();
+        let h = &self.hosts[k - 1];
+        let script = fixture_script();
+        let port = AGENT_PORT.to_string();
+        let args = [
+            script.to_str().unwrap(),
+            "start",
+            "--name",
+            &h.agent,
+            "--netns",
+            &h.netns,
+            "--ip",
+            &h.ip,
+            "--port",
+            &port,
+            "--cni-conf-dir",
+            h.conf_dir.path().to_str().unwrap(),
+            "--cni-plugins-dir",
+            h.bin_dir.path().to_str().unwrap(),
+            "--join",
+            &master,
+        ];
+        if !self.started.contains(&h.agent) {
+            self.started.push(h.agent.clone());
+        }
+        run(150, &args);
+    }
+
+    /// SIGKILLs host k's agent process (containers stay) and waits until it is gone.
+    pub fn kill_agent(&mut self, k: usize) -> i32 {
+        let h = &self.hosts[k - 1];
+        let pid = h.agent_pid().expect("agent pid");
+        run(5, &["kill", "-KILL", &pid.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "agent {pid} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pid
+    }
+
+    /// Starts host k's agent again on the same work dir, as an operator restarting a
+    /// crashed agent would. The fixture's `start` cleans a stale instance of the same name
+    /// (killing its containers); forgetting its `meta` first keeps the containers, the
+    /// cgroups and the checkpoints for Mesos' own recovery.
+    pub fn restart_agent(&mut self, k: usize) {
+        let dir = run_dir(&self.hosts[k - 1].agent);
+        std::fs::remove_file(dir.join("meta")).unwrap();
+        let _ = std::fs::remove_file(dir.join("pid"));
+        self.start_agent(k);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let script = fixture_script();
+        // Agents first (they then kill their containers), the master last.
+        for name in self.started.iter().rev() {
+            let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
+            if !ok {
+                eprintln!("stop {name}: {text}");
+            }
+        }
+        for h in &mut self.hosts {
+            h.stop_router();
+        }
+        let all = self
+            .hosts
+            .iter()
+            .map(|h| h.netns.clone())
+            .chain([self.underlay.clone()]);
+        for ns in all {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Shared by the fixture tests: where the Mesos fixture and the root crate's binaries are,
+//! bounded command runs, the router's HTTP API inside a host namespace, task specs.
+//! [`hosts`] builds N simulated hosts on one underlay, each with a router and an agent.
+#![allow(dead_code)]
+
+pub mod hosts;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use weave_mesos::driver::{parse_resources, AgentChoice, TaskSpec};
+use weave_mesos::http::{self, Connector, Request, Url};
+
+/// `mesos-fixture` (env `MESOS_FIXTURE_DIR` or the shared checkout next to the project).
+pub fn fixture_script() -> PathBuf {
+    std::env::var_os("MESOS_FIXTURE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture")
+        })
+        .join("mesos-fixture")
+}
+
+/// The root crate's binaries (`weave`, `weaver`, `weave-net`) in this test's target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cmd` under `timeout secs`; panics with its output unless it succeeds.
+pub fn run(secs: u64, cmd: &[&str]) -> String {
+    let (ok, text) = try_run(secs, cmd);
+    assert!(ok, "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// Runs `cmd` under `timeout secs`: (success, stdout+stderr).
+pub fn try_run(secs: u64, cmd: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .args(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn secs(n: u64) -> Instant {
+    Instant::now() + Duration::from_secs(n)
+}
+
+/// A small shell task on the `weave` CNI network.
+pub fn task(name: &str, command: &str, agent: AgentChoice) -> TaskSpec {
+    TaskSpec {
+        name: name.to_string(),
+        command: command.to_string(),
+        shell: true,
+        networks: vec!["weave".to_string()],
+        resources: parse_resources("cpus:0.1;mem:32").unwrap(),
+        agent,
+    }
+}
+
+/// GET on the router API (127.0.0.1:6784) inside `netns`: `(status, body)`, or None when
+/// nothing answers.
+pub fn router_get(netns: &str, path: &str) -> Option<(u16, String)> {
+    let req = Request {
+        method: "GET",
+        url: Url::parse(&format!("http://127.0.0.1:6784{path}")).unwrap(),
+        headers: vec![],
+        body: vec![],
+    };
+    let conn = Connector::for_netns_name(netns);
+    let r = http::fetch(
+        &conn,
+        &req,
+        Instant::now() + Duration::from_secs(3),
+        1 << 20,
+    )
+    .ok()?;
+    Some((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
+}
+
+/// `weave setup --cni-bin-dir BIN --cni-conf-dir CONF`; asserts the one conflist it writes.
+pub fn weave_setup(bin_dir: &Path, conf_dir: &Path) {
+    let out = Command::new(bin("weave"))
+        .args(["setup", "--cni-bin-dir"])
+        .arg(bin_dir)
+        .arg("--cni-conf-dir")
+        .arg(conf_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let confs: Vec<String> = std::fs::read_dir(conf_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(confs, ["10-weave.conflist"]);
+}
