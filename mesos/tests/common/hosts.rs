@@ -103,6 +103,36 @@ impl Host {
             .collect()
     }
 
+    /// Wraps the installed `weave-net` in a script that appends one line per call to
+    /// [`Host::cni_calls`]: command, container, CNI_NETNS and the filesystem type there
+    /// (`nsfs` when it is a live namespace handle), exit code.
+    fn log_cni_calls(&self) {
+        let plugin = self.bin_dir.path().join("weave-net");
+        let real = self.bin_dir.path().join("weave-net.real");
+        std::fs::rename(&plugin, &real).unwrap();
+        let log = self.datadir.path().join("cni-calls.log");
+        let script = format!(
+            "#!/bin/sh\n\
+             fs=$(stat -f -c %T \"${{CNI_NETNS:-/nonexistent}}\" 2>/dev/null || echo missing)\n\
+             {real} \"$@\"; rc=$?\n\
+             echo \"$CNI_COMMAND $CNI_CONTAINERID netns=${{CNI_NETNS:-none}} fs=$fs rc=$rc\" >> {log}\n\
+             exit $rc\n",
+            real = real.display(),
+            log = log.display()
+        );
+        std::fs::write(&plugin, script).unwrap();
+        run(5, &["chmod", "755", plugin.to_str().unwrap()]);
+    }
+
+    /// The plugin calls logged so far, one line each (see `log_cni_calls`).
+    pub fn cni_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.datadir.path().join("cni-calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// PID of this host's agent process, from the fixture's run dir.
     pub fn agent_pid(&self) -> Option<i32> {
         std::fs::read_to_string(run_dir(&self.agent).join("pid"))
@@ -139,6 +169,8 @@ pub struct Hosts {
     pub master_instance: String,
     underlay: String,
     started: Vec<String>,
+    /// Container namespaces a test made itself (deleted on drop too).
+    extra_netns: Vec<String>,
 }
 
 impl Hosts {
@@ -152,6 +184,7 @@ impl Hosts {
             master_instance: format!("wvt-mm-{pid}-m"),
             underlay: underlay.clone(),
             started: Vec::new(),
+            extra_netns: Vec::new(),
         };
         run(10, &["ip", "netns", "add", &underlay]);
         let ul = |cmd: &str| {
@@ -192,6 +225,7 @@ impl Hosts {
         }
         for h in &mut hs.hosts {
             weave_setup(h.bin_dir.path(), h.conf_dir.path());
+            h.log_cni_calls();
             h.start_router();
         }
         hs
@@ -203,6 +237,14 @@ impl Hosts {
 
     pub fn host_mut(&mut self, k: usize) -> &mut Host {
         &mut self.hosts[k - 1]
+    }
+
+    /// A new empty namespace `wvt-mm<tag>-<pid>`, deleted on drop; returns its name.
+    pub fn add_netns(&mut self, tag: &str) -> String {
+        let name = format!("wvt-mm{tag}-{}", std::process::id());
+        run(10, &["ip", "netns", "add", &name]);
+        self.extra_netns.push(name.clone());
+        name
     }
 
     /// `host:port` of the master (host 1).
@@ -319,14 +361,16 @@ impl Drop for Hosts {
             .hosts
             .iter()
             .map(|h| h.netns.clone())
-            .chain([self.underlay.clone()]);
+            .chain(self.extra_netns.drain(..))
+            .chain([self.underlay.clone()])
+            .collect::<Vec<_>>();
         for ns in all {
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = Command::new("kill").args(["-9", pid]).status();
                 }
             }
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
     }
 }
