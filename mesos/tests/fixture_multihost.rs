@@ -5,7 +5,8 @@
 //! 1. a `weave` task per agent: Mesos reports its IP, that host's router owns it under the
 //!    task's ContainerID, the addresses are unique across hosts;
 //! 2. the harness's scenario (full 3 × 3 matrix + negative probe) through the real master,
-//!    with the VXLAN devices' packet counters showing the traffic crossed hosts;
+//!    across hosts: other hosts' container addresses route via the weave bridge, and the
+//!    `vxlan-6784` packet counters grow (printed);
 //! 3. DEL on task end frees each IP;
 //! 4. faults: (a) router down → TASK_FAILED with our error text, nothing leaked after the
 //!    router is back; (b) SIGKILL + restart of an agent with a running task: Mesos recovers
