@@ -101,15 +101,15 @@ fn remove_state_files(datadir: &Path) -> crate::Result<()> {
 mod tests {
     use super::iptables::plan_for;
 
-    /// The plugin's port-mapping chains, jumps and FORWARD rule all go with `weave reset`.
+    /// The plugin's port-mapping chains, jumps and FORWARD rule all go with `weave reset`
+    /// (input: `iptables -S` of the nat and filter tables).
     #[test]
     fn reset_removes_port_mappings() {
-        let nat = r#"*nat
-:PREROUTING ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:WEAVE-PORTMAP - [0:0]
-:WEAVE-PORTMAP-MASQ - [0:0]
+        let nat = r#"-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-P POSTROUTING ACCEPT
+-N WEAVE-PORTMAP
+-N WEAVE-PORTMAP-MASQ
 -A PREROUTING -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP
 -A POSTROUTING -j WEAVE-PORTMAP-MASQ
