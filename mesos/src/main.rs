@@ -120,6 +120,10 @@ struct ExecuteArgs {
     /// Give up (and tear the framework down) after this many seconds.
     #[arg(long = "task-timeout", default_value_t = 120)]
     task_timeout: u64,
+    /// Host ports for the task on every network: HOST:CONTAINER[/tcp|udp],... (sets
+    /// NetworkInfo.port_mappings; our extension of mesos-execute).
+    #[arg(long = "port_mappings", alias = "port-mappings")]
+    port_mappings: Option<String>,
 }
 
 /// A stout-style duration: `<number><unit>`, unit ns, us, ms, secs, mins, hrs, days
@@ -412,6 +416,7 @@ fn execute_cmd(a: ExecuteArgs) -> Result<ExitCode> {
         agent: a.agent,
         kill_after: a.kill_after,
         timeout: Duration::from_secs(a.task_timeout),
+        port_mappings: a.port_mappings,
     };
     // Usage errors before touching the master.
     opts.task_spec()?;
