@@ -170,6 +170,9 @@ struct ScenarioArgs {
     /// Seconds to wait for agents and the subscription.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Local mode: simulated hosts, meshed over an underlay (default: one per agent).
+    #[arg(long)]
+    hosts: Option<usize>,
     /// Local mode: namespace name prefix.
     #[arg(long, default_value = "wvt-scn")]
     prefix: String,
@@ -388,6 +391,9 @@ fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
             }
             if let Some(p) = a.plugin {
                 opts.plugin = p;
+            }
+            if let Some(h) = a.hosts {
+                opts.hosts = h;
             }
             let mut cluster = LocalCluster::build(opts)?;
             scenario::run(&mut cluster, &listeners)
