@@ -5,8 +5,8 @@
 
 use crate::proto::v1::scheduler::event;
 use crate::proto::v1::{
-    container_info, value, AgentId, CommandInfo, ContainerInfo, NetworkInfo, Offer, OfferId,
-    Resource, TaskId, TaskInfo, TaskState, TaskStatus,
+    container_info, network_info, value, AgentId, CommandInfo, ContainerInfo, NetworkInfo, Offer,
+    OfferId, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use crate::scheduler::{event_type, Session};
 use crate::{Context, Error, ErrorKind, Result};
@@ -48,6 +48,57 @@ pub struct TaskSpec {
     /// Scalar resources, e.g. `[("cpus", 0.1), ("mem", 32.0)]`.
     pub resources: Vec<(String, f64)>,
     pub agent: AgentChoice,
+    /// `NetworkInfo.port_mappings`, put on every network of the task (the CNI plugin, not
+    /// Mesos, installs them).
+    pub port_mappings: Vec<PortMap>,
+}
+
+/// One host port forwarded to a container port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMap {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`; `None` leaves Mesos' field unset (plugins then use tcp).
+    pub protocol: Option<String>,
+}
+
+/// Parses `HOST:CONTAINER[/PROTO]` items separated by `,`, e.g. `8080:80,8053:53/udp`.
+pub fn parse_port_mappings(s: &str) -> Result<Vec<PortMap>> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("parse port mappings {s:?}: {item:?} {why}"),
+            )
+        };
+        let (ports, protocol) = match item.split_once('/') {
+            Some((p, proto)) => (p, Some(proto.trim().to_ascii_lowercase())),
+            None => (item, None),
+        };
+        if protocol
+            .as_deref()
+            .is_some_and(|p| p != "tcp" && p != "udp")
+        {
+            return Err(bad("has a protocol other than tcp or udp"));
+        }
+        let (host, container) = ports
+            .split_once(':')
+            .ok_or_else(|| bad("is not HOST:CONTAINER[/PROTO]"))?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("has a port outside 1-65535"))
+        };
+        out.push(PortMap {
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol,
+        });
+    }
+    Ok(out)
 }
 
 /// Parses a Mesos resource string of scalars: `cpus:1;mem:128` (`,` works as separator too).
@@ -123,6 +174,15 @@ impl TaskSpec {
                 .iter()
                 .map(|n| NetworkInfo {
                     name: Some(n.clone()),
+                    port_mappings: self
+                        .port_mappings
+                        .iter()
+                        .map(|m| network_info::PortMapping {
+                            host_port: m.host_port.into(),
+                            container_port: m.container_port.into(),
+                            protocol: m.protocol.clone(),
+                        })
+                        .collect(),
                     ..Default::default()
                 })
                 .collect(),
@@ -488,8 +548,16 @@ mod tests {
             networks: vec!["weave".into()],
             resources: parse_resources("cpus:0.1;mem:32").unwrap(),
             agent: AgentChoice::Any,
+            port_mappings: parse_port_mappings("8080:80, 8053:53/UDP").unwrap(),
         };
         let info = spec.task_info(&offer("h", 1.0, 64.0));
+        let pm = &info.container.as_ref().unwrap().network_infos[0].port_mappings;
+        assert_eq!(
+            pm.iter()
+                .map(|m| (m.host_port, m.container_port, m.protocol.as_deref()))
+                .collect::<Vec<_>>(),
+            [(8080, 80, None), (8053, 53, Some("udp"))]
+        );
         assert_eq!(info.task_id.value, "t1");
         assert_eq!(info.agent_id.value, "id-h");
         let c = info.container.unwrap();
@@ -508,5 +576,22 @@ mod tests {
         .task_info(&offer("h", 1.0, 64.0));
         assert!(host.container.is_none());
         assert_eq!(host.command.unwrap().value, None);
+    }
+
+    #[test]
+    fn port_mappings_parse_or_say_why_not() {
+        assert_eq!(parse_port_mappings("").unwrap(), []);
+        for (bad, why) in [
+            ("8080", "is not HOST:CONTAINER[/PROTO]"),
+            ("0:80", "has a port outside 1-65535"),
+            ("8080:70000", "has a port outside 1-65535"),
+            ("8080:80/sctp", "has a protocol other than tcp or udp"),
+        ] {
+            let e = parse_port_mappings(bad).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("parse port mappings {bad:?}: {bad:?} {why}")
+            );
+        }
     }
 }

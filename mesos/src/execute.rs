@@ -115,6 +115,8 @@ pub struct ExecuteOptions {
     pub agent: Option<String>,
     pub kill_after: Option<Duration>,
     pub timeout: Duration,
+    /// `HOST:CONTAINER[/PROTO],...` for every network (our extension of mesos-execute).
+    pub port_mappings: Option<String>,
 }
 
 impl ExecuteOptions {
@@ -147,6 +149,10 @@ impl ExecuteOptions {
             agent: match &self.agent {
                 Some(a) => AgentChoice::Named(a.clone()),
                 None => AgentChoice::Any,
+            },
+            port_mappings: match &self.port_mappings {
+                Some(p) => crate::driver::parse_port_mappings(p)?,
+                None => Vec::new(),
             },
         })
     }
@@ -288,6 +294,7 @@ mod tests {
             agent: None,
             kill_after: None,
             timeout: Duration::from_secs(1),
+            port_mappings: Some("8080:80/tcp".into()),
         };
         let e = opts.task_spec().unwrap_err();
         assert!(
@@ -301,6 +308,7 @@ mod tests {
         .task_spec()
         .unwrap();
         assert_eq!(spec.networks, ["weave", "other"]);
+        assert_eq!(spec.port_mappings[0].host_port, 8080);
         let e = ExecuteOptions {
             docker_image: None,
             command: None,

@@ -1,9 +1,11 @@
-//! The scenario without Mesos: simulated hosts are network namespaces, each running the real
-//! `weaver`; simulated agents live on a host; every listener and probe gets its own
-//! container namespace attached by the real `weave-net` plugin, called exactly as a Mesos
-//! agent calls it (same environment, stdin with `args["org.apache.mesos"]`), and runs `nc`
-//! inside it. Hosts are a list so the multi-host work can add more and connect their
-//! routers; today every agent is on host 1.
+//! The scenario without Mesos: simulated hosts are network namespaces on one underlay (a
+//! bridge in its own namespace, host k at 100.64.10.k/24 on its `ul0`), each running the real
+//! `weaver` meshed with the other hosts' routers (one IPAM ring, VXLAN between hosts);
+//! simulated agents are spread over the hosts round-robin; every listener and probe gets its
+//! own container namespace attached by the real `weave-net` plugin on its agent's host,
+//! called exactly as a Mesos agent calls it (same environment, stdin with
+//! `args["org.apache.mesos"]`), and runs `nc` inside it. With one host there is no underlay
+//! and the router runs alone.
 
 use crate::http::{self, Connector, Request, Url};
 use crate::scenario::{AgentRef, Cluster, ProbeOutcome};
@@ -15,11 +17,24 @@ use std::time::{Duration, Instant};
 
 /// Deadline of one plugin call.
 const PLUGIN_TIMEOUT_SECS: &str = "30";
+/// Host k's underlay address is this /24 plus k (RFC 6598 space, unused by other tests).
+const UNDERLAY_NET: [u8; 3] = [100, 64, 10];
+/// The underlay bridge (in the underlay namespace) and each host's interface on it.
+const UNDERLAY_BRIDGE: &str = "ulbr";
+const UNDERLAY_DEV: &str = "ul0";
+
+/// Host k's (1-based) underlay address.
+pub fn underlay_ip(k: usize) -> std::net::Ipv4Addr {
+    let [a, b, c] = UNDERLAY_NET;
+    std::net::Ipv4Addr::new(a, b, c, k as u8)
+}
 
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
     pub agents: usize,
+    /// Simulated hosts (at least 1); agent i runs on host i mod hosts.
+    pub hosts: usize,
     /// Namespace names start with this (tests use `wvt-`).
     pub prefix: String,
     pub weaver: PathBuf,
@@ -27,12 +42,14 @@ pub struct LocalOptions {
 }
 
 impl LocalOptions {
-    /// Binaries next to the running executable (a cargo target dir or an install dir).
+    /// Binaries next to the running executable (a cargo target dir or an install dir); one
+    /// host per agent, as in a real cluster.
     pub fn next_to_exe(agents: usize, prefix: &str) -> Result<LocalOptions> {
         let exe = std::env::current_exe().context("find the running executable")?;
         let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
         Ok(LocalOptions {
             agents,
+            hosts: agents.max(1),
             prefix: prefix.to_string(),
             weaver: dir.join("weaver"),
             plugin: dir.join("weave-net"),
@@ -56,6 +73,8 @@ struct Container {
 /// Simulated hosts and agents; everything is removed by `cleanup` or on drop.
 pub struct LocalCluster {
     opts: LocalOptions,
+    /// The underlay namespace, when there is more than one host.
+    underlay: Option<String>,
     hosts: Vec<Host>,
     /// Agent index → host index.
     agent_hosts: Vec<usize>,
@@ -99,19 +118,49 @@ impl LocalCluster {
                 ));
             }
         }
+        let hosts = opts.hosts.clamp(1, 250);
         let mut c = LocalCluster {
-            agent_hosts: vec![0; opts.agents.max(1)],
+            agent_hosts: (0..opts.agents.max(1)).map(|i| i % hosts).collect(),
             opts,
+            underlay: None,
             hosts: Vec::new(),
             containers: Vec::new(),
             counter: 0,
         };
-        c.add_host()?;
+        // On error the cluster is dropped, which removes what was built.
+        if hosts > 1 {
+            let netns = format!("{}-ul", c.opts.prefix);
+            ip(&["netns", "add", &netns], &format!("create netns {netns}"))?;
+            c.underlay = Some(netns.clone());
+            ip(
+                &[
+                    "-n",
+                    &netns,
+                    "link",
+                    "add",
+                    UNDERLAY_BRIDGE,
+                    "type",
+                    "bridge",
+                ],
+                "create underlay bridge",
+            )?;
+            ip(
+                &["-n", &netns, "link", "set", UNDERLAY_BRIDGE, "up"],
+                "set underlay bridge up",
+            )?;
+        }
+        for _ in 0..hosts {
+            c.add_host(hosts)?;
+        }
+        if hosts > 1 {
+            c.wait_mesh(Instant::now() + Duration::from_secs(60))?;
+        }
         Ok(c)
     }
 
-    /// A host namespace with `lo` up and a `weaver` answering on 127.0.0.1:6784 inside it.
-    pub fn add_host(&mut self) -> Result<usize> {
+    /// Host namespace k (1-based) with `lo` up, its underlay link (several hosts), and a
+    /// `weaver` answering on 127.0.0.1:6784 inside it, given the other hosts as peers.
+    fn add_host(&mut self, of: usize) -> Result<usize> {
         let n = self.hosts.len() + 1;
         let netns = format!("{}-h{n}", self.opts.prefix);
         ip(&["netns", "add", &netns], &format!("create netns {netns}"))?;
@@ -122,11 +171,53 @@ impl LocalCluster {
         };
         let started = (|| -> Result<()> {
             ip(&["-n", &netns, "link", "set", "lo", "up"], "set lo up")?;
+            let mut peers = Vec::new();
+            if let Some(ul) = &self.underlay {
+                let port = format!("h{n}");
+                ip(
+                    &[
+                        "-n",
+                        ul,
+                        "link",
+                        "add",
+                        &port,
+                        "master",
+                        UNDERLAY_BRIDGE,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        UNDERLAY_DEV,
+                        "netns",
+                        &netns,
+                    ],
+                    "create underlay link",
+                )?;
+                ip(
+                    &["-n", ul, "link", "set", &port, "up"],
+                    "set underlay port up",
+                )?;
+                let cidr = format!("{}/24", underlay_ip(n));
+                ip(
+                    &["-n", &netns, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
+                    "address underlay link",
+                )?;
+                ip(
+                    &["-n", &netns, "link", "set", UNDERLAY_DEV, "up"],
+                    "set underlay link up",
+                )?;
+                peers = (1..=of)
+                    .filter(|k| *k != n)
+                    .map(|k| underlay_ip(k).to_string())
+                    .collect();
+            }
             let child = Command::new("ip")
                 .args(["netns", "exec", &netns])
                 .arg(&self.opts.weaver)
                 .arg("--datadir")
                 .arg(host.datadir.path())
+                .args(["--nickname", &format!("h{n}")])
+                .args(&peers)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(
@@ -230,6 +321,56 @@ impl LocalCluster {
         let removed = ip(&["netns", "del", &netns], &format!("delete netns {netns}"));
         del.and(removed).map(|_| ())
     }
+}
+
+impl LocalCluster {
+    /// Every router has a connection to every other one and the IPAM ring (consensus needs
+    /// all initial peers), so the first ADD on any host gets an address at once.
+    fn wait_mesh(&self, deadline: Instant) -> Result<()> {
+        let others = self.hosts.len() - 1;
+        for h in &self.hosts {
+            loop {
+                let conns = get(&h.netns, "/status/connections", deadline)
+                    .map(|(_, b)| b.lines().filter(|l| l.contains("established")).count())
+                    .unwrap_or(0);
+                let ring = get(&h.netns, "/ring", deadline).is_ok_and(|(c, _)| c == 200);
+                if conns >= others && ring {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::new(
+                        ErrorKind::TryAgainLater,
+                        format!(
+                            "wait for the mesh in {}: {conns} of {others} connections \
+                             established, ring {}",
+                            h.netns,
+                            if ring { "ready" } else { "not ready" }
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GET `path` from the router in `netns`: status and body.
+fn get(netns: &str, path: &str, deadline: Instant) -> Result<(u16, String)> {
+    let req = Request {
+        method: "GET",
+        url: Url::parse(&format!("http://{}{path}", weave::DEFAULT_HTTP_ADDR))?,
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    let attempt = Instant::now() + Duration::from_secs(2);
+    let r = http::fetch(
+        &Connector::for_netns_name(netns),
+        &req,
+        attempt.min(deadline),
+        1 << 20,
+    )?;
+    Ok((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
 }
 
 fn wait_router(netns: &str, deadline: Instant) -> Result<()> {
@@ -372,6 +513,11 @@ impl Cluster for LocalCluster {
                 first_err.get_or_insert(e);
             }
             drop(h.datadir);
+        }
+        if let Some(ul) = self.underlay.take() {
+            if let Err(e) = ip(&["netns", "del", &ul], "delete underlay netns") {
+                first_err.get_or_insert(e);
+            }
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -120,6 +120,10 @@ struct ExecuteArgs {
     /// Give up (and tear the framework down) after this many seconds.
     #[arg(long = "task-timeout", default_value_t = 120)]
     task_timeout: u64,
+    /// Host ports for the task on every network: HOST:CONTAINER[/tcp|udp],... (sets
+    /// NetworkInfo.port_mappings; our extension of mesos-execute).
+    #[arg(long = "port_mappings", alias = "port-mappings")]
+    port_mappings: Option<String>,
 }
 
 /// A stout-style duration: `<number><unit>`, unit ns, us, ms, secs, mins, hrs, days
@@ -166,6 +170,9 @@ struct ScenarioArgs {
     /// Seconds to wait for agents and the subscription.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Local mode: simulated hosts, meshed over an underlay (default: one per agent).
+    #[arg(long)]
+    hosts: Option<usize>,
     /// Local mode: namespace name prefix.
     #[arg(long, default_value = "wvt-scn")]
     prefix: String,
@@ -385,6 +392,9 @@ fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
             if let Some(p) = a.plugin {
                 opts.plugin = p;
             }
+            if let Some(h) = a.hosts {
+                opts.hosts = h;
+            }
             let mut cluster = LocalCluster::build(opts)?;
             scenario::run(&mut cluster, &listeners)
         }
@@ -412,6 +422,7 @@ fn execute_cmd(a: ExecuteArgs) -> Result<ExitCode> {
         agent: a.agent,
         kill_after: a.kill_after,
         timeout: Duration::from_secs(a.task_timeout),
+        port_mappings: a.port_mappings,
     };
     // Usage errors before touching the master.
     opts.task_spec()?;

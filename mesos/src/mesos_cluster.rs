@@ -101,6 +101,7 @@ impl MesosCluster {
             networks: vec![self.network.clone()],
             resources: crate::driver::parse_resources(TASK_RESOURCES)?,
             agent: AgentChoice::Named(agent.id.clone()),
+            port_mappings: Vec::new(),
         })
     }
 

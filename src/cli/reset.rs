@@ -1,5 +1,6 @@
 //! `weave reset`: hand our address ranges to a peer, stop the router, and remove everything
-//! it created on this host except the CNI plugins and config.
+//! it created on this host except the CNI plugins and config (port-mapping chains included:
+//! they are `WEAVE*` chains like the router's, see [`super::iptables`]).
 
 use super::{block_on, iptables, launch, CliResult, Ctx, Failure};
 use crate::error::ErrorList;
@@ -94,4 +95,40 @@ fn remove_state_files(datadir: &Path) -> crate::Result<()> {
         }
     }
     errors.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iptables::plan_for;
+
+    /// The plugin's port-mapping chains, jumps and FORWARD rule all go with `weave reset`
+    /// (input: `iptables -S` of the nat and filter tables).
+    #[test]
+    fn reset_removes_port_mappings() {
+        let nat = r#"-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-P POSTROUTING ACCEPT
+-N WEAVE-PORTMAP
+-N WEAVE-PORTMAP-MASQ
+-A PREROUTING -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP
+-A POSTROUTING -j WEAVE-PORTMAP-MASQ
+-A WEAVE-PORTMAP -p tcp -m tcp --dport 8080 -m comment --comment "weave-net portmap c1 eth0" -j DNAT --to-destination 10.32.0.5:80
+"#;
+        let cmds: Vec<String> = plan_for(nat).commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            cmds,
+            [
+                "-D PREROUTING -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP",
+                "-D OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j WEAVE-PORTMAP",
+                "-D POSTROUTING -j WEAVE-PORTMAP-MASQ",
+                "-F WEAVE-PORTMAP",
+                "-F WEAVE-PORTMAP-MASQ",
+                "-X WEAVE-PORTMAP",
+                "-X WEAVE-PORTMAP-MASQ",
+            ]
+        );
+        let filter = "-A FORWARD -o weave -m conntrack --ctstate DNAT -m comment --comment \"weave-net port mappings\" -j ACCEPT\n";
+        assert_eq!(plan_for(filter).commands.len(), 1);
+    }
 }

@@ -9,6 +9,7 @@ pub mod attach;
 pub mod delegate;
 pub mod ipam;
 pub mod net;
+pub mod portmap;
 
 pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, Sides};
 pub use ipam::WeaveIpam;

@@ -227,14 +227,11 @@ impl CniPlugin for WeaveNet {
         let bridge = rt
             .block_on(host.link(&conf.bridge))?
             .ok_or_else(|| bridge_missing(&conf.bridge))?;
-        if !conf.port_mappings.is_empty()
-            || conf
-                .mesos
-                .as_ref()
-                .is_some_and(|m| !m.port_mappings.is_empty())
-        {
-            // Not done by this plugin (yet): chain the `portmap` plugin for host ports.
-            tracing::warn!("port mappings are ignored by weave-net; chain the portmap plugin");
+        if !conf.port_mappings.is_empty() {
+            // Mesos' mappings are ours (below); runtimeConfig ones belong to `portmap`.
+            tracing::warn!(
+                "runtimeConfig.portMappings are ignored by weave-net; chain the portmap plugin"
+            );
         }
 
         let mut bridge_addrs = rt.block_on(host.addresses_v4(bridge.index))?;
@@ -321,6 +318,12 @@ impl CniPlugin for WeaveNet {
             }
             Ok((attached, gateway))
         })();
+        // Mesos port mappings, last: their failure (e.g. a taken host port) undoes the
+        // attachment above and leaves no rule behind. No mappings: no work at all.
+        let attached = attached.and_then(|a| {
+            super::portmap::add(args, conf, alloc.address)?;
+            Ok(a)
+        });
         let (attached, gateway) = match attached {
             Ok(a) => a,
             Err(e) => {
@@ -361,6 +364,8 @@ impl CniPlugin for WeaveNet {
     }
 
     fn del(&self, args: &CmdArgs, conf: &NetConf) -> Result<()> {
+        // Before the address is freed: a rule left behind would send traffic to its next owner.
+        super::portmap::del(args, conf)?;
         let rt = runtime()?;
         let _enter = rt.enter();
         let host = Netlink::open()?;
@@ -479,6 +484,7 @@ impl CniPlugin for WeaveNet {
         let _enter = rt.enter();
         let host = Netlink::open()?;
         let mut errors = ErrorList::default();
+        errors.push_err(super::portmap::gc(valid));
         // Host veths on the bridge that no valid attachment accounts for: an ADD killed after
         // creating its veth but before the router recorded it leaves one of these.
         let keep: Vec<String> = valid
