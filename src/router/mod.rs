@@ -8,6 +8,7 @@ pub mod ipam_core;
 pub mod iptables;
 pub mod state;
 pub mod status;
+pub mod sweep;
 
 use crate::api::Attachment;
 use crate::ipam::ring::{InitMode, PeerName as RingPeer};
@@ -477,6 +478,7 @@ pub async fn run(
 ) -> Result<()> {
     let (http_addr, status_addr) = (config.http_addr, config.status_addr);
     let router = Router::start(config).await?;
+    tokio::spawn(sweep::run(router.clone(), sweep::interval_from_env()));
     let bind = |a: Option<SocketAddr>| async move {
         match a {
             Some(a) => tokio::net::TcpListener::bind(a)

@@ -126,11 +126,18 @@ pub struct Router {
     pub host: String,
     pub http_addr: String,
     pub extra: Vec<String>,
+    /// Extra environment for the `weaver` process.
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Router {
     pub fn start(host: &Netns, extra: &[&str]) -> Router {
+        Router::start_with_env(host, extra, &[])
+    }
+
+    /// Like [`Router::start`], with extra environment variables for `weaver`.
+    pub fn start_with_env(host: &Netns, extra: &[&str], env: &[(&str, &str)]) -> Router {
         let tmp = tempfile::Builder::new()
             .prefix("wvt-data-")
             .tempdir()
@@ -142,6 +149,10 @@ impl Router {
             host: host.name.clone(),
             http_addr: weave::DEFAULT_HTTP_ADDR.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: Some(tmp),
         };
         r.spawn();
@@ -161,6 +172,7 @@ impl Router {
             .arg(&self.datadir)
             .args(["--http-addr", &self.http_addr, "--status-addr", ""])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
