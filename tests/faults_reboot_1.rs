@@ -78,7 +78,13 @@ fn listed(ps: &str, id: &str, ip: &str) -> bool {
 /// `weave ps` on the host.
 fn weave_ps(host: &Netns) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &host.name, env!("CARGO_BIN_EXE_weave"), "ps"])
+        .args([
+            "netns",
+            "exec",
+            &host.name,
+            env!("CARGO_BIN_EXE_weave"),
+            "ps",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "weave ps: {out:?}");

@@ -31,7 +31,14 @@ impl Tmpfs {
         let opts = format!("size={size},mode=0755");
         run_ok(
             "mount",
-            &["-t", "tmpfs", "-o", &opts, "wvt-tmpfs", mnt.to_str().unwrap()],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &opts,
+                "wvt-tmpfs",
+                mnt.to_str().unwrap(),
+            ],
         );
         Tmpfs { mnt, _tmp: tmp }
     }
@@ -98,7 +105,10 @@ fn owned(router: &Router) -> BTreeMap<String, Vec<String>> {
         .map(|o| {
             let addrs = o["addrs"].as_array().unwrap().iter();
             let addrs = addrs.map(|a| a.as_str().unwrap().to_string());
-            (o["containerid"].as_str().unwrap().to_string(), addrs.collect())
+            (
+                o["containerid"].as_str().unwrap().to_string(),
+                addrs.collect(),
+            )
         })
         .collect()
 }

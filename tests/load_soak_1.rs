@@ -77,7 +77,10 @@ fn owned(router: &Router) -> BTreeMap<String, Vec<String>> {
         .map(|o| {
             let addrs = o["addrs"].as_array().unwrap().iter();
             let addrs = addrs.map(|a| a.as_str().unwrap().to_string());
-            (o["containerid"].as_str().unwrap().to_string(), addrs.collect())
+            (
+                o["containerid"].as_str().unwrap().to_string(),
+                addrs.collect(),
+            )
         })
         .collect()
 }
