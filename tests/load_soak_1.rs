@@ -178,10 +178,7 @@ fn soak_200_containers_in_waves_of_32_1() {
         let elapsed = started.elapsed();
         if !draining && elapsed >= duration {
             draining = true;
-            end_sample = Some({
-                let (f, r) = fds_and_rss(pid);
-                (f, r)
-            });
+            end_sample = Some(fds_and_rss(pid));
         }
         if draining && live.is_empty() {
             break;
@@ -269,7 +266,7 @@ fn soak_200_containers_in_waves_of_32_1() {
             iptables_after_first = Some(iptables_lines(&host));
         }
         // The router's view equals ours.
-        if waves % 10 == 0 {
+        if waves.is_multiple_of(10) {
             let o = owned(&router);
             let theirs: BTreeSet<String> = o
                 .iter()
