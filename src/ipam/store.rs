@@ -45,7 +45,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .with_context(|| format!("create temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)
+    // Through the File: NamedTempFile's own Write repeats the path in its errors.
+    tmp.as_file_mut()
+        .write_all(bytes)
         .with_context(|| format!("write {}", tmp.path().display()))?;
     tmp.as_file()
         .sync_all()

@@ -179,6 +179,7 @@ impl Actor {
                 self.nicknames.insert(name, p.nickname.clone());
             }
         }
+        self.core.alloc.set_reachable(self.live.clone());
     }
 
     fn encode(&self) -> Result<Vec<u8>> {

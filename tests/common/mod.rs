@@ -159,6 +159,20 @@ impl Router {
         r
     }
 
+    /// Like [`Router::start`] with a data dir the caller made (e.g. a small tmpfs) and keeps.
+    pub fn start_in(host: &Netns, datadir: &Path, extra: &[&str]) -> Router {
+        let mut r = Router {
+            child: None,
+            datadir: datadir.to_path_buf(),
+            host: host.name.clone(),
+            http_addr: weave::DEFAULT_HTTP_ADDR.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+        };
+        r.spawn();
+        r
+    }
+
     /// Starts (again) with the same data dir and flags.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()

@@ -44,6 +44,10 @@ pub struct Allocator {
     request: Option<OutstandingRequest>,
     /// (Donor, range) pairs that were denied or unanswered during the current search.
     tried: BTreeSet<(PeerName, AddrRange)>,
+    /// Peers the mesh can reach, when known: a gone peer (whose ranges stay in the ring until
+    /// `rmpeer`) is never asked for space, as its silence would stall allocation until the
+    /// request times out. `None`: ask anyone (no mesh view).
+    reachable: Option<BTreeSet<PeerName>>,
     /// Someone asked for the ring (allocate or prime): keep electing until it exists.
     pub(super) wants_ring: bool,
     now: u64,
@@ -70,6 +74,7 @@ impl Allocator {
             pending: Vec::new(),
             request: None,
             tried: BTreeSet::new(),
+            reachable: None,
             wants_ring: false,
             now: 0,
             last_paxos_progress: (ProposalId::default(), 0),
@@ -281,6 +286,19 @@ impl Allocator {
         result
     }
 
+    /// The peers the mesh reaches now. An outstanding space request to a peer that left is
+    /// given up at once and the next donor asked.
+    pub fn set_reachable(&mut self, peers: BTreeSet<PeerName>) {
+        if let Some(r) = self.request.filter(|r| !peers.contains(&r.donor)) {
+            self.tried.insert((r.donor, r.within));
+            self.request = None;
+        }
+        self.reachable = Some(peers);
+        if self.has_ring() {
+            self.serve_pending();
+        }
+    }
+
     /// Periodic work: gossip our state, keep the election going, give up on silent donors.
     pub fn tick(&mut self) {
         self.now += 1;
@@ -460,10 +478,10 @@ impl Allocator {
         let mut rng = self.rng();
         for within in ranges {
             let donors = self.ring.choose_peers_to_ask_for_space(within, &mut rng);
-            if let Some(donor) = donors
-                .into_iter()
-                .find(|d| !self.tried.contains(&(*d, within)))
-            {
+            if let Some(donor) = donors.into_iter().find(|d| {
+                !self.tried.contains(&(*d, within))
+                    && self.reachable.as_ref().is_none_or(|r| r.contains(d))
+            }) {
                 self.request = Some(OutstandingRequest {
                     donor,
                     within,

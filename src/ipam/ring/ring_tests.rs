@@ -376,3 +376,52 @@ fn allocator_asks_a_donor_when_its_space_is_full() {
         )]
     );
 }
+
+#[test]
+fn allocator_never_asks_an_unreachable_peer_for_space() {
+    let seeds = vec![peer(1), peer(2), peer(3)];
+    // Uses up our own space without asking anyone yet.
+    let fill = |a: &mut Allocator| {
+        for i in 0..a.space().free_count_in(universe()) {
+            assert!(a.allocate(&format!("c{i}"), universe()).unwrap().is_some());
+        }
+        a.take_outputs();
+    };
+    let asked = |a: &mut Allocator| -> Vec<PeerName> {
+        a.take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    msg: Unicast::SpaceRequest(_),
+                } => Some(to),
+                _ => None,
+            })
+            .collect()
+    };
+    // Peer 3 is gone: peer 2 is asked, whatever the weights say (many draws).
+    for n in 0..20 {
+        let mut a = Allocator::new(peer(1), universe(), InitMode::Seed(seeds.clone()));
+        fill(&mut a);
+        a.set_reachable([peer(2)].into());
+        assert_eq!(a.allocate(&format!("more{n}"), universe()).unwrap(), None);
+        assert_eq!(asked(&mut a), vec![peer(2)], "draw {n}");
+    }
+    // A request outstanding to a peer that leaves is given up and the next one asked.
+    let mut a = Allocator::new(peer(1), universe(), InitMode::Seed(seeds.clone()));
+    fill(&mut a);
+    a.set_reachable([peer(2), peer(3)].into());
+    assert_eq!(a.allocate("more", universe()).unwrap(), None);
+    let first = asked(&mut a);
+    assert_eq!(first.len(), 1);
+    let other = if first[0] == peer(2) {
+        peer(3)
+    } else {
+        peer(2)
+    };
+    a.set_reachable([other].into());
+    assert_eq!(asked(&mut a), vec![other]);
+    // Nobody reachable: nobody asked.
+    a.set_reachable(Default::default());
+    assert!(asked(&mut a).is_empty());
+}
