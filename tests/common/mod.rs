@@ -167,6 +167,7 @@ impl Router {
             host: host.name.clone(),
             http_addr: weave::DEFAULT_HTTP_ADDR.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             _tmp: None,
         };
         r.spawn();
