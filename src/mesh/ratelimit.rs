@@ -174,7 +174,8 @@ impl AcceptLimiter {
         if src.pending >= l.max_pending_per_source {
             return Err(Refusal::SourcePending);
         }
-        src.bucket.refill(l.per_source_burst, l.per_source_rate, now);
+        src.bucket
+            .refill(l.per_source_burst, l.per_source_rate, now);
         if src.bucket.tokens < 1.0 {
             return Err(Refusal::SourceRate);
         }
@@ -335,10 +336,7 @@ mod tests {
             l.finished(addr(k));
         }
         // Every bucket is empty right now: a new address cannot be tracked.
-        assert_eq!(
-            l.admit(addr(MAX_SOURCES), t0),
-            Err(Refusal::TooManySources)
-        );
+        assert_eq!(l.admit(addr(MAX_SOURCES), t0), Err(Refusal::TooManySources));
         // A second later they have refilled and are forgotten to make room.
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(l.admit(addr(MAX_SOURCES), t1), Ok(()));

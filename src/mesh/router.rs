@@ -7,8 +7,8 @@
 
 use super::actor::{Actor, Cmd};
 use super::dial::accept_loop;
-use super::ratelimit::AcceptLimits;
 use super::protocol::{check_channel, Hello, PeerInfo, MAX_GOSSIP_PAYLOAD};
+use super::ratelimit::AcceptLimits;
 use super::status::MeshStatus;
 use super::PeerName;
 use crate::{Context, Error, ErrorKind, Result};
