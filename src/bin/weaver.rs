@@ -64,6 +64,9 @@ struct Args {
     /// Short mesh timers (heartbeat 0.5 s, dead after 3 s, backoff up to 2 s): tests.
     #[arg(long, hide = true)]
     fast_mesh_timers: bool,
+    /// Longest an inbound or outbound mesh handshake may take (ms); default 10000.
+    #[arg(long, env = "WEAVE_MESH_HANDSHAKE_TIMEOUT_MS", hide = true)]
+    mesh_handshake_timeout_ms: Option<u64>,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
 }
@@ -105,6 +108,9 @@ fn config(a: Args) -> Result<Config, String> {
             conn_limit: a.conn_limit,
             trusted_subnets: a.trusted_subnets.iter().map(|n| n.to_string()).collect(),
             fast_timers: a.fast_mesh_timers,
+            handshake_timeout: a
+                .mesh_handshake_timeout_ms
+                .map(std::time::Duration::from_millis),
         },
     })
 }

@@ -10,7 +10,7 @@ use super::status::{ConnectionStatus, MeshStatus};
 use super::topology::Topology;
 use super::PeerName;
 use crate::{Error, ErrorKind, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +94,11 @@ pub(super) struct Actor {
     peers_tx: watch::Sender<Vec<LivePeer>>,
     self_tx: mpsc::Sender<Cmd>,
     ev_tx: mpsc::Sender<ConnEvent>,
+    /// Send the whole topology to every neighbour (periodic).
     gossip_dirty: bool,
+    /// Entries that changed since the last send: only these go out, so a change costs one
+    /// entry per neighbour rather than the whole topology.
+    changed_peers: BTreeSet<PeerName>,
     leaving: bool,
     terminations: u64,
 }
@@ -123,6 +127,7 @@ impl Actor {
             self_tx,
             ev_tx,
             gossip_dirty: false,
+            changed_peers: BTreeSet::new(),
             leaving: false,
             terminations: 0,
             config,
@@ -150,7 +155,10 @@ impl Actor {
             }
             if self.gossip_dirty {
                 self.gossip_dirty = false;
+                self.changed_peers.clear();
                 self.send_topology();
+            } else if !self.changed_peers.is_empty() {
+                self.send_changes();
             }
         }
         tracing::info!("mesh router stopped");
@@ -358,7 +366,9 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
-                if self.topology.merge(peers) {
+                let (changed, updated) = self.topology.merge_updates(peers);
+                self.changed_peers.extend(updated);
+                if changed {
                     self.topology_changed();
                 }
             }
@@ -466,6 +476,19 @@ impl Actor {
         }
     }
 
+    /// Sends the entries that changed since the last send (gone ones need no news: every
+    /// peer prunes what it cannot reach).
+    fn send_changes(&mut self) {
+        let names = std::mem::take(&mut self.changed_peers);
+        let peers: Vec<PeerInfo> = names
+            .iter()
+            .filter_map(|n| self.topology.get(n).cloned())
+            .collect();
+        for m in topology_messages(&peers) {
+            self.send_all(&m, None);
+        }
+    }
+
     /// Republishes our own connections after any change to them.
     fn update_topology(&mut self) {
         let conns: Vec<ConnectionInfo> = self
@@ -479,12 +502,12 @@ impl Actor {
             })
             .collect();
         if self.topology.set_our_connections(conns) {
+            self.changed_peers.insert(self.hello.name);
             self.topology_changed();
         }
     }
 
     fn topology_changed(&mut self) {
-        self.gossip_dirty = true;
         let live: Vec<LivePeer> = self
             .topology
             .peers()

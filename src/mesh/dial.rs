@@ -5,11 +5,13 @@ use super::actor::{Cmd, NewConn};
 use super::connection::{self, HandshakeError};
 use super::maker::{with_port, MeshTimers};
 use super::protocol::Hello;
-use std::net::SocketAddr;
-use std::time::Duration;
+use super::ratelimit::{AcceptLimiter, AcceptLimits};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 /// Resolves, connects and handshakes one target, then hands the result to the actor.
 pub(super) async fn dial(
@@ -72,48 +74,77 @@ pub(super) async fn dial(
     let _ = tx.send(cmd).await;
 }
 
-/// Accepts inbound connections, throttled by a token bucket (20 tokens, one more every 50 ms),
-/// and handshakes each in its own task.
+/// Releases a connection's admission slot when its handshake task ends, however it ends.
+struct Admitted {
+    limiter: Arc<Mutex<AcceptLimiter>>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        lock(&self.limiter).finished(self.ip);
+    }
+}
+
+fn lock(l: &Mutex<AcceptLimiter>) -> std::sync::MutexGuard<'_, AcceptLimiter> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Accepts inbound connections and handshakes each in its own task. Before any handshake
+/// work, the [`AcceptLimiter`] decides; a refused connection is closed at once, unanswered.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     tx: mpsc::Sender<Cmd>,
     hello: Hello,
     psk: Option<[u8; 32]>,
     timers: MeshTimers,
+    limits: AcceptLimits,
 ) {
-    const BURST: f64 = 20.0;
-    const REFILL: Duration = Duration::from_millis(50);
-    let mut tokens = BURST;
-    let mut last = Instant::now();
+    let limiter = Arc::new(Mutex::new(AcceptLimiter::new(limits, Instant::now())));
     loop {
-        tokens = (tokens + last.elapsed().as_secs_f64() / REFILL.as_secs_f64()).min(BURST);
-        last = Instant::now();
-        if tokens < 1.0 {
-            tokio::time::sleep(REFILL.mul_f64(1.0 - tokens)).await;
-            continue;
-        }
         let (mut stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
+                // E.g. out of file descriptors: do not spin.
                 tracing::warn!("mesh accept: {e}");
-                tokio::time::sleep(REFILL).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        tokens -= 1.0;
+        let verdict = {
+            let mut l = lock(&limiter);
+            let now = Instant::now();
+            l.admit(remote.ip(), now)
+                .map_err(|why| (why, l.log_refusal(now)))
+        };
+        if let Err((why, log)) = verdict {
+            if let Some(unlogged) = log {
+                tracing::warn!(
+                    "mesh: refusing connection from {remote} before handshake: {why} \
+                     ({unlogged} more refused since the last such message)"
+                );
+            }
+            drop(stream);
+            continue;
+        }
+        let slot = Admitted {
+            limiter: limiter.clone(),
+            ip: remote.ip(),
+        };
         let _ = stream.set_nodelay(true);
         let (tx, mut hello) = (tx.clone(), hello.clone());
         hello.conn_id = rand::random();
         tokio::spawn(async move {
-            match connection::handshake(
+            let result = connection::handshake(
                 &mut stream,
                 &hello,
                 false,
                 psk.as_ref(),
                 timers.handshake_timeout,
             )
-            .await
-            {
+            .await;
+            drop(slot);
+            match result {
                 Ok(hs) => {
                     let _ = tx
                         .send(Cmd::Handshaken(Box::new(NewConn {

@@ -8,6 +8,7 @@
 //! - [`connection`]: one TCP connection's task (handshake, heartbeats, framing).
 //! - [`router`]: the mesh actor: listener, connection maker with backoff, gossip, and
 //!   [`MeshHandle`], the API other subsystems call.
+//! - [`ratelimit`]: admission of inbound connections before any handshake work.
 //! - [`status`]: Weave's text formats for `/status/connections|peers` and `/report`.
 
 pub mod actor;
@@ -16,6 +17,7 @@ pub mod crypto;
 pub mod dial;
 pub mod maker;
 pub mod protocol;
+pub mod ratelimit;
 pub mod router;
 pub mod status;
 pub mod topology;

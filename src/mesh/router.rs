@@ -8,6 +8,7 @@
 use super::actor::{Actor, Cmd};
 use super::dial::accept_loop;
 use super::protocol::{check_channel, Hello, PeerInfo, MAX_GOSSIP_PAYLOAD};
+use super::ratelimit::AcceptLimits;
 use super::status::MeshStatus;
 use super::PeerName;
 use crate::{Context, Error, ErrorKind, Result};
@@ -32,6 +33,8 @@ pub struct MeshConfig {
     pub trusted_subnets: Vec<String>,
     pub targets: Vec<String>,
     pub timers: MeshTimers,
+    /// Admission of inbound connections before their handshake (rate and pending caps).
+    pub accept_limits: AcceptLimits,
 }
 
 impl MeshConfig {
@@ -46,6 +49,7 @@ impl MeshConfig {
             trusted_subnets: vec![],
             targets: vec![],
             timers: MeshTimers::default(),
+            accept_limits: AcceptLimits::default(),
         }
     }
 }
@@ -214,6 +218,7 @@ impl MeshRouter {
             hello.clone(),
             psk,
             config.timers,
+            config.accept_limits,
         ));
         let actor = Actor::new(config, me, hello, psk, peers_tx, tx.clone(), ev_tx);
         tokio::spawn(async move {

@@ -61,7 +61,14 @@ impl Topology {
     /// Merges gossip: newer versions replace older ones, our own entry is never taken from
     /// others. True if anything we know changed (then it is worth passing on).
     pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
+        self.merge_updates(received).0
+    }
+
+    /// [`merge`](Self::merge), also naming the entries that were taken in (newer than ours and
+    /// still reachable): what is worth passing on, rather than the whole topology.
+    pub fn merge_updates(&mut self, received: Vec<PeerInfo>) -> (bool, Vec<PeerName>) {
         let before = self.fingerprint();
+        let mut updated = Vec::new();
         for p in received {
             if p.name == self.me {
                 continue;
@@ -69,12 +76,19 @@ impl Topology {
             match self.peers.get(&p.name) {
                 Some(old) if old.version >= p.version => {}
                 _ => {
+                    updated.push(p.name);
                     self.peers.insert(p.name, p);
                 }
             }
         }
+        if updated.is_empty() {
+            // Nothing taken in: the graph, and so what is reachable, is unchanged. Most gossip
+            // is a repeat (every neighbour passes each change on), so this skips most prunes.
+            return (false, updated);
+        }
         self.prune();
-        self.fingerprint() != before
+        updated.retain(|n| self.peers.contains_key(n));
+        (self.fingerprint() != before, updated)
     }
 
     fn fingerprint(&self) -> Vec<(PeerName, u64, u64)> {
@@ -214,6 +228,14 @@ mod tests {
         assert!(t.merge(vec![info(2, 4, &[(1, true)])]));
         assert!(!t.merge(vec![info(2, 4, &[(1, true)])]));
         assert!(!t.merge(vec![info(2, 3, &[])]));
+        // Only entries taken in are named: not stale ones, not unreachable ones.
+        let (changed, updated) = t.merge_updates(vec![
+            info(2, 5, &[(1, true)]),
+            info(2, 1, &[]),
+            info(9, 1, &[]),
+        ]);
+        assert!(changed);
+        assert_eq!(updated, vec![n(2)]);
         assert!(!t.set_our_connections(vec![conn(2, true)]));
     }
 

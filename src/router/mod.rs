@@ -93,6 +93,9 @@ pub struct MeshFlags {
     pub trusted_subnets: Vec<String>,
     /// Short heartbeats, dead-peer detection and reconnect backoff (tests; hidden flag).
     pub fast_timers: bool,
+    /// Longest a peer may take over its handshake (hidden flag; default 10 s, 3 s with fast
+    /// timers): a connection that says nothing is closed after it.
+    pub handshake_timeout: Option<std::time::Duration>,
 }
 
 impl Default for MeshFlags {
@@ -103,6 +106,7 @@ impl Default for MeshFlags {
             conn_limit: crate::mesh::DEFAULT_CONN_LIMIT,
             trusted_subnets: vec![],
             fast_timers: false,
+            handshake_timeout: None,
         }
     }
 }
@@ -457,6 +461,9 @@ async fn start_mesh(
             backoff_max: Duration::from_secs(2),
             backoff_reset: Duration::from_secs(5),
         };
+    }
+    if let Some(t) = config.mesh.handshake_timeout {
+        m.timers.handshake_timeout = t;
     }
     crate::mesh::MeshRouter::start(m)
         .await
