@@ -262,3 +262,63 @@ fn appends_go_to_the_file_and_load_replays_them() {
         "{e}"
     );
 }
+
+/// The router's IPAM actor over a real file: thousands of allocations compact the records
+/// into snapshots, and a reload finds every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actor_appends_compacts_and_reloads() {
+    use crate::ipam::ring::{Allocator, InitMode, PeerName};
+    use crate::router::ipam_core::{universe_of, Core};
+    use crate::router::state::{IpamHandle, IpamOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = DataDir::open(tmp.path()).unwrap();
+    let me: PeerName = ME.parse().unwrap();
+    let mode = InitMode::consensus(1);
+    let alloc = Allocator::new(me, universe_of(range()).unwrap(), mode.clone());
+    let core = Core::new(alloc, range(), range(), &BTreeMap::new(), Vec::new());
+    let opts = IpamOptions {
+        mode,
+        ..IpamOptions::default()
+    };
+    let h = IpamHandle::spawn(core, dd.clone(), ME.into(), None, opts);
+    let first = h.allocate("c0", None).await.unwrap();
+    let lines = || {
+        std::fs::read_to_string(dd.ipam_path())
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(), 1, "the first write after start is a snapshot");
+    h.allocate("c1", None).await.unwrap();
+    assert_eq!(lines(), 2, "then records are appended");
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                h.allocate(&format!("t{t}-{i}"), None).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    h.free("c1").await.unwrap();
+    let bytes = std::fs::metadata(dd.ipam_path()).unwrap().len();
+    println!(
+        "4000 allocations in {took:?}; ipam.json now {} lines, {bytes} bytes",
+        lines()
+    );
+    assert!(lines() < 4000, "records were compacted into a snapshot");
+    let (p, _) = dd.load_ipam(ME, range()).unwrap();
+    assert_eq!(p.owned.len(), 4001);
+    assert_eq!(p.owned["c0"], vec![first]);
+    assert!(!p.owned.contains_key("c1"));
+    assert_eq!(p.owned, h.owned().await.unwrap());
+    let mut seen = std::collections::HashSet::new();
+    for cidrs in p.owned.values() {
+        assert!(cidrs.iter().all(|c| seen.insert(c.addr())), "duplicate");
+    }
+}
