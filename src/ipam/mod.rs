@@ -2,6 +2,7 @@
 //! peer allocates from and the consensus that creates the ring; this module holds the input
 //! checks the HTTP API and the router share. [`store`] is the only part that touches the disk.
 
+pub mod journal;
 pub mod ring;
 pub mod store;
 

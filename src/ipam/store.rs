@@ -1,7 +1,8 @@
-//! The router's files in its data directory, each written atomically (temp file in the same
-//! directory, fsync, rename, fsync of the directory) so a crash leaves the old or the new
-//! version, never a torn one:
-//! - `ipam.json`: peer name, range and every owner's CIDRs (written on every change);
+//! The router's files in its data directory. Whole files are written atomically (temp file
+//! in the same directory, fsync, rename, fsync of the directory) so a crash leaves the old or
+//! the new version, never a torn one:
+//! - `ipam.json`: peer name, range, every owner's CIDRs, the ring and the attachments: a
+//!   snapshot line followed by appended change records (see [`super::journal`]);
 //! - `peername`: our MAC-like peer name;
 //! - `targets.json`: connect targets (CNI attachments live in `ipam.json`).
 
@@ -124,9 +125,22 @@ impl DataDir {
     /// The persisted allocations and attachments, and why they were discarded if they were.
     pub fn load_ipam(&self, peername: &str, range: Ipv4Net) -> Result<(Persisted, Option<String>)> {
         let path = self.ipam_path();
-        let Some(file) = read_json::<IpamFile>(&path)? else {
-            return Ok((Persisted::default(), None));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Persisted::default(), None))
+            }
+            Err(e) => return Err(Error::from(e).context(format!("read {}", path.display()))),
         };
+        let replayed = super::journal::replay(&bytes, &path.display().to_string())?;
+        if replayed.torn {
+            tracing::warn!(
+                "{}: dropped a torn last record (a write the router died in)",
+                path.display()
+            );
+        }
+        tracing::debug!("{}: {} records replayed", path.display(), replayed.records);
+        let file = replayed.file;
         if file.version != IPAM_FILE_VERSION {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
@@ -165,8 +179,8 @@ impl DataDir {
         }
     }
 
-    /// Encodes the whole multi-host IPAM state: every id's CIDRs (including claims outside
-    /// the range), the allocator's own state and the attachments.
+    /// Encodes the whole multi-host IPAM state as one snapshot line: every id's CIDRs
+    /// (including claims outside the range), the allocator's own state and the attachments.
     pub fn encode_ipam(
         peername: &str,
         range: Ipv4Net,
@@ -194,10 +208,13 @@ impl DataDir {
             attachments,
             allocator,
         };
-        serde_json::to_vec(&doc).context("encode ipam state")
+        let mut line = serde_json::to_vec(&doc).context("encode ipam state")?;
+        line.push(b'\n');
+        Ok(line)
     }
 
-    /// Writes bytes from [`DataDir::encode_ipam`] atomically.
+    /// Replaces `ipam.json` (snapshot and records) with bytes from [`DataDir::encode_ipam`],
+    /// atomically.
     pub fn write_ipam(&self, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.ipam_path(), bytes).context("save ipam state")
     }

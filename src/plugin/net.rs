@@ -215,6 +215,7 @@ fn bridge_missing(name: &str) -> Error {
 
 impl CniPlugin for WeaveNet {
     fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<AddResult> {
+        let started = std::time::Instant::now();
         reject_unsupported(conf)?;
         let netns_path = require_netns(args)?;
         let container_ns = open_container_ns(netns_path)?;
@@ -267,16 +268,19 @@ impl CniPlugin for WeaveNet {
         };
         // The router call and the veth creation do not depend on each other: overlap them
         // (each takes about a millisecond; together they were most of an ADD).
-        let (alloc, prepared) = std::thread::scope(|scope| {
-            let allocating = scope.spawn(|| self.allocate(args, conf, &id, &record));
-            let prepared = rt.block_on(prepare(&sides, &link));
-            let alloc = allocating.join().unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::Internal,
-                    "allocation thread panicked",
-                ))
+        let overlap = started.elapsed();
+        let (alloc, prepared, router, veth) = std::thread::scope(|scope| {
+            let allocating = scope.spawn(|| {
+                let a = self.allocate(args, conf, &id, &record);
+                (a, started.elapsed())
             });
-            (alloc, prepared)
+            let prepared = rt.block_on(prepare(&sides, &link));
+            let veth = started.elapsed();
+            let (alloc, router) = allocating.join().unwrap_or_else(|_| {
+                let e = Error::new(ErrorKind::Internal, "allocation thread panicked");
+                (Err(e), started.elapsed())
+            });
+            (alloc, prepared, router, veth)
         });
         let (alloc, prepared) = match (alloc, prepared) {
             (Ok(a), Ok(p)) => (a, p),
@@ -335,6 +339,12 @@ impl CniPlugin for WeaveNet {
             }
         };
 
+        // WEAVE_DEBUG=1 shows where an ADD spends its time.
+        tracing::debug!(
+            "add timing: overlap from {overlap:?}, router answered at {router:?}, veth ready at \
+             {veth:?}, configured at {:?}",
+            started.elapsed()
+        );
         let mut interfaces = Vec::new();
         if let Some(h) = &attached.host {
             interfaces.push(Interface {

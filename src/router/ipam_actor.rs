@@ -4,8 +4,9 @@
 use super::ipam_core::{Claimed, Core};
 use super::state::{IpamOptions, IpamSummary, Op, Reply, Request, CHANNEL};
 use crate::api::Attachment;
+use crate::ipam::journal::{self, Journal, Saved};
 use crate::ipam::ring::{Gossip, Output, PeerName, Unicast};
-use crate::ipam::store::DataDir;
+use crate::ipam::store::{DataDir, Owned};
 use crate::mesh::{GossipMessage, LivePeer, MeshHandle};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
@@ -39,7 +40,7 @@ pub(super) async fn run(
     };
     let peers = mesh.as_ref().map(|m| m.peers());
     let actor = Actor {
-        last_saved: Vec::new(),
+        journal: Journal::new(Saved::default()),
         core,
         datadir,
         peer_name,
@@ -93,7 +94,8 @@ struct Actor {
     waiters: Vec<Waiter>,
     nicknames: BTreeMap<PeerName, String>,
     live: BTreeSet<PeerName>,
-    last_saved: Vec<u8>,
+    /// What `ipam.json` holds; decides between appending a record and a snapshot.
+    journal: Journal,
     batch: u64,
 }
 
@@ -124,9 +126,11 @@ impl Actor {
         mut gossip: Option<mpsc::Receiver<GossipMessage>>,
         mut peers: Option<watch::Receiver<Vec<LivePeer>>>,
     ) {
-        if let Ok(b) = self.encode() {
-            self.last_saved = b;
-        }
+        self.journal = Journal::new(Saved {
+            ring: self.core.alloc.persist_without_addresses(),
+            owned: self.core.owned(),
+            attachments: self.core.attachments.clone(),
+        });
         if let Some(p) = &mut peers {
             self.update_peers(&p.borrow_and_update());
         }
@@ -182,13 +186,13 @@ impl Actor {
         self.core.alloc.set_reachable(self.live.clone());
     }
 
-    fn encode(&self) -> Result<Vec<u8>> {
-        let owned = self.core.owned();
+    /// The whole state as a snapshot line.
+    fn encode(&self, owned: &Owned) -> Result<Vec<u8>> {
         let atts: Vec<&Attachment> = self.core.attachments.values().collect();
         DataDir::encode_ipam(
             &self.peer_name,
             self.core.universe,
-            &owned,
+            owned,
             &self.core.alloc.persist(),
             &atts,
         )
@@ -253,17 +257,42 @@ impl Actor {
         }
     }
 
+    /// Makes this batch's changes durable: one appended record, or a whole snapshot when
+    /// one is due (first write, compaction, or the append failed).
     async fn persist(&mut self) -> Result<()> {
-        let bytes = self.encode()?;
-        if bytes == self.last_saved {
+        let ring = self.core.alloc.persist_without_addresses();
+        let owned = self.core.owned();
+        let delta = self.journal.diff(&ring, &owned, &self.core.attachments);
+        if delta.is_empty() {
             return Ok(());
         }
+        let path = self.datadir.ipam_path();
+        if let Some(line) = self.journal.record(&delta)? {
+            let p = path.clone();
+            let len = line.len();
+            match blocking(move || journal::append(&p, &line)).await {
+                Ok(()) => {
+                    self.journal.appended(delta, len);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!("save ipam state: {e}; writing a snapshot instead");
+                    self.journal.append_failed();
+                }
+            }
+        }
+        let bytes = self.encode(&owned)?;
+        let len = bytes.len();
         let dd = self.datadir.clone();
-        let copy = bytes.clone();
-        tokio::task::spawn_blocking(move || dd.write_ipam(&copy))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("ipam store task: {e}")))??;
-        self.last_saved = bytes;
+        blocking(move || dd.write_ipam(&bytes)).await?;
+        self.journal.snapshotted(
+            Saved {
+                ring,
+                owned,
+                attachments: self.core.attachments.clone(),
+            },
+            len,
+        );
         Ok(())
     }
 
@@ -564,4 +593,11 @@ fn push(
         mutating,
         waited_id: None,
     });
+}
+
+/// Runs file I/O off the runtime's threads.
+async fn blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("ipam store task: {e}")))?
 }

@@ -37,6 +37,22 @@ impl Allocator {
         serde_json::to_vec(&state).expect("allocator state serialises")
     }
 
+    /// [`Allocator::persist`] without the container addresses (`owned` left empty): the ring
+    /// and election state, whose size does not grow with the number of containers. The
+    /// IPAM journal records this on each change and the addresses separately
+    /// (see [`crate::ipam::journal`]).
+    pub fn persist_without_addresses(&self) -> Vec<u8> {
+        let state = Persisted {
+            version: STATE_VERSION,
+            me: self.me,
+            universe: self.universe(),
+            ring: self.ring.clone(),
+            paxos: self.paxos.state().clone(),
+            owned: BTreeMap::new(),
+        };
+        serde_json::to_vec(&state).expect("allocator state serialises")
+    }
+
     /// An allocator resumed from `bytes`. Like Weave, saved data for another peer name or
     /// another range is refused (the caller logs it and starts fresh with `new`). Pending
     /// allocations are not saved: their clients went away with the old process.
