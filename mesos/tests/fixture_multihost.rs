@@ -295,6 +295,7 @@ fn weave_on_a_three_host_mesos_cluster() {
 
     let mut d = driver(&hs, "wvt-mm faults", false);
     router_down_fails_the_task_cleanly(&mut hs, &mut d);
+    router_down_when_the_task_ends(&mut hs, &mut d);
     d.teardown().unwrap();
     agent_restart(&mut hs);
     del_without_netns(&mut hs, 3);
@@ -354,6 +355,76 @@ fn router_down_fails_the_task_cleanly(hs: &mut Hosts, d: &mut Driver) {
     assert!(veths.is_empty(), "{veths:?}");
     assert!(owned.is_empty(), "{owned:?}");
     assert_eq!(hs.host(2).owned_by(&cid), "");
+}
+
+/// 4d. The router dies while a task runs and the task is killed: Mesos' DEL fails and is
+/// never retried, the netns goes away with the container. The restarted router's sweep
+/// finds the attachment's veth gone and releases the address.
+fn router_down_when_the_task_ends(hs: &mut Hosts, d: &mut Driver) {
+    let op = hs.operator();
+    let name = "wvt-mm-orphan";
+    d.launch(task(
+        name,
+        "sleep 600",
+        AgentChoice::Named(hs.host(2).ip.clone()),
+    ))
+    .unwrap();
+    d.wait_for(name, TaskState::TaskRunning, secs(60)).unwrap();
+    let (ip, cid) = task_ip_cid(&op, name);
+    assert!(hs.host(2).owned_by(&cid).contains(&format!("{ip}/")));
+    hs.host_mut(2).stop_router();
+    d.kill(name).unwrap();
+    let t = d.wait_terminal(name, secs(60)).unwrap();
+    println!(
+        "4d: router down, task killed: {}",
+        describe(t.last().unwrap())
+    );
+    // TASK_KILLED comes from the executor; the agent destroys the container (DEL) after.
+    let calls_for = |hs: &Hosts| -> Vec<String> {
+        hs.host(2)
+            .cni_calls()
+            .into_iter()
+            .filter(|l| l.contains(&cid))
+            .collect()
+    };
+    let killed = Instant::now();
+    while !calls_for(hs).iter().any(|c| c.starts_with("DEL ")) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no DEL for {cid} 30 s after TASK_KILLED: {:?}",
+            calls_for(hs)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give Mesos time to retry, if it ever did.
+    std::thread::sleep(Duration::from_secs(2));
+    let calls = calls_for(hs);
+    println!("4d: plugin calls for {cid}: {calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("DEL ") && !c.ends_with(" rc=0")),
+        "Mesos' DEL must have failed against the stopped router: {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("DEL ")).count(),
+        1,
+        "Mesos retried the DEL: {calls:?}"
+    );
+    hs.host_mut(2).start_router();
+    let restarted = Instant::now();
+    while !hs.host(2).owned_by(&cid).is_empty() {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "sweep did not release {ip} of {cid} in 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "4d: {ip} of {cid} released by the sweep {:.1}s after the router restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert!(hs.host(2).weave_veths().is_empty());
 }
 
 /// 4b. SIGKILL host 3's agent while a checkpointed task runs, restart it on the same work

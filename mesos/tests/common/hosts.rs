@@ -52,6 +52,8 @@ impl Host {
             .args(["--name", &format!("02:00:00:00:4d:{:02x}", self.k)])
             .args(["--nickname", &format!("mm{}", self.k), "--fast-mesh-timers"])
             .args(&self.peers)
+            // Sweep for vanished containers every half second instead of every 30 s.
+            .env("WEAVE_SWEEP_INTERVAL_MS", "500")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
