@@ -10,11 +10,14 @@
 
 mod common;
 
-use common::{bin, fixture_script, run, secs, task, weave_setup};
-use std::process::{Child, Command, Stdio};
+use common::{
+    fixture_script, router_get, run, secs, spawn_weaver, stop_instance, task, wait_router,
+    weave_setup,
+};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{AgentChoice, Driver};
-use weave_mesos::http::{self, Connector, Request, Url};
+use weave_mesos::http::Connector;
 use weave_mesos::operator::{task_ips, OperatorClient};
 use weave_mesos::proto::v1::TaskState;
 use weave_mesos::scheduler::{framework_info, SchedulerClient};
@@ -71,22 +74,8 @@ impl Host {
     }
 
     fn start_router(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(bin("weaver"))
-            .arg("--datadir")
-            .arg(self.datadir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.datadir.path().join("weaver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.router = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.router_get("/status").is_none() {
-            assert!(Instant::now() < deadline, "router did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.router = Some(spawn_weaver(&self.netns, self.datadir.path()));
+        wait_router(&self.netns);
     }
 
     fn stop_router(&mut self) {
@@ -96,22 +85,10 @@ impl Host {
         }
     }
 
+    /// The body of a 200 answer to GET `path` on our router.
     fn router_get(&self, path: &str) -> Option<String> {
-        let req = Request {
-            method: "GET",
-            url: Url::parse(&format!("http://127.0.0.1:6784{path}")).unwrap(),
-            headers: vec![],
-            body: vec![],
-        };
-        let conn = Connector::for_netns_name(&self.netns);
-        let r = http::fetch(
-            &conn,
-            &req,
-            Instant::now() + Duration::from_secs(3),
-            1 << 20,
-        )
-        .ok()?;
-        (r.head.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
+        let (status, body) = router_get(&self.netns, path)?;
+        (status == 200).then_some(body)
     }
 
     fn start_instance(&mut self, name: &str, port: u16, join: bool) -> String {
@@ -162,13 +139,10 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let script = fixture_script();
         // Agents first, then the master instance: graceful stop tears frameworks down, so
         // Mesos runs DEL while our router still answers.
         for name in self.instances.iter().rev() {
-            let _ = Command::new("timeout")
-                .args(["120", script.to_str().unwrap(), "stop", "--name", name])
-                .output();
+            stop_instance(name);
         }
         self.stop_router();
         let _ = Command::new("ip")

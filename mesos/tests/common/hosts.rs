@@ -5,7 +5,7 @@
 //! instance. Everything (instances, routers, namespaces) is removed on drop, even after a
 //! panic.
 
-use super::{bin, fixture_script, router_get, run, try_run, weave_setup};
+use super::{bin, fixture_script, router_get, run, stop_instance, weave_setup};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -348,13 +348,9 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        let script = fixture_script();
         // Agents first (they then kill their containers), the master last.
         for name in self.started.iter().rev() {
-            let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
-            if !ok {
-                eprintln!("stop {name}: {text}");
-            }
+            stop_instance(name);
         }
         for h in &mut self.hosts {
             h.stop_router();

@@ -6,7 +6,7 @@
 pub mod hosts;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{parse_resources, AgentChoice, TaskSpec};
 use weave_mesos::http::{self, Connector, Request, Url};
@@ -108,4 +108,38 @@ pub fn weave_setup(bin_dir: &Path, conf_dir: &Path) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(confs, ["10-weave.conflist"]);
+}
+
+/// Spawns `weaver --datadir DIR` in `netns` (stderr to DIR/weaver.log); the caller keeps the
+/// child before [`wait_router`] so that its drop guard kills it even if the wait fails.
+pub fn spawn_weaver(netns: &str, datadir: &Path) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(bin("weaver"))
+        .arg("--datadir")
+        .arg(datadir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(datadir.join("weaver.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to 15 s until the router in `netns` answers `GET /status` with 200.
+pub fn wait_router(netns: &str) {
+    let deadline = secs(15);
+    while !matches!(router_get(netns, "/status"), Some((200, _))) {
+        assert!(Instant::now() < deadline, "router did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `mesos-fixture stop --name NAME` (graceful: Mesos runs DEL for its tasks), for drop
+/// guards: a failure is printed, not raised.
+pub fn stop_instance(name: &str) {
+    let script = fixture_script();
+    let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
+    if !ok {
+        eprintln!("stop {name}: {text}");
+    }
 }
