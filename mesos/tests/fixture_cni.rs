@@ -11,14 +11,14 @@
 mod common;
 
 use common::{
-    fixture_script, router_get, run, secs, spawn_weaver, stop_instance, task, wait_router,
-    weave_setup,
+    fixture_script, router_get, run, secs, spawn_weaver, stop_instance, task, task_address,
+    wait_router, weave_setup,
 };
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{AgentChoice, Driver};
 use weave_mesos::http::Connector;
-use weave_mesos::operator::{task_ips, OperatorClient};
+use weave_mesos::operator::OperatorClient;
 use weave_mesos::proto::v1::TaskState;
 use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
@@ -187,24 +187,7 @@ fn weave_under_a_real_mesos_agent() {
         .wait_for("wvt-ip", TaskState::TaskRunning, secs(60))
         .unwrap();
     assert!(!t.is_terminal(), "{:?}", t.last());
-    let deadline = secs(20);
-    let (net, ip, cid) = loop {
-        let tasks = op.get_tasks().unwrap();
-        let found = tasks.tasks.iter().find(|t| t.task_id.value == "wvt-ip");
-        if let Some(t) = found {
-            let cid = t
-                .statuses
-                .iter()
-                .rev()
-                .find_map(|s| s.container_status.as_ref()?.container_id.clone())
-                .map(|c| c.value);
-            if let (Some((n, ip)), Some(cid)) = (task_ips(t).into_iter().next(), cid) {
-                break (n, ip, cid);
-            }
-        }
-        assert!(Instant::now() < deadline, "GET_TASKS never showed an IP");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let (net, ip, cid) = task_address(&op, "wvt-ip");
     println!("GET_TASKS: task wvt-ip network {net} ip {ip} container {cid}");
     assert_eq!(net, "weave");
     assert!(ip.starts_with("10.3"), "{ip}");

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{parse_resources, AgentChoice, TaskSpec};
 use weave_mesos::http::{self, Connector, Request, Url};
+use weave_mesos::operator::{task_ips, OperatorClient};
 
 /// `mesos-fixture` (env `MESOS_FIXTURE_DIR` or the shared checkout next to the project).
 pub fn fixture_script() -> PathBuf {
@@ -141,5 +142,30 @@ pub fn stop_instance(name: &str) {
     let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
     if !ok {
         eprintln!("stop {name}: {text}");
+    }
+}
+
+/// `(network, ip, container id)` of task `name` once GET_TASKS shows both its first IP and
+/// its ContainerID; waits up to 20 s.
+pub fn task_address(op: &OperatorClient, name: &str) -> (String, String, String) {
+    let deadline = secs(20);
+    loop {
+        let tasks = op.get_tasks().unwrap();
+        if let Some(t) = tasks.tasks.iter().find(|t| t.task_id.value == name) {
+            let cid = t
+                .statuses
+                .iter()
+                .rev()
+                .find_map(|s| s.container_status.as_ref()?.container_id.clone())
+                .map(|c| c.value);
+            if let (Some((net, ip)), Some(cid)) = (task_ips(t).into_iter().next(), cid) {
+                return (net, ip, cid);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET_TASKS never showed {name}'s IP"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
