@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fixture_script, run, stop_instance};
+use common::{run, start_instance, stop_instance};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use weave_mesos::http::Connector;
@@ -37,25 +37,14 @@ impl Fixture {
         run(10, &["ip", "netns", "add", &f.netns]);
         run(10, &["ip", "-n", &f.netns, "link", "set", "lo", "up"]);
         f.started = true;
-        let script = fixture_script();
-        let out = run(
-            150,
-            &[
-                script.to_str().unwrap(),
-                "start",
-                "--name",
-                &f.name,
-                "--netns",
-                &f.netns,
-                "--ip",
-                IP,
-                "--port",
-                &PORT.to_string(),
-                "--cni-conf-dir",
-                f.conf.path().to_str().unwrap(),
-                "--cni-plugins-dir",
-                f._plugins.path().to_str().unwrap(),
-            ],
+        let out = start_instance(
+            &f.name,
+            &f.netns,
+            IP,
+            PORT,
+            f.conf.path(),
+            f._plugins.path(),
+            &[],
         );
         assert!(out.contains(&format!("http://{IP}:{PORT}")), "{out}");
         f

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    fixture_script, router_get, run, secs, spawn_weaver, stop_instance, task, task_address,
-    wait_router, weave_setup,
+    driver_in, router_get, run, secs, spawn_weaver, start_instance, stop_instance, task,
+    task_address, wait_router, weave_setup,
 };
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -20,7 +20,6 @@ use weave_mesos::driver::{AgentChoice, Driver};
 use weave_mesos::http::Connector;
 use weave_mesos::operator::OperatorClient;
 use weave_mesos::proto::v1::TaskState;
-use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 const IP: &str = "192.0.2.1";
 const MASTER: &str = "192.0.2.1:5050";
@@ -92,29 +91,17 @@ impl Host {
     }
 
     fn start_instance(&mut self, name: &str, port: u16, join: bool) -> String {
-        let script = fixture_script();
-        let port = port.to_string();
-        let mut args = vec![
-            script.to_str().unwrap(),
-            "start",
-            "--name",
-            name,
-            "--netns",
-            &self.netns,
-            "--ip",
-            IP,
-            "--port",
-            &port,
-            "--cni-conf-dir",
-            self.conf_dir.path().to_str().unwrap(),
-            "--cni-plugins-dir",
-            self.bin_dir.path().to_str().unwrap(),
-        ];
-        if join {
-            args.extend(["--join", MASTER]);
-        }
+        let extra: &[&str] = if join { &["--join", MASTER] } else { &[] };
         self.instances.push(name.to_string());
-        run(150, &args)
+        start_instance(
+            name,
+            &self.netns,
+            IP,
+            port,
+            self.conf_dir.path(),
+            self.bin_dir.path(),
+            extra,
+        )
     }
 
     fn operator(&self) -> OperatorClient {
@@ -125,15 +112,7 @@ impl Host {
     }
 
     fn driver(&self) -> Driver {
-        let s = SchedulerClient::new(MASTER)
-            .unwrap()
-            .with_connector(Connector::for_netns_name(&self.netns))
-            .subscribe(
-                framework_info("weave fixture test"),
-                Instant::now() + Duration::from_secs(30),
-            )
-            .unwrap();
-        Driver::new(s)
+        driver_in(&self.netns, MASTER, "weave fixture test")
     }
 }
 

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{bin, fixture_script, run, secs, spawn_weaver, stop_instance, wait_router};
+use common::{bin, driver_in, run, secs, spawn_weaver, start_instance, stop_instance, wait_router};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
@@ -21,7 +21,6 @@ use weave_mesos::driver::{parse_port_mappings, parse_resources, AgentChoice, Dri
 use weave_mesos::http::Connector;
 use weave_mesos::operator::OperatorClient;
 use weave_mesos::proto::v1::TaskState;
-use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 const IP: &str = "100.64.1.1";
 const REMOTE_IP: &str = "100.64.1.2";
@@ -97,39 +96,20 @@ impl Hosts {
     }
 
     fn start_instance(&mut self, name: &str) {
-        let script = fixture_script();
         self.instance = Some(name.to_string());
-        run(
-            150,
-            &[
-                script.to_str().unwrap(),
-                "start",
-                "--name",
-                name,
-                "--netns",
-                &self.netns,
-                "--ip",
-                IP,
-                "--port",
-                "5050",
-                "--cni-conf-dir",
-                self.conf_dir.path().to_str().unwrap(),
-                "--cni-plugins-dir",
-                self.bin_dir.path().to_str().unwrap(),
-            ],
+        start_instance(
+            name,
+            &self.netns,
+            IP,
+            5050,
+            self.conf_dir.path(),
+            self.bin_dir.path(),
+            &[],
         );
     }
 
     fn driver(&self) -> Driver {
-        let s = SchedulerClient::new(MASTER)
-            .unwrap()
-            .with_connector(Connector::for_netns_name(&self.netns))
-            .subscribe(
-                framework_info("weave portmap fixture test"),
-                Instant::now() + Duration::from_secs(30),
-            )
-            .unwrap();
-        Driver::new(s)
+        driver_in(&self.netns, MASTER, "weave portmap fixture test")
     }
 
     /// From the remote host: connect to `IP:port` and read what the listener sends.

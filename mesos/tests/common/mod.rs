@@ -8,9 +8,10 @@ pub mod hosts;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weave_mesos::driver::{parse_resources, AgentChoice, TaskSpec};
+use weave_mesos::driver::{parse_resources, AgentChoice, Driver, TaskSpec};
 use weave_mesos::http::{self, Connector, Request, Url};
 use weave_mesos::operator::{task_ips, OperatorClient};
+use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 /// `mesos-fixture` (env `MESOS_FIXTURE_DIR` or the shared checkout next to the project).
 pub fn fixture_script() -> PathBuf {
@@ -168,4 +169,48 @@ pub fn task_address(op: &OperatorClient, name: &str) -> (String, String, String)
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// `mesos-fixture start` of instance `name` in `netns` on `ip:port`, whose agent takes its
+/// CNI configs from `conf_dir` and plugins from `plugins_dir`, plus `extra` flags (e.g.
+/// `--join MASTER`); its output.
+pub fn start_instance(
+    name: &str,
+    netns: &str,
+    ip: &str,
+    port: u16,
+    conf_dir: &Path,
+    plugins_dir: &Path,
+    extra: &[&str],
+) -> String {
+    let script = fixture_script();
+    let port = port.to_string();
+    let mut args = vec![
+        script.to_str().unwrap(),
+        "start",
+        "--name",
+        name,
+        "--netns",
+        netns,
+        "--ip",
+        ip,
+        "--port",
+        &port,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+        "--cni-plugins-dir",
+        plugins_dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    run(150, &args)
+}
+
+/// A framework named `framework` subscribed (30 s) to the master at `master` in `netns`.
+pub fn driver_in(netns: &str, master: &str, framework: &str) -> Driver {
+    let s = SchedulerClient::new(master)
+        .unwrap()
+        .with_connector(Connector::for_netns_name(netns))
+        .subscribe(framework_info(framework), secs(30))
+        .unwrap();
+    Driver::new(s)
 }
