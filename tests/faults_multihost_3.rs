@@ -8,52 +8,15 @@ mod common;
 mod hosts;
 
 use common::Router;
-use hosts::{mesh_peer_name, Cluster, FLAT_SUBNET};
+use hosts::{
+    assert_full_matrix, cluster3, established, eventually, mesh_peer_name, req, router, Cluster,
+    FLAT_SUBNET,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn router(c: &Cluster, k: usize) -> &Router {
-    c.host(k).router.as_ref().expect("router started")
-}
-
-fn req(r: &Router, method: &str, path: &str) -> (u16, String) {
-    let (m, p) = (method.to_string(), path.to_string());
-    r.call(move |cl| {
-        cl.with_timeouts(Duration::from_secs(2), Duration::from_secs(40))
-            .request(&m, &p, None)
-            .unwrap_or_else(|e| panic!("{m} {p}: {e}"))
-    })
-}
-
-/// Polls `f` until it is true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Three meshed hosts (plus `extra` router flags) whose ring exists on every one.
-fn cluster3(extra: &[&str]) -> Cluster {
-    let mut c = Cluster::new(3);
-    for k in 1..=3 {
-        c.start_meshed_router(k, extra);
-    }
-    for k in 1..=3 {
-        let (code, body) = req(router(&c, k), "GET", "/ring");
-        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
-    }
-    c
-}
 
 /// One ring entry as `/report` shows it: (token, owner, version, size).
 type Entry = (Ipv4Addr, String, u64, u64);
@@ -165,28 +128,6 @@ fn unreachable_seen(c: &Cluster, k: usize) -> bool {
     req(router(c, k), "GET", "/status/ipam")
         .1
         .contains("unreachable!")
-}
-
-fn established(r: &Router) -> usize {
-    req(r, "GET", "/status/connections")
-        .1
-        .lines()
-        .filter(|l| l.contains("established"))
-        .count()
-}
-
-fn assert_full_matrix(c: &mut Cluster, what: &str) {
-    // The first probes across hosts may race the flood entries of a peer that just came.
-    let mut m = c.reachability();
-    for _ in 0..3 {
-        if m.all_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        m = c.reachability();
-    }
-    println!("{what}:\n{m}");
-    assert!(m.all_ok(), "{what}: unreachable {:?}\n{m}", m.failures());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Command;
 
 /// The Mesos agent's stdin: the config file's object (here `weave setup`'s conflist) with
@@ -41,31 +41,6 @@ fn mesos_env<'a>(command: &'a str, id: &'a str, netns: Option<&'a str>) -> Vec<(
         env.push(("CNI_NETNS", ns));
     }
     env
-}
-
-fn owned_ids(router: &Router) -> Vec<String> {
-    let body = router.call(|c| {
-        let (code, body) = c.request("GET", "/ip", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        body
-    });
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| o["containerid"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn attachment_ids(router: &Router) -> Vec<String> {
-    let body = router.call(|c| c.request("GET", "/cni/attachments", None).unwrap().1);
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["container_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Whether `weave ps` lists the container (by its id's first 12 characters, as Weave prints
@@ -123,7 +98,7 @@ fn mesos_del_without_netns_after_reboot_frees_the_address_1() {
     );
     assert_eq!(run.code, 0, "{run:?}");
     let ip2 = run.json()["ip4"]["ip"].as_str().unwrap().to_string();
-    assert!(owned_ids(&router).contains(&id));
+    assert!(owned(&router).contains_key(&id));
     let ps = weave_ps(&host);
     assert!(listed(&ps, &id, &ip) && listed(&ps, &other, &ip2), "{ps}");
 
@@ -141,7 +116,7 @@ fn mesos_del_without_netns_after_reboot_frees_the_address_1() {
     );
     router.spawn();
     assert!(
-        owned_ids(&router).contains(&id),
+        owned(&router).contains_key(&id),
         "allocation not restored from the data dir"
     );
     assert!(attachment_ids(&router).contains(&id));
@@ -156,14 +131,14 @@ fn mesos_del_without_netns_after_reboot_frees_the_address_1() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.trim().is_empty(), "DEL printed {:?}", run.stdout);
     assert!(
-        !owned_ids(&router).contains(&id),
+        !owned(&router).contains_key(&id),
         "{ip} still allocated to {id}"
     );
     assert!(!attachment_ids(&router).contains(&id), "attachment left");
     let ps = weave_ps(&host);
     assert!(!listed(&ps, &id, &ip), "weave ps still lists {id}:\n{ps}");
     // Only that container: the other one keeps its address until its own DEL.
-    assert!(owned_ids(&router).contains(&other));
+    assert!(owned(&router).contains_key(&other));
     assert!(listed(&ps, &other, &ip2), "{ps}");
     // Repeated (Mesos retries a destroy): still success.
     let run = run_plugin(
@@ -180,7 +155,7 @@ fn mesos_del_without_netns_after_reboot_frees_the_address_1() {
         &mesos_stdin(),
     );
     assert_eq!(run.code, 0, "{run:?}");
-    let left = owned_ids(&router);
+    let left: Vec<String> = owned(&router).into_keys().collect();
     assert_eq!(left, vec!["weave:expose".to_string()], "{left:?}");
     println!("after reboot: DEL without netns freed {ip} and {ip2}; allocations left: {left:?}");
 

@@ -6,7 +6,6 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,56 +79,6 @@ fn free(dir: &Path, bytes: u64) {
     f.sync_all().unwrap();
 }
 
-fn conf() -> String {
-    json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"}).to_string()
-}
-
-fn call(cmd: &str, host: &Netns, id: &str, ns: &Netns) -> PluginRun {
-    let path = ns.path();
-    let env = cni_env(cmd, id, path.to_str().unwrap(), "eth0");
-    run_plugin(host, plugin_bin("weave-net"), &env, &conf())
-}
-
-/// Owner id → addresses, from the router.
-fn owned(router: &Router) -> BTreeMap<String, Vec<String>> {
-    let body = router.call(|c| {
-        let (code, body) = c.request("GET", "/ip", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        body
-    });
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            let addrs = o["addrs"].as_array().unwrap().iter();
-            let addrs = addrs.map(|a| a.as_str().unwrap().to_string());
-            (
-                o["containerid"].as_str().unwrap().to_string(),
-                addrs.collect(),
-            )
-        })
-        .collect()
-}
-
-fn attached_ids(router: &Router) -> BTreeSet<String> {
-    let body = router.call(|c| c.request("GET", "/cni/attachments", None).unwrap().1);
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["container_id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn host_veths(host: &Netns) -> usize {
-    host.links()
-        .iter()
-        .filter(|l| l.starts_with("vethwepl"))
-        .count()
-}
-
 fn serving(router: &Router) {
     let (code, _) = router.call(|c| c.status(None).unwrap());
     assert_eq!(code, 200, "router stopped serving:\n{}", router.log());
@@ -145,7 +94,7 @@ fn add(
     acked: &mut BTreeMap<String, String>,
 ) -> PluginRun {
     let ns = Netns::new("dkc");
-    let run = call("ADD", host, id, &ns);
+    let run = weave_net("ADD", host, id, &ns);
     if run.code == 0 {
         let ip = run.json()["ips"][0]["address"]
             .as_str()
@@ -209,7 +158,7 @@ fn full_datadir_fails_add_cleanly_and_keeps_acknowledged_state_1() {
     let mut full_failure = None;
     for i in 1..=64 {
         let id = format!("full-{i}");
-        let veths = host_veths(&host);
+        let veths = host_veths(&host).len();
         let run = add(&host, &router, &mut spaces, &id, &mut acked);
         if run.code != 0 {
             assert_disk_full_error(&run, &id, &disk.mnt);
@@ -218,8 +167,8 @@ fn full_datadir_fails_add_cleanly_and_keeps_acknowledged_state_1() {
                 i - 1,
                 run.stdout.trim()
             );
-            assert_eq!(host_veths(&host), veths, "{id} left a host veth");
-            assert!(!attached_ids(&router).contains(&id));
+            assert_eq!(host_veths(&host).len(), veths, "{id} left a host veth");
+            assert!(!attachment_ids(&router).contains(&id));
             full_failure = Some(id);
             break;
         }
@@ -228,7 +177,7 @@ fn full_datadir_fails_add_cleanly_and_keeps_acknowledged_state_1() {
     serving(&router);
     // DEL on a full disk cannot record the release: it fails (the runtime retries) and the
     // address stays owned, never half-freed.
-    let run = call("DEL", &host, "disk-0", &spaces[0].1);
+    let run = weave_net("DEL", &host, "disk-0", &spaces[0].1);
     assert_disk_full_error(&run, "DEL disk-0", &disk.mnt);
     assert_eq!(
         owned(&router).get("disk-0"),
@@ -264,20 +213,26 @@ fn full_datadir_fails_add_cleanly_and_keeps_acknowledged_state_1() {
     };
     assert_eq!(mine(&owned(&router)), acked);
     let ids: BTreeSet<String> = acked.keys().cloned().collect();
-    assert_eq!(attached_ids(&router), ids);
+    assert_eq!(
+        attachment_ids(&router).into_iter().collect::<BTreeSet<_>>(),
+        ids
+    );
     // The failed DEL of disk-0 removed its interfaces before the release failed.
-    assert_eq!(host_veths(&host), acked.len() - 1);
+    assert_eq!(host_veths(&host).len(), acked.len() - 1);
 
     // Space back: kill -9 and restart; every acknowledged allocation and attachment is there.
     free(&disk.mnt, u64::MAX);
     router.kill9();
     router.spawn();
     assert_eq!(mine(&owned(&router)), acked, "after kill -9 and restart");
-    assert_eq!(attached_ids(&router), ids);
+    assert_eq!(
+        attachment_ids(&router).into_iter().collect::<BTreeSet<_>>(),
+        ids
+    );
     // The failed ones now succeed with fresh, unique addresses; DEL works again.
     for id in [full_failed.as_str(), failed.as_str()] {
         let (_, ns) = spaces.iter().find(|(i, _)| i == id).unwrap();
-        let run = call("ADD", &host, id, ns);
+        let run = weave_net("ADD", &host, id, ns);
         assert_eq!(run.code, 0, "{id} after freeing space: {run:?}");
         let ip = run.json()["ips"][0]["address"]
             .as_str()
@@ -286,7 +241,7 @@ fn full_datadir_fails_add_cleanly_and_keeps_acknowledged_state_1() {
         assert!(!acked.values().any(|a| *a == ip), "{ip} handed out twice");
         acked.insert(id.to_string(), ip);
     }
-    let run = call("DEL", &host, "disk-0", &spaces[0].1);
+    let run = weave_net("DEL", &host, "disk-0", &spaces[0].1);
     assert_eq!(run.code, 0, "{run:?}");
     acked.remove("disk-0");
     assert_eq!(mine(&owned(&router)), acked);

@@ -12,22 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn conf() -> String {
-    json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"}).to_string()
-}
-
-fn add(host: &Netns, id: &str, ns: &Netns) -> PluginRun {
-    let path = ns.path();
-    let env = cni_env("ADD", id, path.to_str().unwrap(), "eth0");
-    run_plugin(host, plugin_bin("weave-net"), &env, &conf())
-}
-
-fn del(host: &Netns, id: &str, ns: &Netns) -> PluginRun {
-    let path = ns.path();
-    let env = cni_env("DEL", id, path.to_str().unwrap(), "eth0");
-    run_plugin(host, plugin_bin("weave-net"), &env, &conf())
-}
-
 /// CNI GC with the runtime's list of attachments that are still valid.
 fn gc(host: &Netns, valid: &[&str]) -> PluginRun {
     let list: Vec<Value> = valid
@@ -39,45 +23,6 @@ fn gc(host: &Netns, valid: &[&str]) -> PluginRun {
     .to_string();
     let env = [("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")];
     run_plugin(host, plugin_bin("weave-net"), &env, &stdin)
-}
-
-/// Owner id → addresses, from the router.
-fn owned(router: &Router) -> BTreeMap<String, Vec<String>> {
-    let body = router.call(|c| {
-        let (code, body) = c.request("GET", "/ip", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        body
-    });
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            let addrs = o["addrs"].as_array().unwrap();
-            let addrs = addrs.iter().map(|a| a.as_str().unwrap().to_string());
-            (
-                o["containerid"].as_str().unwrap().to_string(),
-                addrs.collect(),
-            )
-        })
-        .collect()
-}
-
-fn attachments(router: &Router) -> Vec<Value> {
-    let body = router.call(|c| c.request("GET", "/cni/attachments", None).unwrap().1);
-    serde_json::from_str::<Value>(&body)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn host_veths(host: &Netns) -> Vec<String> {
-    host.links()
-        .into_iter()
-        .filter(|l| l.starts_with("vethwepl"))
-        .collect()
 }
 
 /// No address is owned twice.
@@ -117,7 +62,7 @@ fn router_killed_during_50_concurrent_adds_1() {
         .map(|(i, ns)| {
             let (host, ns, done) = (host.clone(), ns.clone(), done.clone());
             std::thread::spawn(move || {
-                let run = add(&host, &format!("crash-{i}"), &ns);
+                let run = weave_net("ADD", &host, &format!("crash-{i}"), &ns);
                 done.fetch_add(1, Ordering::SeqCst);
                 run
             })
@@ -226,7 +171,7 @@ fn plugin_killed_during_add_is_cleaned_by_del_or_gc_1() {
     let router = Router::start(&host, &[]);
     // Warm up the bridge address (weave:expose) so every kill lands on the container path.
     let warm = Netns::new("fw");
-    assert_eq!(add(&host, "warm", &warm).code, 0);
+    assert_eq!(weave_net("ADD", &host, "warm", &warm).code, 0);
     let delays_ms = [0u64, 1, 2, 4, 6, 8, 10, 15, 20, 30, 45, 70, 100];
     let mut killed_midway = 0;
     let mut for_gc = Vec::new();
@@ -237,7 +182,7 @@ fn plugin_killed_during_add_is_cleaned_by_del_or_gc_1() {
             killed_midway += 1;
         }
         if i % 2 == 0 {
-            let run = del(&host, &id, &ns);
+            let run = weave_net("DEL", &host, &id, &ns);
             assert_eq!(run.code, 0, "DEL after kill at {ms} ms: {run:?}");
             assert!(!owned(&router).contains_key(&id), "{id} still allocated");
             assert!(!ns.links().contains(&"eth0".to_string()), "{id}: eth0 left");
@@ -278,7 +223,7 @@ fn unwritable_datadir_fails_add_cleanly_1() {
     let host = Netns::new("fd");
     let mut router = Router::start(&host, &[]);
     let c1 = Netns::new("fd");
-    let run = add(&host, "disk-1", &c1);
+    let run = weave_net("ADD", &host, "disk-1", &c1);
     assert_eq!(run.code, 0, "{run:?}");
     let ip1 = run.json()["ips"][0]["address"]
         .as_str()
@@ -293,7 +238,7 @@ fn unwritable_datadir_fails_add_cleanly_1() {
     std::fs::rename(&file, &aside).unwrap();
     std::fs::create_dir(&file).unwrap();
     let c2 = Netns::new("fd");
-    let run = add(&host, "disk-2", &c2);
+    let run = weave_net("ADD", &host, "disk-2", &c2);
     assert_clean_failure(&run);
     let msg = run.json()["msg"].as_str().unwrap().to_string();
     assert!(msg.contains("ipam.json"), "unclear error: {msg}");
@@ -314,7 +259,7 @@ fn unwritable_datadir_fails_add_cleanly_1() {
     let after = owned(&router);
     assert_eq!(after.get("disk-1"), Some(&vec![ip1.clone()]));
     assert!(!after.contains_key("disk-2"));
-    let run = add(&host, "disk-2", &c2);
+    let run = weave_net("ADD", &host, "disk-2", &c2);
     assert_eq!(run.code, 0, "{run:?}");
     let ip2 = run.json()["ips"][0]["address"]
         .as_str()

@@ -13,8 +13,7 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +25,6 @@ const FD_SLACK: i64 = 2;
 /// RSS may grow by a quarter: allocator arenas of the tokio workers settle over minutes,
 /// while a per-call leak of even 1 KiB over ~10,000 calls (10 MiB) would exceed it.
 const RSS_GROWTH: f64 = 0.25;
-
-fn conf() -> String {
-    json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"}).to_string()
-}
 
 fn soak_duration() -> Duration {
     let secs = std::env::var("WEAVE_SOAK_SECS")
@@ -60,35 +55,6 @@ fn iptables_lines(host: &Netns) -> usize {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .count()
-}
-
-/// Owner id → addresses, from the router.
-fn owned(router: &Router) -> BTreeMap<String, Vec<String>> {
-    let body = router.call(|c| {
-        let (code, body) = c.request("GET", "/ip", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        body
-    });
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            let addrs = o["addrs"].as_array().unwrap().iter();
-            let addrs = addrs.map(|a| a.as_str().unwrap().to_string());
-            (
-                o["containerid"].as_str().unwrap().to_string(),
-                addrs.collect(),
-            )
-        })
-        .collect()
-}
-
-fn attachments(router: &Router) -> Vec<Value> {
-    let body = router.call(|c| c.request("GET", "/cni/attachments", None).unwrap().1);
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v.as_array().unwrap().clone()
 }
 
 /// The p-th percentile in milliseconds.

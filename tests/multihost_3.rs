@@ -9,7 +9,9 @@ mod common;
 mod hosts;
 
 use common::{cni_env, run_plugin, Netns, Router};
-use hosts::{Cluster, FLAT_SUBNET};
+use hosts::{
+    assert_full_matrix, cluster3, established, eventually, req, router, Cluster, FLAT_SUBNET,
+};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -18,78 +20,12 @@ fn peer_name(k: usize) -> String {
     hosts::mesh_peer_name(k)
 }
 
-fn start_meshed(c: &mut Cluster, k: usize, extra: &[&str]) {
-    c.start_meshed_router(k, extra);
-}
-
-fn router(c: &Cluster, k: usize) -> &Router {
-    c.host(k).router.as_ref().expect("router started")
-}
-
-fn req(r: &Router, method: &str, path: &str) -> (u16, String) {
-    let (m, p) = (method.to_string(), path.to_string());
-    r.call(move |cl| {
-        cl.with_timeouts(Duration::from_secs(2), Duration::from_secs(40))
-            .request(&m, &p, None)
-            .unwrap_or_else(|e| panic!("{m} {p}: {e}"))
-    })
-}
-
-/// Polls `f` until it is true or `limit` passes; the last value.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Three meshed hosts whose ring exists on every one.
-fn cluster3(extra: &[&str]) -> Cluster {
-    let mut c = Cluster::new(3);
-    for k in 1..=3 {
-        start_meshed(&mut c, k, extra);
-    }
-    for k in 1..=3 {
-        let (code, body) = req(router(&c, k), "GET", "/ring");
-        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
-    }
-    c
-}
-
 /// Every container's address, checked unique.
 fn assert_unique(c: &Cluster) -> Vec<Ipv4Addr> {
     let ips: Vec<Ipv4Addr> = c.containers.iter().map(|x| x.ip).collect();
     let set: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
     assert_eq!(set.len(), ips.len(), "duplicate addresses: {ips:?}");
     ips
-}
-
-fn assert_full_matrix(c: &mut Cluster, what: &str) {
-    // The first probes across hosts may race the flood entries of a peer that just came.
-    let mut m = c.reachability();
-    for _ in 0..3 {
-        if m.all_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        m = c.reachability();
-    }
-    println!("{what}:\n{m}");
-    assert!(m.all_ok(), "{what}: unreachable {:?}\n{m}", m.failures());
-}
-
-fn established(r: &Router) -> usize {
-    req(r, "GET", "/status/connections")
-        .1
-        .lines()
-        .filter(|l| l.contains("established"))
-        .count()
 }
 
 #[test]
@@ -268,9 +204,9 @@ fn rmpeer_of_a_destroyed_host_frees_its_space_3() {
 )]
 fn a_peer_with_the_wrong_password_is_refused_3() {
     let mut c = Cluster::new(3);
-    start_meshed(&mut c, 1, &["--password", "right"]);
-    start_meshed(&mut c, 2, &["--password", "right"]);
-    start_meshed(&mut c, 3, &["--password", "wrong"]);
+    c.start_meshed_router(1, &["--password", "right"]);
+    c.start_meshed_router(2, &["--password", "right"]);
+    c.start_meshed_router(3, &["--password", "wrong"]);
     for k in [1, 2] {
         let (code, body) = req(router(&c, k), "GET", "/ring");
         assert_eq!(code, 200, "ring on h{k} (quorum 2 of h1, h2): {body}");

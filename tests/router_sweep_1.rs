@@ -6,47 +6,13 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const SWEEP: (&str, &str) = ("WEAVE_SWEEP_INTERVAL_MS", "300");
 
-fn conf() -> String {
-    json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"}).to_string()
-}
-
-fn add(host: &Netns, id: &str, ns: &Netns) -> PluginRun {
-    let path = ns.path();
-    let env = cni_env("ADD", id, path.to_str().unwrap(), "eth0");
-    run_plugin(host, plugin_bin("weave-net"), &env, &conf())
-}
-
 /// The container owners in the router's `GET /ip` (not the bridge's) and the attachments' container IDs.
 fn state(router: &Router) -> (Vec<String>, Vec<String>) {
-    router.call(|c| {
-        let (code, body) = c.request("GET", "/ip", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let owners = v["owned"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|o| o["containerid"].as_str().unwrap().to_string())
-                    .filter(|id| id != "weave:expose")
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (code, body) = c.request("GET", "/cni/attachments", None).unwrap();
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let atts = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["container_id"].as_str().unwrap().to_string())
-            .collect();
-        (owners, atts)
-    })
+    (container_owners(router), attachment_ids(router))
 }
 
 #[test]
@@ -61,7 +27,7 @@ fn sweep_releases_containers_that_vanished_while_the_router_was_down_1() {
     let gone = Netns::new("swg");
     let failed_del = Netns::new("swd");
     for (id, ns) in [("keep", &keep), ("gone", &gone), ("faildel", &failed_del)] {
-        let r = add(&host, id, ns);
+        let r = weave_net("ADD", &host, id, ns);
         assert_eq!(r.code, 0, "ADD {id}: {r:?}");
     }
     let (owners, atts) = state(&router);
@@ -72,9 +38,7 @@ fn sweep_releases_containers_that_vanished_while_the_router_was_down_1() {
     // DEL that fails (as Mesos sends it: no retry follows) before its netns goes too.
     router.kill9();
     drop(gone);
-    let p = failed_del.path();
-    let env = cni_env("DEL", "faildel", p.to_str().unwrap(), "eth0");
-    let r = run_plugin(&host, plugin_bin("weave-net"), &env, &conf());
+    let r = weave_net("DEL", &host, "faildel", &failed_del);
     assert_eq!(r.code, 1, "DEL with the router down must fail: {r:?}");
     assert_eq!(r.json()["code"], 11, "{r:?}");
     drop(failed_del);
@@ -107,7 +71,7 @@ fn sweep_releases_containers_that_vanished_while_the_router_was_down_1() {
     assert_eq!(keep.addrs("eth0").len(), 1, "{:?}", keep.links());
     // Its freed addresses are handed out again, the kept one is not.
     let again = Netns::new("swa");
-    let r = add(&host, "again", &again);
+    let r = weave_net("ADD", &host, "again", &again);
     assert_eq!(r.code, 0, "{r:?}");
     let new_addr = r.json()["ips"][0]["address"].as_str().unwrap().to_string();
     assert_ne!(vec![new_addr], keep.addrs("eth0"));

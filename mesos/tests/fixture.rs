@@ -2,7 +2,9 @@
 //! started in a network namespace this test creates (`wvt-mesos-<pid>`), in protobuf and
 //! JSON. Needs root and a built fixture (`mesos-fixture build`).
 
-use std::path::PathBuf;
+mod common;
+
+use common::{run, start_instance, stop_instance};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use weave_mesos::http::Connector;
@@ -11,35 +13,6 @@ use weave_mesos::proto::Encoding;
 
 const IP: &str = "127.0.0.1";
 const PORT: u16 = 5050;
-
-fn fixture_script() -> PathBuf {
-    let dir = std::env::var_os("MESOS_FIXTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture")
-        });
-    dir.join("mesos-fixture")
-}
-
-/// Runs `cmd` under coreutils `timeout`; panics with its output if it fails.
-fn run(secs: u64, cmd: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .args(cmd)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
 
 /// A netns with lo up and a fixture instance inside it; both removed on drop, even when
 /// the test panics.
@@ -64,25 +37,14 @@ impl Fixture {
         run(10, &["ip", "netns", "add", &f.netns]);
         run(10, &["ip", "-n", &f.netns, "link", "set", "lo", "up"]);
         f.started = true;
-        let script = fixture_script();
-        let out = run(
-            150,
-            &[
-                script.to_str().unwrap(),
-                "start",
-                "--name",
-                &f.name,
-                "--netns",
-                &f.netns,
-                "--ip",
-                IP,
-                "--port",
-                &PORT.to_string(),
-                "--cni-conf-dir",
-                f.conf.path().to_str().unwrap(),
-                "--cni-plugins-dir",
-                f._plugins.path().to_str().unwrap(),
-            ],
+        let out = start_instance(
+            &f.name,
+            &f.netns,
+            IP,
+            PORT,
+            f.conf.path(),
+            f._plugins.path(),
+            &[],
         );
         assert!(out.contains(&format!("http://{IP}:{PORT}")), "{out}");
         f
@@ -100,16 +62,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         if self.started {
-            let script = fixture_script();
-            let _ = Command::new("timeout")
-                .args([
-                    "120",
-                    script.to_str().unwrap(),
-                    "stop",
-                    "--name",
-                    &self.name,
-                ])
-                .output();
+            stop_instance(&self.name);
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])

@@ -10,14 +10,16 @@
 
 mod common;
 
-use common::{bin, fixture_script, run, secs, task, weave_setup};
-use std::process::{Child, Command, Stdio};
+use common::{
+    driver_in, router_get, run, secs, spawn_weaver, start_instance, stop_instance, task,
+    task_address, wait_router, weave_setup,
+};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{AgentChoice, Driver};
-use weave_mesos::http::{self, Connector, Request, Url};
-use weave_mesos::operator::{task_ips, OperatorClient};
+use weave_mesos::http::Connector;
+use weave_mesos::operator::OperatorClient;
 use weave_mesos::proto::v1::TaskState;
-use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 const IP: &str = "192.0.2.1";
 const MASTER: &str = "192.0.2.1:5050";
@@ -71,22 +73,8 @@ impl Host {
     }
 
     fn start_router(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(bin("weaver"))
-            .arg("--datadir")
-            .arg(self.datadir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.datadir.path().join("weaver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.router = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.router_get("/status").is_none() {
-            assert!(Instant::now() < deadline, "router did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.router = Some(spawn_weaver(&self.netns, self.datadir.path()));
+        wait_router(&self.netns);
     }
 
     fn stop_router(&mut self) {
@@ -96,48 +84,24 @@ impl Host {
         }
     }
 
+    /// The body of a 200 answer to GET `path` on our router.
     fn router_get(&self, path: &str) -> Option<String> {
-        let req = Request {
-            method: "GET",
-            url: Url::parse(&format!("http://127.0.0.1:6784{path}")).unwrap(),
-            headers: vec![],
-            body: vec![],
-        };
-        let conn = Connector::for_netns_name(&self.netns);
-        let r = http::fetch(
-            &conn,
-            &req,
-            Instant::now() + Duration::from_secs(3),
-            1 << 20,
-        )
-        .ok()?;
-        (r.head.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
+        let (status, body) = router_get(&self.netns, path)?;
+        (status == 200).then_some(body)
     }
 
     fn start_instance(&mut self, name: &str, port: u16, join: bool) -> String {
-        let script = fixture_script();
-        let port = port.to_string();
-        let mut args = vec![
-            script.to_str().unwrap(),
-            "start",
-            "--name",
-            name,
-            "--netns",
-            &self.netns,
-            "--ip",
-            IP,
-            "--port",
-            &port,
-            "--cni-conf-dir",
-            self.conf_dir.path().to_str().unwrap(),
-            "--cni-plugins-dir",
-            self.bin_dir.path().to_str().unwrap(),
-        ];
-        if join {
-            args.extend(["--join", MASTER]);
-        }
+        let extra: &[&str] = if join { &["--join", MASTER] } else { &[] };
         self.instances.push(name.to_string());
-        run(150, &args)
+        start_instance(
+            name,
+            &self.netns,
+            IP,
+            port,
+            self.conf_dir.path(),
+            self.bin_dir.path(),
+            extra,
+        )
     }
 
     fn operator(&self) -> OperatorClient {
@@ -148,27 +112,16 @@ impl Host {
     }
 
     fn driver(&self) -> Driver {
-        let s = SchedulerClient::new(MASTER)
-            .unwrap()
-            .with_connector(Connector::for_netns_name(&self.netns))
-            .subscribe(
-                framework_info("weave fixture test"),
-                Instant::now() + Duration::from_secs(30),
-            )
-            .unwrap();
-        Driver::new(s)
+        driver_in(&self.netns, MASTER, "weave fixture test")
     }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let script = fixture_script();
         // Agents first, then the master instance: graceful stop tears frameworks down, so
         // Mesos runs DEL while our router still answers.
         for name in self.instances.iter().rev() {
-            let _ = Command::new("timeout")
-                .args(["120", script.to_str().unwrap(), "stop", "--name", name])
-                .output();
+            stop_instance(name);
         }
         self.stop_router();
         let _ = Command::new("ip")
@@ -213,24 +166,7 @@ fn weave_under_a_real_mesos_agent() {
         .wait_for("wvt-ip", TaskState::TaskRunning, secs(60))
         .unwrap();
     assert!(!t.is_terminal(), "{:?}", t.last());
-    let deadline = secs(20);
-    let (net, ip, cid) = loop {
-        let tasks = op.get_tasks().unwrap();
-        let found = tasks.tasks.iter().find(|t| t.task_id.value == "wvt-ip");
-        if let Some(t) = found {
-            let cid = t
-                .statuses
-                .iter()
-                .rev()
-                .find_map(|s| s.container_status.as_ref()?.container_id.clone())
-                .map(|c| c.value);
-            if let (Some((n, ip)), Some(cid)) = (task_ips(t).into_iter().next(), cid) {
-                break (n, ip, cid);
-            }
-        }
-        assert!(Instant::now() < deadline, "GET_TASKS never showed an IP");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let (net, ip, cid) = task_address(&op, "wvt-ip");
     println!("GET_TASKS: task wvt-ip network {net} ip {ip} container {cid}");
     assert_eq!(net, "weave");
     assert!(ip.starts_with("10.3"), "{ip}");

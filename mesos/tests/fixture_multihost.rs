@@ -21,13 +21,13 @@
 mod common;
 
 use common::hosts::Hosts;
-use common::{bin, run, secs, task};
+use common::{bin, run, secs, task, task_address};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{AgentChoice, Driver};
 use weave_mesos::mesos_cluster::MesosCluster;
-use weave_mesos::operator::{task_ips, task_state_name, OperatorClient};
+use weave_mesos::operator::{task_state_name, OperatorClient};
 use weave_mesos::proto::v1::task_status::{Reason, Source};
 use weave_mesos::proto::v1::{TaskState, TaskStatus};
 use weave_mesos::scenario::{self, Listeners};
@@ -48,29 +48,11 @@ fn driver(hs: &Hosts, name: &str, checkpoint: bool) -> Driver {
     Driver::new(scheduler(hs).subscribe(info, secs(30)).unwrap())
 }
 
-/// `(ip, container id)` of a running task, from GET_TASKS.
+/// `(ip, container id)` of a running task on the `weave` network, from GET_TASKS.
 fn task_ip_cid(op: &OperatorClient, name: &str) -> (String, String) {
-    let deadline = secs(20);
-    loop {
-        let tasks = op.get_tasks().unwrap();
-        if let Some(t) = tasks.tasks.iter().find(|t| t.task_id.value == name) {
-            let cid = t
-                .statuses
-                .iter()
-                .rev()
-                .find_map(|s| s.container_status.as_ref()?.container_id.clone())
-                .map(|c| c.value);
-            if let (Some((net, ip)), Some(cid)) = (task_ips(t).into_iter().next(), cid) {
-                assert_eq!(net, "weave", "task {name}");
-                return (ip, cid);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GET_TASKS never showed {name}'s IP"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let (net, ip, cid) = task_address(op, name);
+    assert_eq!(net, "weave", "task {name}");
+    (ip, cid)
 }
 
 /// `TASK_X REASON_Y (SOURCE_Z): message` of one status update.

@@ -9,62 +9,22 @@
 //! Needs root, a built fixture, and the root crate's binaries next to this test's target
 //! dir: `cargo build --bins && cargo test -p weave-mesos --features mesos-fixture-tests`.
 
+mod common;
+
+use common::{bin, driver_in, run, secs, spawn_weaver, start_instance, stop_instance, wait_router};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{parse_port_mappings, parse_resources, AgentChoice, Driver, TaskSpec};
 use weave_mesos::http::Connector;
 use weave_mesos::operator::OperatorClient;
 use weave_mesos::proto::v1::TaskState;
-use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 const IP: &str = "100.64.1.1";
 const REMOTE_IP: &str = "100.64.1.2";
 const MASTER: &str = "100.64.1.1:5050";
-
-fn fixture_script() -> PathBuf {
-    std::env::var_os("MESOS_FIXTURE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mesos-fixture")
-        })
-        .join("mesos-fixture")
-}
-
-/// The root crate's binaries in this test's target dir.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: run `cargo build --bins` first",
-        p.display()
-    );
-    p
-}
-
-fn run(secs: u64, cmd: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .args(cmd)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
 
 /// Host, remote host, router and fixture instance; torn down on drop, even after a panic.
 struct Hosts {
@@ -117,25 +77,8 @@ impl Hosts {
     }
 
     fn start_router(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(bin("weaver"))
-            .arg("--datadir")
-            .arg(self.datadir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.datadir.path().join("weaver.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.router = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self
-            .try_sh("curl -sf -m 1 http://127.0.0.1:6784/status")
-            .is_none()
-        {
-            assert!(Instant::now() < deadline, "router did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.router = Some(spawn_weaver(&self.netns, self.datadir.path()));
+        wait_router(&self.netns);
     }
 
     fn try_sh(&self, cmd: &str) -> Option<String> {
@@ -153,39 +96,20 @@ impl Hosts {
     }
 
     fn start_instance(&mut self, name: &str) {
-        let script = fixture_script();
         self.instance = Some(name.to_string());
-        run(
-            150,
-            &[
-                script.to_str().unwrap(),
-                "start",
-                "--name",
-                name,
-                "--netns",
-                &self.netns,
-                "--ip",
-                IP,
-                "--port",
-                "5050",
-                "--cni-conf-dir",
-                self.conf_dir.path().to_str().unwrap(),
-                "--cni-plugins-dir",
-                self.bin_dir.path().to_str().unwrap(),
-            ],
+        start_instance(
+            name,
+            &self.netns,
+            IP,
+            5050,
+            self.conf_dir.path(),
+            self.bin_dir.path(),
+            &[],
         );
     }
 
     fn driver(&self) -> Driver {
-        let s = SchedulerClient::new(MASTER)
-            .unwrap()
-            .with_connector(Connector::for_netns_name(&self.netns))
-            .subscribe(
-                framework_info("weave portmap fixture test"),
-                Instant::now() + Duration::from_secs(30),
-            )
-            .unwrap();
-        Driver::new(s)
+        driver_in(&self.netns, MASTER, "weave portmap fixture test")
     }
 
     /// From the remote host: connect to `IP:port` and read what the listener sends.
@@ -211,15 +135,7 @@ impl Drop for Hosts {
     fn drop(&mut self) {
         // Graceful stop tears the framework down: Mesos runs DEL while the router answers.
         if let Some(name) = &self.instance {
-            let _ = Command::new("timeout")
-                .args([
-                    "120",
-                    fixture_script().to_str().unwrap(),
-                    "stop",
-                    "--name",
-                    name,
-                ])
-                .output();
+            stop_instance(name);
         }
         if let Some(mut r) = self.router.take() {
             let _ = r.kill();
@@ -229,10 +145,6 @@ impl Drop for Hosts {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-fn secs(n: u64) -> Instant {
-    Instant::now() + Duration::from_secs(n)
 }
 
 #[test]

@@ -419,3 +419,71 @@ impl fmt::Display for Matrix {
         Ok(())
     }
 }
+
+// Helpers the three-host tests share: their routers, HTTP calls and mesh-wide checks.
+
+/// The router of host k (started).
+pub fn router(c: &Cluster, k: usize) -> &Router {
+    c.host(k).router.as_ref().expect("router started")
+}
+
+/// One HTTP call to a router with a 40 s reply timeout (consensus may take a while).
+pub fn req(r: &Router, method: &str, path: &str) -> (u16, String) {
+    let (m, p) = (method.to_string(), path.to_string());
+    r.call(move |cl| {
+        cl.with_timeouts(Duration::from_secs(2), Duration::from_secs(40))
+            .request(&m, &p, None)
+            .unwrap_or_else(|e| panic!("{m} {p}: {e}"))
+    })
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Three meshed hosts (plus `extra` router flags) whose ring exists on every one.
+pub fn cluster3(extra: &[&str]) -> Cluster {
+    let mut c = Cluster::new(3);
+    for k in 1..=3 {
+        c.start_meshed_router(k, extra);
+    }
+    for k in 1..=3 {
+        let (code, body) = req(router(&c, k), "GET", "/ring");
+        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
+    }
+    c
+}
+
+/// How many mesh connections of the router are established.
+pub fn established(r: &Router) -> usize {
+    req(r, "GET", "/status/connections")
+        .1
+        .lines()
+        .filter(|l| l.contains("established"))
+        .count()
+}
+
+/// Every container reaches every other (printed), after at most 3 retries.
+pub fn assert_full_matrix(c: &mut Cluster, what: &str) {
+    // The first probes across hosts may race the flood entries of a peer that just came.
+    let mut m = c.reachability();
+    for _ in 0..3 {
+        if m.all_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        m = c.reachability();
+    }
+    println!("{what}:\n{m}");
+    assert!(m.all_ok(), "{what}: unreachable {:?}\n{m}", m.failures());
+}

@@ -362,3 +362,72 @@ pub fn cni_env<'a>(
     }
     env
 }
+
+// Calls and router queries the single-host `weave-net` tests share.
+
+/// The smallest `weave-net` network config (CNI 1.0.0, network "weave").
+pub fn conf() -> String {
+    serde_json::json!({"cniVersion": "1.0.0", "name": "weave", "type": "weave-net"}).to_string()
+}
+
+/// One `weave-net` call (`cmd`: ADD, DEL, CHECK) for container `id` with `eth0` in `ns`.
+pub fn weave_net(cmd: &str, host: &Netns, id: &str, ns: &Netns) -> PluginRun {
+    let path = ns.path();
+    let env = cni_env(cmd, id, path.to_str().unwrap(), "eth0");
+    run_plugin(host, plugin_bin("weave-net"), &env, &conf())
+}
+
+/// Owner id → addresses, from the router's `GET /ip`; the bridge's own address shows as
+/// owner `weave:expose`.
+pub fn owned(router: &Router) -> std::collections::BTreeMap<String, Vec<String>> {
+    let body = router.call(|c| {
+        let (code, body) = c.request("GET", "/ip", None).unwrap();
+        assert_eq!(code, 200, "{body}");
+        body
+    });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["owned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let addrs = o["addrs"].as_array().unwrap().iter();
+            let addrs = addrs.map(|a| a.as_str().unwrap().to_string());
+            (
+                o["containerid"].as_str().unwrap().to_string(),
+                addrs.collect(),
+            )
+        })
+        .collect()
+}
+
+/// The owners in [`owned`] that are containers (without `weave:expose`), sorted.
+pub fn container_owners(router: &Router) -> Vec<String> {
+    owned(router)
+        .into_keys()
+        .filter(|id| id != "weave:expose")
+        .collect()
+}
+
+/// The router's `GET /cni/attachments`, as JSON objects.
+pub fn attachments(router: &Router) -> Vec<serde_json::Value> {
+    let body = router.call(|c| c.request("GET", "/cni/attachments", None).unwrap().1);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v.as_array().unwrap_or_else(|| panic!("{body}")).clone()
+}
+
+/// The container ids of [`attachments`], in the router's order.
+pub fn attachment_ids(router: &Router) -> Vec<String> {
+    attachments(router)
+        .iter()
+        .map(|a| a["container_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The host ends of the container veths `weave-net` made on `host`.
+pub fn host_veths(host: &Netns) -> Vec<String> {
+    host.links()
+        .into_iter()
+        .filter(|l| l.starts_with("vethwepl"))
+        .collect()
+}

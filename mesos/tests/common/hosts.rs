@@ -5,7 +5,7 @@
 //! instance. Everything (instances, routers, namespaces) is removed on drop, even after a
 //! panic.
 
-use super::{bin, fixture_script, router_get, run, try_run, weave_setup};
+use super::{bin, fixture_script, router_get, run, start_instance, stop_instance, weave_setup};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -295,30 +295,18 @@ impl Hosts {
     pub fn start_agent(&mut self, k: usize) {
         let master = self.master();
         let h = &self.hosts[k - 1];
-        let script = fixture_script();
-        let port = AGENT_PORT.to_string();
-        let args = [
-            script.to_str().unwrap(),
-            "start",
-            "--name",
-            &h.agent,
-            "--netns",
-            &h.netns,
-            "--ip",
-            &h.ip,
-            "--port",
-            &port,
-            "--cni-conf-dir",
-            h.conf_dir.path().to_str().unwrap(),
-            "--cni-plugins-dir",
-            h.bin_dir.path().to_str().unwrap(),
-            "--join",
-            &master,
-        ];
         if !self.started.contains(&h.agent) {
             self.started.push(h.agent.clone());
         }
-        run(150, &args);
+        start_instance(
+            &h.agent,
+            &h.netns,
+            &h.ip,
+            AGENT_PORT,
+            h.conf_dir.path(),
+            h.bin_dir.path(),
+            &["--join", &master],
+        );
     }
 
     /// SIGKILLs host k's agent process (containers stay) and waits until it is gone.
@@ -348,13 +336,9 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        let script = fixture_script();
         // Agents first (they then kill their containers), the master last.
         for name in self.started.iter().rev() {
-            let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
-            if !ok {
-                eprintln!("stop {name}: {text}");
-            }
+            stop_instance(name);
         }
         for h in &mut self.hosts {
             h.stop_router();

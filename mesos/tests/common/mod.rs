@@ -6,10 +6,12 @@
 pub mod hosts;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weave_mesos::driver::{parse_resources, AgentChoice, TaskSpec};
+use weave_mesos::driver::{parse_resources, AgentChoice, Driver, TaskSpec};
 use weave_mesos::http::{self, Connector, Request, Url};
+use weave_mesos::operator::{task_ips, OperatorClient};
+use weave_mesos::scheduler::{framework_info, SchedulerClient};
 
 /// `mesos-fixture` (env `MESOS_FIXTURE_DIR` or the shared checkout next to the project).
 pub fn fixture_script() -> PathBuf {
@@ -108,4 +110,107 @@ pub fn weave_setup(bin_dir: &Path, conf_dir: &Path) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(confs, ["10-weave.conflist"]);
+}
+
+/// Spawns `weaver --datadir DIR` in `netns` (stderr to DIR/weaver.log); the caller keeps the
+/// child before [`wait_router`] so that its drop guard kills it even if the wait fails.
+pub fn spawn_weaver(netns: &str, datadir: &Path) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(bin("weaver"))
+        .arg("--datadir")
+        .arg(datadir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(datadir.join("weaver.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to 15 s until the router in `netns` answers `GET /status` with 200.
+pub fn wait_router(netns: &str) {
+    let deadline = secs(15);
+    while !matches!(router_get(netns, "/status"), Some((200, _))) {
+        assert!(Instant::now() < deadline, "router did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `mesos-fixture stop --name NAME` (graceful: Mesos runs DEL for its tasks), for drop
+/// guards: a failure is printed, not raised.
+pub fn stop_instance(name: &str) {
+    let script = fixture_script();
+    let (ok, text) = try_run(120, &[script.to_str().unwrap(), "stop", "--name", name]);
+    if !ok {
+        eprintln!("stop {name}: {text}");
+    }
+}
+
+/// `(network, ip, container id)` of task `name` once GET_TASKS shows both its first IP and
+/// its ContainerID; waits up to 20 s.
+pub fn task_address(op: &OperatorClient, name: &str) -> (String, String, String) {
+    let deadline = secs(20);
+    loop {
+        let tasks = op.get_tasks().unwrap();
+        if let Some(t) = tasks.tasks.iter().find(|t| t.task_id.value == name) {
+            let cid = t
+                .statuses
+                .iter()
+                .rev()
+                .find_map(|s| s.container_status.as_ref()?.container_id.clone())
+                .map(|c| c.value);
+            if let (Some((net, ip)), Some(cid)) = (task_ips(t).into_iter().next(), cid) {
+                return (net, ip, cid);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET_TASKS never showed {name}'s IP"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `mesos-fixture start` of instance `name` in `netns` on `ip:port`, whose agent takes its
+/// CNI configs from `conf_dir` and plugins from `plugins_dir`, plus `extra` flags (e.g.
+/// `--join MASTER`); its output.
+pub fn start_instance(
+    name: &str,
+    netns: &str,
+    ip: &str,
+    port: u16,
+    conf_dir: &Path,
+    plugins_dir: &Path,
+    extra: &[&str],
+) -> String {
+    let script = fixture_script();
+    let port = port.to_string();
+    let mut args = vec![
+        script.to_str().unwrap(),
+        "start",
+        "--name",
+        name,
+        "--netns",
+        netns,
+        "--ip",
+        ip,
+        "--port",
+        &port,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+        "--cni-plugins-dir",
+        plugins_dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    run(150, &args)
+}
+
+/// A framework named `framework` subscribed (30 s) to the master at `master` in `netns`.
+pub fn driver_in(netns: &str, master: &str, framework: &str) -> Driver {
+    let s = SchedulerClient::new(master)
+        .unwrap()
+        .with_connector(Connector::for_netns_name(netns))
+        .subscribe(framework_info(framework), secs(30))
+        .unwrap();
+    Driver::new(s)
 }
