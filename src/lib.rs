@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cni;
 pub mod error;
 pub mod ipam;
+pub mod iptables;
 pub mod mesh;
 pub mod netlink;
 pub mod netns;

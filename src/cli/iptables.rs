@@ -1,11 +1,11 @@
-//! Removing the router's iptables rules for `weave reset`, through the `iptables -w` binary.
+//! Removing the router's iptables rules for `weave reset`, through `crate::iptables`.
 //!
 //! Rather than replaying a fixed list (which would drift from what the router installs), it
 //! lists each table with `-S` and deletes what belongs to Weave: rules in built-in chains that
 //! mention `weave`/`WEAVE` or guard the control port, then every `WEAVE*` chain.
 
+use crate::iptables::split_rule;
 use crate::{Error, ErrorKind, Result};
-use std::process::Command;
 
 const TABLES: [&str; 3] = ["filter", "nat", "raw"];
 /// The router's control port, whose INPUT protection rule names no Weave chain.
@@ -53,46 +53,6 @@ fn belongs_to_weave(line: &str) -> bool {
     line.to_ascii_lowercase().contains("weave") || line.contains(CONTROL_PORT_MATCH)
 }
 
-/// Splits one `iptables -S` line into words, honouring `"..."` with `\"` and `\\` escapes.
-/// `None` for a line with an unterminated quote.
-pub fn split_rule(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quoted {
-        return None;
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Some(words)
-}
-
 /// Deletes Weave's rules and chains from the filter and nat tables of the current netns.
 /// Missing rules or chains are fine; a missing `iptables` binary means nothing to clean.
 pub fn remove_weave_rules() -> Result<()> {
@@ -122,21 +82,11 @@ fn is_absent(e: &Error) -> bool {
     m.contains("does not exist") || m.contains("No chain/target/match") || m.contains("Bad rule")
 }
 
-/// `iptables -w -t TABLE ARGS...`: stdout, or an error carrying stderr.
+/// `iptables -w 10 -t TABLE ARGS...`: stdout, or an error carrying stderr.
 fn iptables(table: &str, args: &[String]) -> Result<String> {
-    let what = format!("run iptables -t {table} {}", args.join(" "));
-    let out = Command::new("iptables")
-        .arg("-w")
-        .args(["-t", table])
-        .args(args)
-        .output()
-        .map_err(|e| Error::from(e).context(&what))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(Error::new(ErrorKind::Internal, format!("{what}: {err}")))
-    }
+    let mut all = vec!["-t", table];
+    all.extend(args.iter().map(String::as_str));
+    crate::iptables::run(&all)
 }
 
 #[cfg(test)]

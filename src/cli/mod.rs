@@ -4,7 +4,7 @@
 //! 0 success, 1 failure or usage error, 4 when the router answered 404 (its "no such thing").
 
 mod expose;
-pub(crate) mod iptables;
+mod iptables;
 mod launch;
 mod query;
 mod reset;

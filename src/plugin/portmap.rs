@@ -24,13 +24,11 @@
 //! the nat table only when its config carries mappings (Mesos passes DEL the ADD config) or
 //! could not be read; GC always does.
 
-use crate::cli::iptables::split_rule;
 use crate::cni::{CmdArgs, GcAttachment, NetConf, PortMapping};
+use crate::iptables::{restore_noflush as restore, split_rule};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// nat chain holding one DNAT rule per mapping.
@@ -452,52 +450,7 @@ fn lock() -> Result<std::fs::File> {
 }
 
 fn save(table: Option<&str>) -> Result<Listing> {
-    let mut cmd = Command::new("iptables-save");
-    if let Some(t) = table {
-        cmd.args(["-t", t]);
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::from(e).context("run iptables-save"))?;
-    if !out.status.success() {
-        return Err(Error::new(
-            ErrorKind::Kernel,
-            format!(
-                "run iptables-save: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(Listing::parse(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn restore(script: &str) -> Result<()> {
-    tracing::debug!("iptables-restore --noflush:\n{script}");
-    let mut child = Command::new("iptables-restore")
-        .args(["-w", "10", "--noflush"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::from(e).context("run iptables-restore"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::from(e).context("write to iptables-restore"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::from(e).context("run iptables-restore"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::Kernel,
-        format!(
-            "run iptables-restore: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    ))
+    Ok(Listing::parse(&crate::iptables::save(table)?))
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! iptables rules through the `iptables` binary (blocking: call from `spawn_blocking`).
+//! The router's iptables rules, through [`crate::iptables`] (blocking: call from
+//! `spawn_blocking`).
 //! Every change checks first (`-C`), so applying the same rule twice is harmless.
 
-use crate::{Error, ErrorKind, Result, BRIDGE_NAME};
+use crate::{Result, BRIDGE_NAME};
 use ipnet::Ipv4Net;
-use std::process::Command;
 
 /// NAT chain for exposed subnets, jumped from POSTROUTING.
 pub const NAT_CHAIN: &str = "WEAVE";
@@ -16,25 +16,10 @@ pub const EXPOSE_CHAIN: &str = "WEAVE-EXPOSE";
 /// hairpin SNAT).
 pub const NOTRACK_CHAIN: &str = "WEAVE-NOTRACK";
 
-fn iptables(args: &[&str]) -> Result<std::process::Output> {
-    // `-w 10`: wait for the xtables lock, but never forever.
-    Command::new("iptables")
-        .args(["-w", "10"])
-        .args(args)
-        .output()
-        .map_err(|e| Error::from(e).context("run iptables"))
-}
+use crate::iptables::output as iptables;
 
 fn run_ok(args: &[&str]) -> Result<()> {
-    let out = iptables(args)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(Error::new(
-        ErrorKind::Kernel,
-        format!("iptables {}: {}", args.join(" "), stderr.trim()),
-    ))
+    crate::iptables::run(args).map(drop)
 }
 
 /// True if the rule exists (`-C`).
