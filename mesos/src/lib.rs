@@ -13,6 +13,7 @@
 //!   a real cluster or on simulated agents in network namespaces.
 
 pub mod check;
+pub mod client;
 pub mod driver;
 pub mod execute;
 pub mod flags;

@@ -2,6 +2,7 @@
 //! JSON, with the leader redirect, HTTP basic auth, an error message per status code that
 //! says what to do, a deadline on every call, and the SUBSCRIBE event stream.
 
+use crate::client::MasterClient;
 use crate::http::{self, BodyReader, Connector, Request, ResponseHead, Url};
 use crate::proto::v1::master::{call, event, response, Call, Event, Response};
 use crate::proto::v1::{Flag, VersionInfo};
@@ -9,66 +10,27 @@ use crate::proto::{self, Encoding};
 use crate::recordio;
 use crate::{Context, Error, ErrorKind, Result};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Path of the operator API on the master.
 pub const API_PATH: &str = "/api/v1";
-/// Default deadline of one call.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::client::DEFAULT_TIMEOUT;
 /// Largest unary answer we accept (GET_STATE of a big cluster is large).
 const MAX_ANSWER: usize = 64 << 20;
 /// Leader redirects followed before giving up (a loop means a confused cluster).
 const MAX_REDIRECTS: usize = 3;
 
+/// Marks a [`MasterClient`] of the operator endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
 /// One master (or whichever master leads, after redirects).
-#[derive(Debug, Clone)]
-pub struct OperatorClient {
-    master: Url,
-    encoding: Encoding,
-    authorization: Option<String>,
-    timeout: Duration,
-    connector: Connector,
-}
+pub type OperatorClient = MasterClient<Operator>;
 
 impl OperatorClient {
     /// `master` as `http://host:port`, `host:port` or `host` (port 5050).
     pub fn new(master: &str) -> Result<OperatorClient> {
-        let url = Url::parse(master).context("use master address")?;
-        Ok(OperatorClient {
-            master: url.with_path(API_PATH),
-            encoding: Encoding::Protobuf,
-            authorization: None,
-            timeout: DEFAULT_TIMEOUT,
-            connector: Connector::direct(),
-        })
-    }
-
-    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
-        self.encoding = encoding;
-        self
-    }
-
-    /// HTTP basic auth, for masters run with `--authenticate_http_readwrite`.
-    pub fn with_basic_auth(mut self, principal: &str, secret: &str) -> Self {
-        let token = http::base64(format!("{principal}:{secret}").as_bytes());
-        self.authorization = Some(format!("Basic {token}"));
-        self
-    }
-
-    /// Deadline of each unary call, and of connecting a SUBSCRIBE stream.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Where connections are opened from (e.g. inside the fixture's network namespace).
-    pub fn with_connector(mut self, connector: Connector) -> Self {
-        self.connector = connector;
-        self
-    }
-
-    pub fn encoding(&self) -> Encoding {
-        self.encoding
+        Self::at(master, API_PATH)
     }
 
     /// Sends `call` and returns the decoded answer.
@@ -141,7 +103,7 @@ impl OperatorClient {
         let body = proto::encode(call, self.encoding)?;
         let (head, reader, _) = post_following_leader(
             &self.connector,
-            &self.master,
+            &self.url,
             self.encoding,
             self.authorization.as_deref(),
             &[],

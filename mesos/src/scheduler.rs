@@ -5,7 +5,8 @@
 //!
 //! [`Session`] is the raw protocol; [`crate::driver::Driver`] runs tasks on top of it.
 
-use crate::http::{self, BodyReader, Connector, Url};
+use crate::client::MasterClient;
+use crate::http::BodyReader;
 use crate::operator::{answer_encoding, post_following_leader};
 use crate::proto::v1::scheduler::{call, event, Call, Event};
 use crate::proto::v1::{
@@ -19,57 +20,22 @@ use std::time::{Duration, Instant};
 
 /// Path of the scheduler API on the master.
 pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
-/// Deadline of one call (not of the event stream).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::client::DEFAULT_TIMEOUT;
 /// How long a session waits between SUBSCRIBE attempts while the master is not ready
 /// (mesos-execute retries every second too).
 const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
 
+/// Marks a [`MasterClient`] of the scheduler endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheduler;
+
 /// Where and how to reach the master's scheduler endpoint.
-#[derive(Debug, Clone)]
-pub struct SchedulerClient {
-    url: Url,
-    encoding: Encoding,
-    authorization: Option<String>,
-    timeout: Duration,
-    connector: Connector,
-}
+pub type SchedulerClient = MasterClient<Scheduler>;
 
 impl SchedulerClient {
     /// `master` as `http://host:port`, `host:port` or `host` (port 5050).
     pub fn new(master: &str) -> Result<SchedulerClient> {
-        let url = Url::parse(master).context("use master address")?;
-        Ok(SchedulerClient {
-            url: url.with_path(SCHEDULER_PATH),
-            encoding: Encoding::Protobuf,
-            authorization: None,
-            timeout: DEFAULT_TIMEOUT,
-            connector: Connector::direct(),
-        })
-    }
-
-    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
-        self.encoding = encoding;
-        self
-    }
-
-    /// HTTP basic auth, for masters run with `--authenticate_http_frameworks`.
-    pub fn with_basic_auth(mut self, principal: &str, secret: &str) -> Self {
-        let token = http::base64(format!("{principal}:{secret}").as_bytes());
-        self.authorization = Some(format!("Basic {token}"));
-        self
-    }
-
-    /// Deadline of each call.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Where connections are opened from (e.g. a simulated host's network namespace).
-    pub fn with_connector(mut self, connector: Connector) -> Self {
-        self.connector = connector;
-        self
+        Self::at(master, SCHEDULER_PATH)
     }
 
     /// Subscribes `framework`, retrying while the master is unreachable or not ready
@@ -115,9 +81,10 @@ impl SchedulerClient {
             })?
             .to_string();
         let mut session = Session {
-            client: SchedulerClient {
-                url: leader,
-                ..self.clone()
+            client: {
+                let mut c = self.clone();
+                c.url = leader;
+                c
             },
             stream_id,
             framework_id: FrameworkId::default(),
