@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use weave_mesos::check::{check_host, DEFAULT_ROUTER_STATUS_URL};
+use weave_mesos::client::MasterClient;
 use weave_mesos::driver::Driver;
 use weave_mesos::execute::{execute, ExecuteOptions};
 use weave_mesos::flags::{agent_flags, render, AgentFlagsConfig, FlagFormat};
@@ -211,24 +212,16 @@ struct MasterArgs {
 
 impl MasterArgs {
     fn scheduler_client(&self) -> Result<SchedulerClient> {
-        let mut c = SchedulerClient::new(&self.master)?
-            .with_timeout(Duration::from_secs(self.timeout))
-            .with_encoding(if self.json {
-                Encoding::Json
-            } else {
-                Encoding::Protobuf
-            });
-        if let (Some(p), Some(s)) = (&self.principal, &self.secret) {
-            c = c.with_basic_auth(p, s);
-        }
-        if let Some(ns) = &self.netns {
-            c = c.with_connector(Connector::for_netns_name(ns));
-        }
-        Ok(c)
+        Ok(self.configure(SchedulerClient::new(&self.master)?))
     }
 
     fn client(&self) -> Result<OperatorClient> {
-        let mut c = OperatorClient::new(&self.master)?
+        Ok(self.configure(OperatorClient::new(&self.master)?))
+    }
+
+    /// The flags every master client takes: timeout, encoding, credentials, netns.
+    fn configure<K>(&self, c: MasterClient<K>) -> MasterClient<K> {
+        let mut c = c
             .with_timeout(Duration::from_secs(self.timeout))
             .with_encoding(if self.json {
                 Encoding::Json
@@ -241,7 +234,7 @@ impl MasterArgs {
         if let Some(ns) = &self.netns {
             c = c.with_connector(Connector::for_netns_name(ns));
         }
-        Ok(c)
+        c
     }
 }
 
