@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 /// Format version of the saved state; a different one is refused.
 const STATE_VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Persisted {
     version: u32,
     me: PeerName,
@@ -23,18 +23,21 @@ struct Persisted {
     owned: BTreeMap<String, Vec<u32>>,
 }
 
+/// [`Persisted`] as written: the same fields, borrowed.
+#[derive(Serialize)]
+struct PersistedRef<'a> {
+    version: u32,
+    me: PeerName,
+    universe: AddrRange,
+    ring: &'a Ring,
+    paxos: &'a PaxosState,
+    owned: &'a BTreeMap<String, Vec<u32>>,
+}
+
 impl Allocator {
     /// The durable state as JSON bytes. Write it after every call that changed anything.
     pub fn persist(&self) -> Vec<u8> {
-        let state = Persisted {
-            version: STATE_VERSION,
-            me: self.me,
-            universe: self.universe(),
-            ring: self.ring.clone(),
-            paxos: self.paxos.state().clone(),
-            owned: self.owned.clone(),
-        };
-        serde_json::to_vec(&state).expect("allocator state serialises")
+        self.encode(&self.owned)
     }
 
     /// [`Allocator::persist`] without the container addresses (`owned` left empty): the ring
@@ -42,13 +45,18 @@ impl Allocator {
     /// IPAM journal records this on each change and the addresses separately
     /// (see [`crate::ipam::journal`]).
     pub fn persist_without_addresses(&self) -> Vec<u8> {
-        let state = Persisted {
+        self.encode(&BTreeMap::new())
+    }
+
+    /// Serialises borrowed state: nothing is cloned on the allocation path.
+    fn encode(&self, owned: &BTreeMap<String, Vec<u32>>) -> Vec<u8> {
+        let state = PersistedRef {
             version: STATE_VERSION,
             me: self.me,
             universe: self.universe(),
-            ring: self.ring.clone(),
-            paxos: self.paxos.state().clone(),
-            owned: BTreeMap::new(),
+            ring: &self.ring,
+            paxos: self.paxos.state(),
+            owned,
         };
         serde_json::to_vec(&state).expect("allocator state serialises")
     }
