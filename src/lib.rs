@@ -5,6 +5,7 @@
 //! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env dispatch.
 //! - [`netlink`] and [`netns`]: the only code that touches the kernel or calls `setns`.
 //! - [`ipam`]: pure address allocation and its on-disk store.
+//! - [`dns`]: weaveDNS: the gossiped record store, the DNS server and its forwarder.
 //! - [`mesh`]: the peer mesh over TCP 6783 (handshake, Noise encryption, topology, gossip).
 //! - [`router`]: the `weaver` daemon: bridge, VXLAN data plane, IPAM actor, expose/NAT.
 //! - [`api`]: the router's HTTP server and the typed client the plugins and the CLI use.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod cli;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod iptables;
