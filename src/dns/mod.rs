@@ -4,11 +4,21 @@
 //! - [`name`]: the one spelling of a DNS name (lowercase, absolute) and reverse names.
 //! - [`store`]: the records, owned per peer, merged from gossip as a CRDT (pure).
 //! - [`wire`]: the records' gossip encoding (versioned JSON, split to fit a mesh message).
+//! - [`answer`]: the query path, pure: packet in, reply or forward out (hickory-proto).
+//! - [`server`]: UDP and TCP listeners; [`forward`] to the host's resolvers; [`ratelimit`]
+//!   per source in bounded memory; [`metrics`] for `/metrics`.
 
+pub mod answer;
+pub mod forward;
+pub mod metrics;
 pub mod name;
+pub mod ratelimit;
+pub mod server;
 pub mod store;
 pub mod wire;
 
+pub use metrics::DnsMetrics;
+pub use server::{DnsConfig, DnsServer, ZoneCell};
 pub use store::{OwnerUpdate, Record, RecordKey, Stamp, Store, Zone};
 
 /// Weave's default DNS domain.
