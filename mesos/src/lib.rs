@@ -9,11 +9,13 @@
 //! - [`flags`] and [`check`]: agent flags to enable weave on an agent, and a host check.
 //! - [`scheduler`], [`driver`], [`execute`]: the v1 scheduler API, tasks on chosen agents,
 //!   and a mesos-execute work-alike (plus a parser for the real one's output).
+//! - [`dns_sync`]: `dns-sync`, weaveDNS names for running tasks from the SUBSCRIBE stream.
 //! - [`scenario`] with [`mesos_cluster`] and [`local_cluster`]: the nc reachability matrix on
 //!   a real cluster or on simulated agents in network namespaces.
 
 pub mod check;
 pub mod client;
+pub mod dns_sync;
 pub mod driver;
 pub mod execute;
 pub mod flags;

@@ -48,6 +48,9 @@ enum Command {
     Scenario(ScenarioArgs),
     /// Read a real mesos-execute's stdout; exit 0 only if its task reached TASK_FINISHED.
     ExecuteStatus,
+    /// Keep weaveDNS names for this agent's running tasks (run one per agent, next to its
+    /// router): <task>.<framework>.weave.local, or the task's weave.dns.name label.
+    DnsSync(DnsSyncArgs),
     /// Print the operator event stream (SUBSCRIBED, HEARTBEAT, TASK_UPDATED, ...).
     Subscribe {
         #[command(flatten)]
@@ -186,6 +189,28 @@ struct ScenarioArgs {
 }
 
 #[derive(Args)]
+struct DnsSyncArgs {
+    /// Masters as with --master; several may be given comma-separated (tried in turn).
+    #[command(flatten)]
+    master: MasterArgs,
+    /// The local router's API (host:port).
+    #[arg(long, env = "WEAVE_HTTP_ADDR", default_value = weave::DEFAULT_HTTP_ADDR)]
+    router: String,
+    /// DNS domain the names live under.
+    #[arg(long, default_value = weave::dns::DEFAULT_DOMAIN)]
+    domain: String,
+    /// CNI networks whose task addresses get names (repeatable).
+    #[arg(long = "network", default_value = "weave")]
+    networks: Vec<String>,
+    /// Where the registered names are kept across restarts ("" keeps them in memory).
+    #[arg(long, default_value = "/var/lib/weave/dns-sync.json")]
+    state_file: PathBuf,
+    /// Seconds between re-registering every name (repairs a router that lost them).
+    #[arg(long, default_value_t = 60)]
+    reassert: u64,
+}
+
+#[derive(Args)]
 struct MasterArgs {
     /// Master address: http://host:port, host:port or host.
     #[arg(long, env = "MESOS_MASTER_URL")]
@@ -238,6 +263,36 @@ impl MasterArgs {
     }
 }
 
+fn dns_sync_cmd(a: DnsSyncArgs) -> Result<ExitCode> {
+    use weave_mesos::dns_sync::{SyncConfig, Syncer};
+    let masters = a
+        .master
+        .master
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| Ok(a.master.configure(OperatorClient::new(m)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if masters.is_empty() {
+        return Err(weave::Error::new(
+            weave::ErrorKind::InvalidConfig,
+            "--master: no master address",
+        ));
+    }
+    let domain = weave::dns::name::normalize(&a.domain)?;
+    let state_file = (!a.state_file.as_os_str().is_empty()).then_some(a.state_file);
+    let mut syncer = Syncer::new(SyncConfig {
+        masters,
+        router: weave::api::Client::new(&a.router),
+        domain,
+        networks: a.networks,
+        state_file,
+        reassert: Duration::from_secs(a.reassert.max(1)),
+        max_backoff: Duration::from_secs(10),
+    })?;
+    syncer.run()
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -251,6 +306,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::AgentFlags(a) => agent_flags_cmd(a),
+        Command::DnsSync(a) => dns_sync_cmd(a),
         Command::Execute(a) => execute_cmd(a),
         Command::Scenario(a) => scenario_cmd(a),
         Command::ExecuteStatus => {

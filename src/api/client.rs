@@ -190,7 +190,12 @@ impl Client {
     }
 
     /// A call that must answer 2xx; returns the body.
-    fn expect_ok(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<String> {
+    pub(super) fn expect_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<String> {
         let (status, text) = self.request(method, path, body)?;
         if (200..300).contains(&status) {
             Ok(text)
@@ -340,7 +345,7 @@ fn parse_cidr(s: &str) -> Result<Ipv4Net> {
 }
 
 /// Percent-encodes a path segment; IDs made of safe characters pass unchanged.
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {

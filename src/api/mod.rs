@@ -2,6 +2,7 @@
 //! router's state, and a typed blocking client with timeouts for the plugins and the CLI.
 
 pub mod client;
+mod names;
 pub mod request;
 pub mod server;
 pub mod wire;
