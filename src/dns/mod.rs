@@ -14,11 +14,13 @@ pub mod metrics;
 pub mod name;
 pub mod ratelimit;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod wire;
 
 pub use metrics::DnsMetrics;
 pub use server::{DnsConfig, DnsServer, ZoneCell};
+pub use service::{DnsHandle, ServiceConfig};
 pub use store::{OwnerUpdate, Record, RecordKey, Stamp, Store, Zone};
 
 /// Weave's default DNS domain.
