@@ -3,6 +3,7 @@
 //! Data goes to stdout, messages and errors to stderr. Exit codes follow Weave's script:
 //! 0 success, 1 failure or usage error, 4 when the router answered 404 (its "no such thing").
 
+mod dns;
 mod expose;
 mod iptables;
 mod launch;
@@ -85,6 +86,17 @@ pub enum Command {
     },
     /// Print the router's full state as JSON.
     Report,
+    /// Give addresses a name in weaveDNS: IP... [CONTAINER] -h FQDN.
+    #[command(disable_help_flag = true)]
+    DnsAdd(dns::DnsArgs),
+    /// Remove names: IP... [CONTAINER] [-h FQDN] (this host's records only).
+    #[command(disable_help_flag = true)]
+    DnsRemove(dns::DnsArgs),
+    /// Print the addresses a name resolves to, from every host's records.
+    DnsLookup {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Print the versions of this command and of the running router.
     Version,
 }
@@ -202,6 +214,9 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Forget { peers } => query::forget(&ctx, &peers),
         Command::Rmpeer { peers } => query::rmpeer(&ctx, &peers),
         Command::Report => query::report(&ctx),
+        Command::DnsAdd(a) => dns::add(&ctx, &a),
+        Command::DnsRemove(a) => dns::remove(&ctx, &a),
+        Command::DnsLookup { name } => dns::lookup(&ctx, &name),
         Command::Version => query::version(&ctx),
     }
 }
