@@ -18,9 +18,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The resolver file is checked for changes at most this often.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// The `nameserver` addresses of a resolv.conf text (port 53), leaving out `exclude` (our
-/// own listen addresses: forwarding to ourselves would loop).
-pub fn parse_resolv_conf(text: &str, exclude: &[IpAddr]) -> Vec<SocketAddr> {
+/// The `nameserver` addresses of a resolv.conf text (port 53).
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
@@ -28,7 +27,7 @@ pub fn parse_resolv_conf(text: &str, exclude: &[IpAddr]) -> Vec<SocketAddr> {
         })
         // A scope suffix (fe80::1%eth0) is not something we can dial portably: skip it.
         .filter_map(|a| a.parse::<IpAddr>().ok())
-        .filter(|ip| !exclude.contains(ip) && !ip.is_unspecified())
+        .filter(|ip| !ip.is_unspecified())
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
 }
@@ -53,16 +52,17 @@ struct Cached {
 #[derive(Debug)]
 pub struct Upstream {
     source: Servers,
-    exclude: Vec<IpAddr>,
+    /// Our own listen addresses: forwarding to them would loop.
+    exclude: Mutex<Vec<SocketAddr>>,
     timeout: Duration,
     cache: Mutex<Cached>,
 }
 
 impl Upstream {
-    pub fn new(source: Servers, exclude: Vec<IpAddr>, timeout: Duration) -> Upstream {
+    pub fn new(source: Servers, exclude: Vec<SocketAddr>, timeout: Duration) -> Upstream {
         Upstream {
             source,
-            exclude,
+            exclude: Mutex::new(exclude),
             timeout,
             cache: Mutex::new(Cached {
                 checked: None,
@@ -76,10 +76,22 @@ impl Upstream {
         self.timeout
     }
 
+    /// Never forwards to `addr` (one of our own listen addresses: that would loop).
+    pub fn exclude(&self, addr: SocketAddr) {
+        let mut ex = self.exclude.lock().unwrap_or_else(|e| e.into_inner());
+        if !ex.contains(&addr) {
+            ex.push(addr);
+        }
+        // Re-read the file at the next query, without the new address.
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.checked = None;
+        c.mtime = None;
+    }
+
     /// The servers to ask now.
     pub fn servers(&self) -> Vec<SocketAddr> {
         let path = match &self.source {
-            Servers::Fixed(v) => return v.clone(),
+            Servers::Fixed(v) => return self.without_ours(v.clone()),
             Servers::ResolvConf(p) => p,
         };
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,7 +104,7 @@ impl Upstream {
         if mtime != c.mtime || mtime.is_none() {
             c.mtime = mtime;
             c.servers = match std::fs::read_to_string(path) {
-                Ok(t) => parse_resolv_conf(&t, &self.exclude),
+                Ok(t) => self.without_ours(parse_resolv_conf(&t)),
                 Err(e) => {
                     tracing::warn!("dns: read {}: {e}", path.display());
                     vec![]
@@ -101,6 +113,12 @@ impl Upstream {
             tracing::info!("dns: upstream resolvers {:?}", c.servers);
         }
         c.servers.clone()
+    }
+
+    fn without_ours(&self, mut v: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let ex = self.exclude.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|a| !ex.contains(a));
+        v
     }
 
     /// Sends `query` over UDP to each server in turn, each getting an equal share of the
@@ -218,10 +236,20 @@ mod tests {
         let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\nnameserver  ::1 \n\
                     nameserver fe80::1%eth0\nnameserver 10.32.0.1\noptions ndots:2\nnameserver\n\
                     nameserver 0.0.0.0\n";
-        let got = parse_resolv_conf(text, &["10.32.0.1".parse().unwrap()]);
-        let want: Vec<SocketAddr> =
-            vec!["10.0.0.2:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
-        assert_eq!(got, want);
+        let want: Vec<SocketAddr> = ["10.0.0.2:53", "[::1]:53", "10.32.0.1:53"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(parse_resolv_conf(text), want);
+        // Our own listen address is never an upstream.
+        let up = Upstream::new(
+            Servers::Fixed(want.clone()),
+            vec!["10.32.0.1:53".parse().unwrap()],
+            DEFAULT_TIMEOUT,
+        );
+        assert_eq!(up.servers(), want[..2]);
+        up.exclude("10.0.0.2:53".parse().unwrap());
+        assert_eq!(up.servers(), want[1..2]);
     }
 
     #[test]

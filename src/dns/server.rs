@@ -168,69 +168,107 @@ enum Admit {
     Drop,
 }
 
-/// A running server; dropping it stops the listeners.
+/// A running server; dropping it stops the listeners. Listeners can be added and removed
+/// while it runs (the router follows the weave bridge's addresses).
 pub struct DnsServer {
-    local: Vec<SocketAddr>,
-    metrics: Arc<DnsMetrics>,
+    shared: Arc<Shared>,
+    tcp_slots: Arc<Semaphore>,
+    udp_workers: usize,
+    listeners: std::sync::Mutex<Vec<Listener>>,
+}
+
+struct Listener {
+    /// What was asked for (port 0 included), and what was bound.
+    asked: SocketAddr,
+    bound: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl Drop for Listener {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 impl DnsServer {
-    /// Binds every listener (a busy address fails here) and starts serving.
+    /// Binds every listener in `cfg.listen` (a busy address fails here) and starts serving.
     pub async fn start(cfg: DnsConfig, zone: Arc<ZoneCell>) -> Result<DnsServer> {
         let answerer = Answerer::new(&cfg.domain, cfg.ttl)?;
-        let exclude: Vec<IpAddr> = cfg.listen.iter().map(|a| a.ip()).collect();
-        let metrics = Arc::new(DnsMetrics::default());
+        let exclude: Vec<SocketAddr> = cfg.listen.clone();
         let shared = Arc::new(Shared {
             answerer,
             zone,
-            metrics: metrics.clone(),
+            metrics: Arc::new(DnsMetrics::default()),
             limiter: Mutex::new(RateLimiter::new(cfg.limits, Instant::now())),
             upstream: Upstream::new(cfg.upstream.clone(), exclude, cfg.forward_timeout),
             forwards: Arc::new(Semaphore::new(cfg.max_forwards.max(1))),
             allowed: cfg.allowed_sources.clone(),
             tcp_idle: cfg.tcp_idle,
         });
-        let tcp_slots = Arc::new(Semaphore::new(cfg.max_tcp_connections.max(1)));
-        let mut tasks = Vec::new();
-        let mut local = Vec::new();
+        let server = DnsServer {
+            shared,
+            tcp_slots: Arc::new(Semaphore::new(cfg.max_tcp_connections.max(1))),
+            udp_workers: cfg.udp_workers.max(1),
+            listeners: std::sync::Mutex::new(Vec::new()),
+        };
         for addr in &cfg.listen {
-            let (udp, tcp) = bind_pair(*addr).await?;
-            let at = udp.local_addr()?;
-            tracing::info!("dns: listening on {at} (udp, tcp)");
-            local.push(at);
-            let udp = Arc::new(udp);
-            for _ in 0..cfg.udp_workers.max(1) {
-                tasks.push(tokio::spawn(udp_loop(udp.clone(), shared.clone())));
-            }
-            tasks.push(tokio::spawn(tcp_loop(
-                tcp,
-                shared.clone(),
-                tcp_slots.clone(),
-            )));
+            server.listen(*addr).await?;
         }
-        Ok(DnsServer {
-            local,
-            metrics,
+        Ok(server)
+    }
+
+    /// Serves UDP and TCP on `addr` too; already listening there is fine. Returns the
+    /// address bound.
+    pub async fn listen(&self, addr: SocketAddr) -> Result<SocketAddr> {
+        let same = |l: &&Listener| l.bound == addr || (l.asked == addr && addr.port() != 0);
+        if let Some(l) = self.lock().iter().find(same) {
+            return Ok(l.bound);
+        }
+        let (udp, tcp) = bind_pair(addr).await?;
+        let bound = udp.local_addr()?;
+        self.shared.upstream.exclude(bound);
+        tracing::info!("dns: listening on {bound} (udp, tcp)");
+        let udp = Arc::new(udp);
+        let mut tasks: Vec<JoinHandle<()>> = (0..self.udp_workers)
+            .map(|_| tokio::spawn(udp_loop(udp.clone(), self.shared.clone())))
+            .collect();
+        tasks.push(tokio::spawn(tcp_loop(
+            tcp,
+            self.shared.clone(),
+            self.tcp_slots.clone(),
+        )));
+        self.lock().push(Listener {
+            asked: addr,
+            bound,
             tasks,
-        })
+        });
+        Ok(bound)
+    }
+
+    /// Stops serving on `ip` (every port); true if something listened there.
+    pub fn unlisten(&self, ip: IpAddr) -> bool {
+        let mut ls = self.lock();
+        let before = ls.len();
+        ls.retain(|l| l.bound.ip() != ip);
+        if ls.len() != before {
+            tracing::info!("dns: stopped listening on {ip}");
+        }
+        ls.len() != before
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The addresses actually bound (the real ports when configured with 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.lock().iter().map(|l| l.bound).collect()
     }
 
     pub fn metrics(&self) -> Arc<DnsMetrics> {
-        self.metrics.clone()
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.shared.metrics.clone()
     }
 }
 

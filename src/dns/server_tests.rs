@@ -321,9 +321,44 @@ async fn tcp_connections_are_capped() {
 #[tokio::test]
 async fn busy_address_is_an_error() {
     let srv = DnsServer::start(config(), zone(&[])).await.unwrap();
-    let e = DnsServer::start(DnsConfig::new(srv.local_addrs().to_vec()), zone(&[]))
+    let e = DnsServer::start(DnsConfig::new(srv.local_addrs()), zone(&[]))
         .await
         .err()
         .expect("port taken");
     assert!(e.to_string().starts_with("listen on udp 127.0.0.1:"), "{e}");
+}
+
+#[tokio::test]
+async fn listeners_come_and_go_while_serving() {
+    let mut cfg = config();
+    cfg.listen = vec![];
+    let srv = DnsServer::start(cfg, zone(&[("web.weave.local", "10.32.0.2")]))
+        .await
+        .unwrap();
+    assert!(srv.local_addrs().is_empty());
+    let a = srv.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let b = srv.listen("127.0.0.3:0".parse().unwrap()).await.unwrap();
+    assert_eq!(srv.listen(a).await.unwrap(), a, "listening twice is fine");
+    assert_eq!(srv.local_addrs().len(), 2);
+    for at in [a, b] {
+        let r = udp_ask(at, &query("web.weave.local.", RecordType::A)).await;
+        assert_eq!(addrs(&r).len(), 1);
+    }
+    assert!(srv.unlisten(b.ip()));
+    assert!(!srv.unlisten(b.ip()));
+    assert_eq!(srv.local_addrs(), [a]);
+    // Nothing answers there any more (the port is free again).
+    assert!(udp_raw(
+        b,
+        &query("web.weave.local.", RecordType::A).to_vec().unwrap(),
+        Duration::from_millis(300)
+    )
+    .await
+    .is_none());
+    // The aborted tasks drop the socket on their next turn: the port is free soon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(b).await.is_err() {
+        assert!(Instant::now() < deadline, "port {b} never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
