@@ -11,8 +11,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use weave::dataplane::vxlan::{self as datapath, Datapath};
 use weave::netlink::Netlink;
-use weave::router::datapath::{self, Datapath};
 
 /// Underlay subnet: host k (1-based) is 192.0.2.k (TEST-NET-1).
 pub const UNDERLAY_PREFIX: u8 = 24;
