@@ -7,7 +7,8 @@
 //! 2. the data plane (the kernel one unless one is given);
 //! 3. the mesh, and a task handing its live peers to the data plane;
 //! 4. the IPAM service on its gossip channel;
-//! 5. the [`Router`] over them (re-exposing the bridge's addresses), the sweep, and the
+//! 5. weaveDNS: the records on their gossip channel, the DNS server (unless `--no-dns`);
+//! 6. the [`Router`] over them (re-exposing the bridge's addresses), the sweep, and the
 //!    HTTP listeners.
 //!
 //! A new subsystem (e.g. DNS) joins here: open its gossip channel with
@@ -19,14 +20,16 @@
 use crate::api::server;
 use crate::dataplane::kernel::{KernelDataPlane, KernelOptions};
 use crate::dataplane::{vxlan, DataPlane};
+use crate::dns::Dns;
 use crate::ipam::core::{self as ipam_core, Core};
 use crate::ipam::store::{self, DataDir};
 use crate::ipam::{IpamHandle, IpamOptions};
 use crate::mesh::{MeshConfig, MeshHandle, MeshRouter, MeshTimers};
 use crate::router::{sweep, Config, Parts, Router};
 use crate::{Context, Result, BRIDGE_NAME};
+use ipnet::{IpNet, Ipv4Net};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -65,6 +68,7 @@ impl Daemon {
             Some(gossip),
             opts,
         );
+        let dns = Arc::new(start_dns(&config, &state.peer_name, &state.datadir, &mesh).await?);
         let sweep_every = config.sweep_interval;
         let (http_addr, status_addr) = (config.http_addr, config.status_addr);
         let router = Arc::new(Router::new(Parts {
@@ -75,6 +79,7 @@ impl Daemon {
             mesh,
             plane: plane.clone(),
             targets: state.targets,
+            dns,
         }));
         router.reexpose().await?;
         tokio::spawn(sweep::run(ipam, plane, sweep_every));
@@ -196,6 +201,36 @@ async fn kernel_plane(config: &Config) -> Result<KernelDataPlane> {
         range: config.ipalloc_range,
     })
     .await
+}
+
+/// The DNS records on their channel, persisted in the data dir, gossiped at the mesh's
+/// interval; the server (if on) serves the allocation range and loopback.
+async fn start_dns(
+    config: &Config,
+    peer_name: &str,
+    datadir: &DataDir,
+    mesh: &MeshHandle,
+) -> Result<Dns> {
+    let channel = mesh.channel(crate::dns::CHANNEL).await?;
+    let interval = if config.mesh.fast_timers {
+        MeshTimers::fast().gossip_interval
+    } else {
+        MeshTimers::default().gossip_interval
+    };
+    let allowed = vec![
+        IpNet::V4(config.ipalloc_range),
+        IpNet::V4(Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).expect("loopback")),
+    ];
+    Dns::start(
+        peer_name.parse()?,
+        Some(datadir.path().to_path_buf()),
+        Some(channel),
+        interval,
+        config.dns.clone(),
+        allowed,
+    )
+    .await
+    .context("start dns")
 }
 
 /// Starts the mesh on `--port` with the persisted targets.

@@ -550,3 +550,214 @@ async fn a_restarted_router_keeps_its_allocations_and_re_exposes() {
     })
     .await;
 }
+
+/// weaveDNS through the HTTP API of three routers: `/name` on one is answered by all;
+/// removals, freed addresses, rmpeer of a dead router and reset take names away everywhere;
+/// `/status/dns` lists every record with its owner; the plugin's calls learn the domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_names_through_the_api_of_three_routers() {
+    bounded(async {
+        let mut nodes = cluster(3).await;
+        eventually("meshed", || async {
+            nodes.iter().all(|n| n.plane.peers().len() == 2)
+        })
+        .await;
+        let lookup = |n: &Node, name: &str| {
+            let (addr, path) = (n.http, format!("/name/{name}"));
+            async move {
+                let (code, body) = req(addr, "GET", &path, None).await;
+                assert_eq!(code, 200, "{body}");
+                body
+            }
+        };
+        expect(&nodes[0], "GET", "/domain", None, 200, "weave.local.").await;
+        expect(
+            &nodes[0],
+            "PUT",
+            "/name/c1/10.32.0.2?fqdn=web.weave.local",
+            None,
+            204,
+            "",
+        )
+        .await;
+        expect(
+            &nodes[1],
+            "PUT",
+            "/name/c7/10.40.0.2",
+            Some("fqdn=WEB.weave.local."),
+            204,
+            "",
+        )
+        .await;
+        for n in &nodes {
+            eventually("both addresses everywhere", || async {
+                lookup(n, "web.weave.local").await == "10.32.0.2\n10.40.0.2\n"
+            })
+            .await;
+        }
+        // Bad input says why.
+        let bad = "invalid DNS name \"a..b\": empty label";
+        expect(
+            &nodes[0],
+            "PUT",
+            "/name/c1/10.32.0.2?fqdn=a..b",
+            None,
+            400,
+            bad,
+        )
+        .await;
+        let missing = "missing fqdn (PUT /name/<container>/<ip>?fqdn=<name>)";
+        expect(&nodes[0], "PUT", "/name/c1/10.32.0.2", None, 400, missing).await;
+        expect(
+            &nodes[0],
+            "PUT",
+            "/name/c1/10.32.0.256?fqdn=x.weave.local",
+            None,
+            400,
+            "invalid IP address: 10.32.0.256",
+        )
+        .await;
+        // Every record with its owner, on any router.
+        let (_, text) = req(nodes[2].http, "GET", "/status/dns", None).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with("web.weave.local") && lines[0].contains("10.32.0.2"),
+            "{text}"
+        );
+        assert!(lines[0].ends_with("02:00:00:00:00:01(n1)"), "{text}");
+        assert!(lines[1].ends_with("02:00:00:00:00:02(n2)"), "{text}");
+        let (_, json) = req(nodes[2].http, "GET", "/name", None).await;
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v[0]["Origin"], "02:00:00:00:00:01");
+        assert_eq!(v[0]["ContainerID"], "c1");
+        // Only the owner removes; another router's DELETE removes nothing.
+        expect(&nodes[2], "DELETE", "/name/c1/10.32.0.2", None, 204, "").await;
+        assert_eq!(
+            lookup(&nodes[2], "web.weave.local").await.lines().count(),
+            2
+        );
+        expect(
+            &nodes[0],
+            "DELETE",
+            "/name/c1/10.32.0.2?fqdn=web.weave.local",
+            None,
+            204,
+            "",
+        )
+        .await;
+        for n in &nodes {
+            eventually("c1's name gone", || async {
+                lookup(n, "web.weave.local").await == "10.40.0.2\n"
+            })
+            .await;
+        }
+        // A container's names go with its addresses (DELETE /ip).
+        let (code, cidr) = req(nodes[0].http, "POST", "/ip/c9", None).await;
+        assert_eq!(code, 200);
+        let ip = cidr.split('/').next().unwrap().to_string();
+        expect(
+            &nodes[0],
+            "PUT",
+            &format!("/name/c9/{ip}?fqdn=db.weave.local"),
+            None,
+            204,
+            "",
+        )
+        .await;
+        eventually("db everywhere", || async {
+            lookup(&nodes[2], "db.weave.local").await == format!("{ip}\n")
+        })
+        .await;
+        expect(&nodes[0], "DELETE", "/ip/c9", None, 204, "").await;
+        eventually("db gone with its address", || async {
+            lookup(&nodes[2], "db.weave.local").await.is_empty()
+        })
+        .await;
+        // The plugin's allocation answer names the domain.
+        let a = with_client(nodes[0].http, |c| {
+            let att: weave::api::Attachment = serde_json::from_value(serde_json::json!({
+                "container_id": "c10", "ifname": "eth0", "host_veth": "vethwepl10",
+                "mac": "", "ips": [], "netns": "/run/netns/x", "ipam_id": "c10"
+            }))
+            .unwrap();
+            c.allocate_attached("c10", None, &att).unwrap()
+        })
+        .await;
+        assert_eq!(a.dns_domain.as_deref(), Some("weave.local."));
+        // Router 2 dies; rmpeer on router 1 removes its name everywhere (3 learns by gossip).
+        let dead = nodes.remove(1);
+        dead.stop().await;
+        let (code, _) = req(nodes[0].http, "DELETE", "/peer/02:00:00:00:00:02", None).await;
+        assert_eq!(code, 200);
+        for n in &nodes {
+            eventually("the dead router's name gone", || async {
+                lookup(n, "web.weave.local").await.is_empty()
+            })
+            .await;
+        }
+        // Reset withdraws router 3's names from router 1.
+        expect(
+            &nodes[1],
+            "PUT",
+            "/name/c3/10.48.0.3?fqdn=api.weave.local",
+            None,
+            204,
+            "",
+        )
+        .await;
+        eventually("api on 1", || async {
+            lookup(&nodes[0], "api.weave.local").await == "10.48.0.3\n"
+        })
+        .await;
+        expect(&nodes[1], "DELETE", "/peer", None, 204, "").await;
+        eventually("api gone after reset", || async {
+            lookup(&nodes[0], "api.weave.local").await.is_empty()
+        })
+        .await;
+        for n in nodes {
+            n.stop().await;
+        }
+    })
+    .await;
+}
+
+/// With `--no-dns` the router has no server and says so, and its allocation answers name no
+/// domain; its records still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_dns_means_no_server_but_records_still_work() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(1, dir.path(), &[], InitMode::consensus(1));
+        c.dns = None;
+        let r = start(c, dir).await;
+        expect(&r, "GET", "/domain", None, 404, "DNS is off (--no-dns)").await;
+        let (_, status) = req(r.http, "GET", "/status", None).await;
+        assert!(
+            status.contains("Status: no DNS server (--no-dns)"),
+            "{status}"
+        );
+        expect(
+            &r,
+            "PUT",
+            "/name/c1/10.32.0.2?fqdn=web.weave.local",
+            None,
+            204,
+            "",
+        )
+        .await;
+        expect(&r, "GET", "/name/web.weave.local", None, 200, "10.32.0.2\n").await;
+        let a = with_client(r.http, |c| {
+            let att: weave::api::Attachment = serde_json::from_value(serde_json::json!({
+                "container_id": "c2", "ifname": "eth0", "host_veth": "vethwepl2",
+                "mac": "", "ips": [], "netns": "/run/netns/x", "ipam_id": "c2"
+            }))
+            .unwrap();
+            c.allocate_attached("c2", None, &att).unwrap()
+        })
+        .await;
+        assert_eq!(a.dns_domain, None);
+        r.stop().await;
+    })
+    .await;
+}

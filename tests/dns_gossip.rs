@@ -33,7 +33,7 @@ async fn peer(i: u64, targets: &[SocketAddr], datadir: Option<&std::path::Path>)
             datadir: datadir.map(|d| d.to_path_buf()),
             gossip_interval: Duration::from_millis(500),
         },
-        Some(mesh.clone()),
+        Some(mesh.channel(weave::dns::CHANNEL).await.unwrap()),
     )
     .await
     .unwrap();

@@ -13,6 +13,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The IPAM service: `/ip*`, `/ring`, `/peer*`, `/cni/attachments`.
     fn ipam(&self) -> &IpamHandle;
 
+    /// weaveDNS: `/name*`, `/domain`, `/dns-address`, `/status/dns`.
+    fn dns(&self) -> &crate::dns::Dns;
+
     /// `GET /ipinfo/defaultsubnet`.
     fn default_subnet(&self) -> Ipv4Net;
 

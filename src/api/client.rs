@@ -16,6 +16,14 @@ pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer we read; the router's are small.
 const MAX_RESPONSE: usize = 16 << 20;
 
+/// What `POST /ip/<id>` with an attachment answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocated {
+    pub cidr: Ipv4Net,
+    /// The router's DNS domain, when its DNS server is on.
+    pub dns_domain: Option<String>,
+}
+
 /// A typed client for one router.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -75,16 +83,21 @@ impl Client {
     /// `POST /ip/<id>[/<subnet>]` with the attachment as JSON body: allocates and records the
     /// attachment in one call (the router fills in `ips`, `mac` and `ipam_id`). The ADD path
     /// of `weave-net` makes exactly this one router call.
+    /// The answer also says whether the router's DNS server is on, and for which domain
+    /// (a header), so the plugin's result can name the nameserver without another call.
     pub fn allocate_attached(
         &self,
         id: &str,
         subnet: Option<Ipv4Net>,
         attachment: &Attachment,
-    ) -> Result<Ipv4Net> {
+    ) -> Result<Allocated> {
         let path = ip_path(id, subnet);
         let body = serde_json::to_vec(attachment)?;
-        let answer = self.expect_ok("POST", &path, Some(&body))?;
-        parse_cidr(answer.trim()).with_context(|| format!("POST {path}"))
+        let a = self.expect_answer("POST", &path, Some(&body))?;
+        Ok(Allocated {
+            cidr: parse_cidr(a.body.trim()).with_context(|| format!("POST {path}"))?,
+            dns_domain: a.dns_domain,
+        })
     }
 
     /// `GET /ip/<id>[/<subnet>]` → the CIDRs `id` owns (empty if none).
@@ -166,11 +179,11 @@ impl Client {
         serde_json::from_str(&body).context("GET /report: decode JSON")
     }
 
-    /// `POST /cni/attachments`.
-    pub fn register_attachment(&self, a: &Attachment) -> Result<()> {
+    /// `POST /cni/attachments`; the DNS domain when the router's DNS server is on.
+    pub fn register_attachment(&self, a: &Attachment) -> Result<Option<String>> {
         let body = serde_json::to_vec(a)?;
-        self.expect_ok("POST", "/cni/attachments", Some(&body))
-            .map(drop)
+        self.expect_answer("POST", "/cni/attachments", Some(&body))
+            .map(|a| a.dns_domain)
     }
 
     /// `DELETE /cni/attachments/<id>/<ifname>`.
@@ -196,21 +209,28 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<String> {
-        let (status, text) = self.request(method, path, body)?;
-        if (200..300).contains(&status) {
-            Ok(text)
+        self.expect_answer(method, path, body).map(|a| a.body)
+    }
+
+    fn expect_answer(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer> {
+        let a = self
+            .exchange(method, path, body)
+            .with_context(|| format!("{method} {path}"))?;
+        if (200..300).contains(&a.status) {
+            Ok(a)
         } else {
-            Err(status_error(method, path, status, &text))
+            Err(status_error(method, path, a.status, &a.body))
         }
     }
 
     /// Any call: `(status, body)`; transport failures and timeouts are `TryAgainLater`.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, String)> {
         self.exchange(method, path, body)
+            .map(|a| (a.status, a.body))
             .with_context(|| format!("{method} {path}"))
     }
 
-    fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, String)> {
+    fn exchange(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer> {
         let deadline = Instant::now() + self.total_timeout;
         let target = self.resolve()?;
         let mut stream = TcpStream::connect_timeout(&target, self.connect_timeout)
@@ -373,7 +393,15 @@ fn response_complete(raw: &[u8]) -> bool {
         .is_some_and(|len| raw.len() - end >= len)
 }
 
-fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
+/// An HTTP answer: status, body, and the DNS domain the router announced (if any).
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    body: String,
+    dns_domain: Option<String>,
+}
+
+fn parse_response(raw: &[u8]) -> Result<Answer> {
     let bad = |why: &str| Error::new(ErrorKind::Router, format!("malformed HTTP answer: {why}"));
     let end = header_end(raw).ok_or_else(|| bad("no header end (connection closed early)"))?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("header is not UTF-8"))?;
@@ -386,6 +414,7 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
         .ok_or_else(|| bad("no status code"))?;
     let mut content_length = None;
     let mut chunked = false;
+    let mut dns_domain = None;
     for l in lines {
         let Some((k, v)) = l.split_once(':') else {
             continue;
@@ -395,6 +424,8 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
             content_length = v.parse::<usize>().ok();
         } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
             chunked = true;
+        } else if k == super::DNS_DOMAIN_HEADER {
+            dns_domain = Some(v.to_string());
         }
     }
     let rest = &raw[end..];
@@ -407,7 +438,11 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
     } else {
         rest.to_vec()
     };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        dns_domain,
+    })
 }
 
 fn decode_chunked(mut rest: &[u8]) -> Option<Vec<u8>> {
@@ -451,10 +486,18 @@ mod tests {
     fn parses_content_length_and_chunked_answers() {
         let r =
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n10.32.0.1/12").unwrap();
-        assert_eq!(r, (200, "10.32.0.1/12".to_string()));
+        assert_eq!(
+            (r.status, r.body.as_str(), r.dns_domain),
+            (200, "10.32.0.1/12", None)
+        );
         let r = parse_response(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
             .unwrap();
-        assert_eq!(r, (400, "abcde".to_string()));
+        assert_eq!((r.status, r.body.as_str()), (400, "abcde"));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nX-Weave-DNS-Domain: weave.local.\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .unwrap();
+        assert_eq!(r.dns_domain.as_deref(), Some("weave.local."));
         assert!(parse_response(b"HTTP/1.1 200").is_err());
     }
 

@@ -25,3 +25,8 @@ pub mod status;
 pub use crate::attachment::Attachment;
 pub use backend::Backend;
 pub use client::Client;
+
+/// Answer header naming the DNS domain when the router's DNS server is on, sent with the
+/// answers a CNI plugin gets for a container (allocation, attachment); see
+/// [`Client::allocate_attached`].
+pub const DNS_DOMAIN_HEADER: &str = "x-weave-dns-domain";

@@ -14,6 +14,7 @@ pub enum StatusPage {
     Connections,
     Peers,
     Ipam,
+    Dns,
 }
 
 /// A request that passed validation.
@@ -72,6 +73,28 @@ pub enum ApiRequest {
         id: String,
         ifname: String,
     },
+    /// `PUT /name/<id>/<ip>?fqdn=`: a name for the container's address.
+    NameAdd {
+        id: String,
+        ip: Ipv4Addr,
+        fqdn: String,
+    },
+    /// `DELETE /name[/<id>[/<ip>]][?fqdn=]`: our records, narrowed (`id` "*" is any).
+    NameRemove {
+        id: String,
+        ip: Option<Ipv4Addr>,
+        fqdn: Option<String>,
+    },
+    /// `GET /name/<fqdn>`: its addresses.
+    NameLookup {
+        fqdn: String,
+    },
+    /// `GET /name`: every record with its owner (JSON).
+    NameList,
+    /// `GET /domain`.
+    Domain,
+    /// `GET /dns-address`.
+    DnsAddress,
 }
 
 /// Why a request was refused: an HTTP status and a one-line reason for the body.
@@ -113,7 +136,10 @@ pub fn parse_request(method: &str, path: &str, query: &str, body: &[u8], full: b
         return Err(not_found());
     }
     let allowed: &[&str] = match s.as_slice() {
-        ["status"] | ["status", "targets" | "connections" | "peers" | "ipam"] => &["GET"],
+        ["status"] | ["status", "targets" | "connections" | "peers" | "ipam" | "dns"] => &["GET"],
+        ["name"] | ["name", _] => &["GET", "DELETE"],
+        ["name", _, _] => &["PUT", "DELETE"],
+        ["domain"] | ["dns-address"] => &["GET"],
         ["report"] | ["metrics"] | ["ring"] | ["ip"] => &["GET"],
         ["ipinfo", "defaultsubnet" | "tracker"] => &["GET"],
         ["ip", _] => &["GET", "POST", "DELETE"],
@@ -164,6 +190,7 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
         (_, ["status", "targets"]) => R::Status(StatusPage::Targets),
         (_, ["status", "connections"]) => R::Status(StatusPage::Connections),
         (_, ["status", "peers"]) => R::Status(StatusPage::Peers),
+        (_, ["status", "dns"]) => R::Status(StatusPage::Dns),
         (_, ["status", _]) => R::Status(StatusPage::Ipam),
         (_, ["report"]) => R::Report {
             format: form_values(&form_pairs(query, b""), "format")
@@ -238,6 +265,36 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
         (_, ["peer", name]) => R::RemovePeer {
             name: peer_name_of(name)?,
         },
+        ("GET", ["name"]) => R::NameList,
+        ("GET", ["name", fqdn]) => R::NameLookup {
+            fqdn: fqdn_of(fqdn)?,
+        },
+        ("PUT", ["name", id, ip]) => R::NameAdd {
+            id: id_of(id)?,
+            ip: ip_of(ip)?,
+            fqdn: form_fqdn(query, body)?
+                .ok_or_else(|| bad("missing fqdn (PUT /name/<container>/<ip>?fqdn=<name>)"))?,
+        },
+        (_, ["name"]) => R::NameRemove {
+            id: "*".into(),
+            ip: None,
+            fqdn: Some(
+                form_fqdn(query, body)?
+                    .ok_or_else(|| bad("missing fqdn (DELETE /name?fqdn=<name>)"))?,
+            ),
+        },
+        (_, ["name", id]) => R::NameRemove {
+            id: id_of(id)?,
+            ip: None,
+            fqdn: form_fqdn(query, body)?,
+        },
+        (_, ["name", id, ip]) => R::NameRemove {
+            id: id_of(id)?,
+            ip: Some(ip_of(ip)?),
+            fqdn: form_fqdn(query, body)?,
+        },
+        (_, ["domain"]) => R::Domain,
+        (_, ["dns-address"]) => R::DnsAddress,
         ("GET", ["cni", "attachments"]) => R::ListAttachments,
         (_, ["cni", "attachments"]) => match serde_json::from_slice::<Attachment>(body) {
             Ok(a) => {
@@ -255,6 +312,25 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
         }
         _ => return Err(not_found()),
     })
+}
+
+fn ip_of(ip: &str) -> Result<Ipv4Addr, Rejection> {
+    strict_ip(ip).ok_or_else(|| bad(format!("invalid IP address: {}", printable(ip))))
+}
+
+fn fqdn_of(n: &str) -> Result<String, Rejection> {
+    crate::dns::name::normalize(n).map_err(|e| bad(e.to_string()))
+}
+
+/// The `fqdn` form value (query or form body), checked; `None` when absent.
+fn form_fqdn(query: &str, body: &[u8]) -> Result<Option<String>, Rejection> {
+    match form_values(&form_pairs(query, body), "fqdn")
+        .into_iter()
+        .next()
+    {
+        Some(n) => fqdn_of(&n).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn id_of(id: &str) -> Result<String, Rejection> {

@@ -167,14 +167,29 @@ pub async fn handle<B: Backend>(
         }
         Err(e) => return into_response(bad_request(format!("read request body: {e}"))),
     };
+    let mut tell_dns = false;
     let reply = match parse_request(method.as_str(), &path, &query, &body, full) {
-        Ok(r) => execute(backend, r).await,
+        Ok(r) => {
+            // What a CNI plugin calls for a container: it learns the DNS domain in the same
+            // answer, so a result can carry the nameserver without another call.
+            tell_dns = matches!(
+                r,
+                ApiRequest::Allocate { .. } | ApiRequest::PutAttachment(_)
+            );
+            execute(backend, r).await
+        }
         Err(rej) => Reply::Text(
             StatusCode::from_u16(rej.status).unwrap_or(StatusCode::BAD_REQUEST),
             rej.reason,
         ),
     };
-    into_response(reply)
+    let mut resp = into_response(reply);
+    if let Some(d) = backend.dns().domain().filter(|_| tell_dns) {
+        if let Ok(v) = HeaderValue::from_str(d) {
+            resp.headers_mut().insert(super::DNS_DOMAIN_HEADER, v);
+        }
+    }
+    resp
 }
 
 fn done(r: crate::Result<()>, prefix: &str) -> Reply {
@@ -195,6 +210,7 @@ async fn execute<B: Backend>(backend: &B, req: ApiRequest) -> Reply {
                 StatusPage::Connections => status::connections_text,
                 StatusPage::Peers => status::peers_text,
                 StatusPage::Ipam => status::ipam_text,
+                StatusPage::Dns => return dns_status(backend).await,
             };
             with_view(backend, |v| ok_text(render(v))).await
         }
@@ -230,8 +246,22 @@ async fn execute<B: Backend>(backend: &B, req: ApiRequest) -> Reply {
         },
         R::Claim { id, cidr } => done(ipam.claim(&id, cidr).await.map(|_| ()), "Unable to claim: "),
         // Also drops the attachments recorded with the id's addresses.
-        R::Free { id } => done(ipam.free(&id).await.map(|_| ()), ""),
-        R::FreeOne { id, ip } => done(ipam.free_one(&id, ip).await, "Unable to free: "),
+        // The container's names go with its addresses (so a name never outlives its task,
+        // even when whoever registered it is not told).
+        R::Free { id } => {
+            let r = ipam.free(&id).await.map(|_| ());
+            if r.is_ok() {
+                forget_names(backend, &id, None).await;
+            }
+            done(r, "")
+        }
+        R::FreeOne { id, ip } => {
+            let r = ipam.free_one(&id, ip).await;
+            if r.is_ok() {
+                forget_names(backend, &id, Some(ip)).await;
+            }
+            done(r, "Unable to free: ")
+        }
         R::DefaultSubnet => ok_text(backend.default_subnet().to_string()),
         R::Tracker => ok_text("\n"),
         // Starts the election and waits (bounded) for the ring.
@@ -254,9 +284,68 @@ async fn execute<B: Backend>(backend: &B, req: ApiRequest) -> Reply {
         // `weave reset`: our ranges go to a live peer (gossiped), then we leave the mesh.
         R::Leave => done(backend.leave().await, ""),
         R::RemovePeer { name } => match ipam.rmpeer(&name).await {
-            Ok(text) => ok_text(text),
+            Ok(text) => {
+                remove_peer_names(backend, &name).await;
+                ok_text(text)
+            }
             Err(e) => error_reply(&e, ""),
         },
+        R::NameAdd { id, ip, fqdn } => {
+            let dns = backend.dns();
+            if let Some(domain) = dns.domain() {
+                if !crate::dns::name::in_domain(&fqdn, domain) {
+                    tracing::info!("dns: {fqdn} is outside {domain}: kept, but not served here");
+                }
+            }
+            done(dns.records().add(&id, ip, &fqdn).await.map(drop), "")
+        }
+        R::NameRemove { id, ip, fqdn } => done(
+            backend
+                .dns()
+                .records()
+                .remove(&id, ip, fqdn.as_deref())
+                .await
+                .map(drop),
+            "",
+        ),
+        R::NameLookup { fqdn } => ok_text(
+            backend
+                .dns()
+                .records()
+                .lookup(&fqdn)
+                .iter()
+                .map(|ip| format!("{ip}\n"))
+                .collect::<String>(),
+        ),
+        R::NameList => match backend.dns().records().records().await {
+            Ok(v) => Reply::Json(
+                StatusCode::OK,
+                json!(v
+                    .iter()
+                    .map(|r| json!({
+                        "Hostname": r.name,
+                        "Address": r.ip.to_string(),
+                        "ContainerID": r.container_id,
+                        "Origin": r.owner.to_string(),
+                        "Version": r.version,
+                    }))
+                    .collect::<Vec<_>>()),
+            ),
+            Err(e) => error_reply(&e, ""),
+        },
+        R::Domain => match backend.dns().domain() {
+            Some(d) => ok_text(d.to_string()),
+            None => Reply::Text(StatusCode::NOT_FOUND, "DNS is off (--no-dns)".into()),
+        },
+        R::DnsAddress => ok_text(
+            backend
+                .dns()
+                .addresses()
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         R::ListAttachments => match ipam.attachments().await {
             Ok(v) => Reply::Json(StatusCode::OK, json!(v)),
             Err(e) => error_reply(&e, ""),
@@ -264,6 +353,47 @@ async fn execute<B: Backend>(backend: &B, req: ApiRequest) -> Reply {
         R::PutAttachment(a) => done(ipam.put_attachment(a).await, ""),
         R::RemoveAttachment { id, ifname } => done(ipam.remove_attachment(&id, &ifname).await, ""),
     }
+}
+
+/// Drops our names of `id` (one address, or all) after IPAM freed its addresses.
+async fn forget_names<B: Backend>(backend: &B, id: &str, ip: Option<std::net::Ipv4Addr>) {
+    if let Err(e) = backend.dns().records().remove(id, ip, None).await {
+        tracing::warn!("dns: forget names of {id}: {e}");
+    }
+}
+
+/// `rmpeer` of a peer name or nickname: its names go too.
+async fn remove_peer_names<B: Backend>(backend: &B, name: &str) {
+    let peer = match name.parse::<crate::peer::PeerName>() {
+        Ok(p) => Some(p),
+        Err(_) => backend.view().await.ok().and_then(|v| {
+            v.mesh?
+                .peers
+                .iter()
+                .find(|p| p.nickname == name)
+                .map(|p| p.name)
+        }),
+    };
+    match peer {
+        Some(p) => match backend.dns().records().remove_peer(p).await {
+            Ok(n) => tracing::info!("dns: {n} names of {p} removed"),
+            Err(e) => tracing::warn!("dns: rmpeer {p}: {e}"),
+        },
+        None => tracing::info!("dns: rmpeer {name}: no such peer known"),
+    }
+}
+
+/// `GET /status/dns`.
+async fn dns_status<B: Backend>(backend: &B) -> Reply {
+    let records = match backend.dns().records().records().await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&e, ""),
+    };
+    let view = backend.view().await.ok();
+    ok_text(status::dns_text(
+        &records,
+        view.as_ref().and_then(|v| v.mesh.as_ref()),
+    ))
 }
 
 async fn with_view<B: Backend>(backend: &B, f: impl FnOnce(&status::View) -> Reply) -> Reply {

@@ -22,6 +22,21 @@ pub struct View {
     pub pid: u32,
     pub datadir: String,
     pub http_addr: String,
+    pub dns: DnsView,
+}
+
+/// weaveDNS as the status pages show it.
+#[derive(Debug, Clone, Default)]
+pub struct DnsView {
+    /// `None` when the server is off (`--no-dns`).
+    pub domain: Option<String>,
+    pub ttl: u32,
+    /// Where the server listens.
+    pub listen: Vec<String>,
+    /// Live records, every owner's.
+    pub records: usize,
+    /// The server's counters, Prometheus text.
+    pub metrics: String,
 }
 
 impl View {
@@ -74,6 +89,44 @@ pub fn status_text(v: &View) -> String {
     line(&mut s, "Status", &v.ipam.status);
     line(&mut s, "Range", v.ipam.universe);
     line(&mut s, "DefaultSubnet", v.ipam.default_subnet);
+    s.push('\n');
+    line(&mut s, "Service", "dns");
+    match &v.dns.domain {
+        Some(d) => {
+            line(&mut s, "Domain", d);
+            line(&mut s, "TTL", v.dns.ttl);
+            let listen = if v.dns.listen.is_empty() {
+                "none yet (no bridge address)".to_string()
+            } else {
+                v.dns.listen.join(", ")
+            };
+            line(&mut s, "Listen", listen);
+        }
+        None => line(&mut s, "Status", "no DNS server (--no-dns)"),
+    }
+    line(&mut s, "Entries", v.dns.records);
+    s
+}
+
+/// `GET /status/dns`: every live record, one per line: name, address, container (first
+/// 12 characters), owner peer and nickname.
+pub fn dns_text(records: &[crate::dns::Record], mesh: Option<&crate::mesh::MeshStatus>) -> String {
+    let nick = |p: &crate::peer::PeerName| {
+        mesh.and_then(|m| m.peers.iter().find(|i| i.name == *p))
+            .map(|i| format!("{p}({})", i.nickname))
+            .unwrap_or_else(|| p.to_string())
+    };
+    let mut s = String::new();
+    for r in records {
+        let name = r.name.strip_suffix('.').unwrap_or(&r.name);
+        let cid: String = r.container_id.chars().take(12).collect();
+        let _ = writeln!(
+            s,
+            "{name:<32} {:<15} {cid:<12} {}",
+            r.ip.to_string(),
+            nick(&r.owner)
+        );
+    }
     s
 }
 
@@ -211,6 +264,7 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
 /// `GET /metrics` in the Prometheus text format.
 pub fn metrics(v: &View) -> String {
     let mut s = String::new();
+    s.push_str(&v.dns.metrics);
     let mut gauge = |name: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in samples {
@@ -351,7 +405,42 @@ mod tests {
             pid: 1,
             datadir: "/d".into(),
             http_addr: "127.0.0.1:6784".into(),
+            dns: DnsView {
+                domain: Some("weave.local.".into()),
+                ttl: 1,
+                listen: vec!["10.32.0.1:53".into()],
+                records: 2,
+                metrics: String::new(),
+            },
         }
+    }
+
+    #[test]
+    fn dns_section_and_records() {
+        let t = status_text(&view());
+        assert!(
+            t.contains("\n        Service: dns\n         Domain: weave.local.\n"),
+            "{t}"
+        );
+        assert!(t.contains("\n         Listen: 10.32.0.1:53\n"), "{t}");
+        assert!(t.contains("\n        Entries: 2\n"), "{t}");
+        let mut off = view();
+        off.dns.domain = None;
+        assert!(status_text(&off).contains("Status: no DNS server (--no-dns)"));
+        let r = crate::dns::Record {
+            name: "web.fw.weave.local.".into(),
+            ip: "10.32.0.2".parse().unwrap(),
+            container_id: "0123456789abcdef".into(),
+            owner: "02:00:00:00:00:01".parse().unwrap(),
+            version: 5,
+        };
+        assert_eq!(
+            dns_text(&[r], None),
+            format!(
+                "{:<32} {:<15} {:<12} 02:00:00:00:00:01\n",
+                "web.fw.weave.local", "10.32.0.2", "0123456789ab"
+            )
+        );
     }
 
     #[test]

@@ -68,8 +68,57 @@ struct Args {
     /// Longest an inbound or outbound mesh handshake may take (ms); default 10000.
     #[arg(long, env = "WEAVE_MESH_HANDSHAKE_TIMEOUT_MS", hide = true)]
     mesh_handshake_timeout_ms: Option<u64>,
+    /// No DNS server (the names registered here still reach other routers).
+    #[arg(long)]
+    no_dns: bool,
+    /// Domain the DNS server answers for; other names go to the resolvers of --resolv-conf.
+    #[arg(long, default_value = weave::dns::DEFAULT_DOMAIN)]
+    dns_domain: String,
+    /// TTL of local DNS answers, in seconds.
+    #[arg(long, default_value_t = weave::dns::DEFAULT_TTL)]
+    dns_ttl: u32,
+    /// Where the upstream resolvers are listed.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Longest wait for an upstream resolver before answering SERVFAIL (ms).
+    #[arg(long, default_value_t = 2000)]
+    dns_forward_timeout_ms: u64,
+    /// Queries per second one source may send to the DNS server (0: no limit).
+    #[arg(long, default_value_t = 2000.0)]
+    dns_rate_limit: f64,
+    /// Port of the DNS server on the bridge addresses.
+    #[arg(long, default_value_t = 53, hide = true)]
+    dns_port: u16,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
+}
+
+/// The DNS server's flags, or `None` with `--no-dns`.
+fn dns_flags(a: &Args) -> Result<Option<weave::dns::DnsFlags>, String> {
+    if a.no_dns {
+        return Ok(None);
+    }
+    let domain =
+        weave::dns::name::normalize(&a.dns_domain).map_err(|e| format!("--dns-domain: {e}"))?;
+    if !(a.dns_rate_limit >= 0.0 && a.dns_rate_limit.is_finite()) {
+        return Err(format!(
+            "--dns-rate-limit {}: want a number >= 0",
+            a.dns_rate_limit
+        ));
+    }
+    let limits = weave::dns::ratelimit::QueryLimits {
+        per_source_rate: a.dns_rate_limit,
+        per_source_burst: (a.dns_rate_limit * 2.0).max(1.0),
+        ..Default::default()
+    };
+    Ok(Some(weave::dns::DnsFlags {
+        domain,
+        ttl: a.dns_ttl,
+        resolv_conf: a.resolv_conf.clone(),
+        forward_timeout: Duration::from_millis(a.dns_forward_timeout_ms.max(1)),
+        limits,
+        port: a.dns_port,
+    }))
 }
 
 fn addr(flag: &str, s: &str) -> Result<Option<SocketAddr>, String> {
@@ -102,7 +151,9 @@ fn sweep_interval() -> Duration {
 fn config(a: Args) -> Result<Config, String> {
     let ipalloc_init =
         parse_ipalloc_init(&a.ipalloc_init, a.peers.len()).map_err(|e| e.to_string())?;
+    let dns = dns_flags(&a)?;
     Ok(Config {
+        dns,
         name: a.name,
         nickname: a.nickname.unwrap_or_else(hostname),
         default_subnet: a.ipalloc_default_subnet.unwrap_or(a.ipalloc_range),

@@ -12,6 +12,7 @@ pub mod answer;
 pub mod forward;
 pub mod metrics;
 pub mod name;
+pub mod node;
 pub mod ratelimit;
 pub mod server;
 pub mod service;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod wire;
 
 pub use metrics::DnsMetrics;
+pub use node::{Dns, DnsFlags};
 pub use server::{DnsConfig, DnsServer, ZoneCell};
 pub use service::{DnsHandle, ServiceConfig};
 pub use store::{OwnerUpdate, Record, RecordKey, Stamp, Store, Zone};
@@ -28,4 +30,4 @@ pub const DEFAULT_DOMAIN: &str = "weave.local.";
 /// Weave's default TTL of local answers, in seconds.
 pub const DEFAULT_TTL: u32 = 1;
 /// Mesh gossip channel of the records.
-pub const CHANNEL: &str = "dns";
+pub const CHANNEL: &str = crate::mesh::channel::names::DNS;

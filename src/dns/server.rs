@@ -83,7 +83,8 @@ struct Shared {
     limiter: Mutex<RateLimiter>,
     upstream: Upstream,
     forwards: Arc<Semaphore>,
-    allowed: Vec<IpNet>,
+    /// Empty: everyone.
+    allowed: RwLock<Vec<IpNet>>,
     tcp_idle: Duration,
 }
 
@@ -103,7 +104,8 @@ impl Shared {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(src),
             v4 => v4,
         };
-        if self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(&src)) {
+        let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner());
+        if allowed.is_empty() || allowed.iter().any(|n| n.contains(&src)) {
             Admit::Serve
         } else {
             Admit::Refuse
@@ -204,7 +206,7 @@ impl DnsServer {
             limiter: Mutex::new(RateLimiter::new(cfg.limits, Instant::now())),
             upstream: Upstream::new(cfg.upstream.clone(), exclude, cfg.forward_timeout),
             forwards: Arc::new(Semaphore::new(cfg.max_forwards.max(1))),
-            allowed: cfg.allowed_sources.clone(),
+            allowed: RwLock::new(cfg.allowed_sources.clone()),
             tcp_idle: cfg.tcp_idle,
         });
         let server = DnsServer {
@@ -256,6 +258,18 @@ impl DnsServer {
             tracing::info!("dns: stopped listening on {ip}");
         }
         ls.len() != before
+    }
+
+    /// Serves sources in `net` too (when the served sources are restricted at all).
+    pub fn allow(&self, net: IpNet) {
+        let mut a = self
+            .shared
+            .allowed
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !a.is_empty() && !a.contains(&net) {
+            a.push(net);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listener>> {

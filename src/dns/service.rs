@@ -8,7 +8,7 @@ use super::server::ZoneCell;
 use super::store::{OwnerUpdate, Persisted, Record, RecordKey, Store};
 use super::wire;
 use crate::mesh::protocol::MAX_GOSSIP_PAYLOAD;
-use crate::mesh::{GossipMessage, LivePeer, MeshHandle, PeerName};
+use crate::mesh::{GossipChannel, GossipMessage, GossipSender, LivePeer, PeerName};
 use crate::{Context, Error, ErrorKind, Result};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -128,9 +128,9 @@ pub struct ServiceConfig {
     pub gossip_interval: Duration,
 }
 
-/// Starts the actor: loads our persisted records (announcing them at fresh versions) and
-/// subscribes to the mesh channel.
-pub async fn spawn(cfg: ServiceConfig, mesh: Option<MeshHandle>) -> Result<DnsHandle> {
+/// Starts the actor on its gossip channel (`None`: a peer alone, e.g. tests): loads our
+/// persisted records and announces them at fresh versions.
+pub async fn spawn(cfg: ServiceConfig, channel: Option<GossipChannel>) -> Result<DnsHandle> {
     let path = cfg.datadir.as_ref().map(|d| d.join(FILE));
     let persisted: Option<Persisted> = match &path {
         Some(p) => crate::ipam::store::read_json(p)?,
@@ -149,17 +149,17 @@ pub async fn spawn(cfg: ServiceConfig, mesh: Option<MeshHandle>) -> Result<DnsHa
         },
         None => (Store::new(cfg.me), None),
     };
-    let gossip = match &mesh {
-        Some(m) => Some(m.subscribe(super::CHANNEL).await.context("dns gossip")?),
-        None => None,
+    let (sender, gossip) = match channel {
+        Some(c) => (Some(c.sender), Some(c.receiver)),
+        None => (None, None),
     };
     let zone = Arc::new(ZoneCell::new(store.zone()));
     let (tx, rx) = mpsc::channel(256);
-    let peers = mesh.as_ref().map(|m| m.peers());
+    let peers = sender.as_ref().map(|s| s.peers());
     let actor = Actor {
         store,
         path,
-        mesh,
+        sender,
         zone: zone.clone(),
         interval: cfg.gossip_interval,
         known_live: BTreeSet::new(),
@@ -171,7 +171,7 @@ pub async fn spawn(cfg: ServiceConfig, mesh: Option<MeshHandle>) -> Result<DnsHa
 struct Actor {
     store: Store,
     path: Option<PathBuf>,
-    mesh: Option<MeshHandle>,
+    sender: Option<GossipSender>,
     zone: Arc<ZoneCell>,
     interval: Duration,
     known_live: BTreeSet<PeerName>,
@@ -340,9 +340,9 @@ impl Actor {
     }
 
     async fn broadcast(&self, updates: Vec<OwnerUpdate>) {
-        let Some(mesh) = &self.mesh else { return };
+        let Some(sender) = &self.sender else { return };
         for msg in wire::encode(&updates, MAX_GOSSIP_PAYLOAD) {
-            if let Err(e) = mesh.broadcast(super::CHANNEL, msg).await {
+            if let Err(e) = sender.broadcast(msg).await {
                 tracing::warn!("dns: gossip: {e}");
             }
         }

@@ -11,4 +11,6 @@
 pub mod names {
     /// Weave's IPAM ring gossip (`ipam`).
     pub const IPAM: &str = "IPallocation";
+    /// weaveDNS records (`crate::dns`).
+    pub const DNS: &str = "dns";
 }

@@ -27,6 +27,22 @@ struct Allocation {
     gateway: Option<Ipv4Addr>,
     /// `None`: no routes given (the default route is added).
     routes: Option<Vec<Route>>,
+    /// The router's DNS domain when its DNS server is on.
+    dns_domain: Option<String>,
+}
+
+/// The result's `dns`: the config's when it names nameservers; else, when the router's DNS
+/// server is on, the bridge address (the gateway, where it listens) and the domain to
+/// search, so Mesos writes them into the task's resolv.conf and libcni runtimes get them.
+fn result_dns(conf: &NetConf, domain: Option<&str>, gateway: Option<Ipv4Addr>) -> crate::cni::Dns {
+    match (domain, gateway) {
+        (Some(d), Some(gw)) if conf.dns.nameservers.is_empty() => crate::cni::Dns {
+            nameservers: vec![gw.to_string()],
+            search: vec![d.strip_suffix('.').unwrap_or(d).to_string()],
+            ..conf.dns.clone()
+        },
+        _ => conf.dns.clone(),
+    }
 }
 
 impl WeaveNet {
@@ -49,14 +65,15 @@ impl WeaveNet {
     ) -> Result<Allocation> {
         let what = || format!("allocate IP address for {id:?}");
         if conf.ipam.ipam_type.is_empty() {
-            let address = self
+            let a = self
                 .client
                 .allocate_attached(id, conf.ipam.subnet, record)
                 .with_context(what)?;
             return Ok(Allocation {
-                address,
+                address: a.cidr,
                 gateway: conf.ipam.gateway,
                 routes: conf.ipam.routes.clone(),
+                dns_domain: a.dns_domain,
             });
         }
         let result = delegate::exec(args, conf, Command::Add, id)
@@ -71,6 +88,7 @@ impl WeaveNet {
             address: ip.address,
             gateway: ip.gateway,
             routes,
+            dns_domain: None,
         })
     }
 
@@ -314,13 +332,15 @@ impl CniPlugin for WeaveNet {
             let attached = rt.block_on(finish(&sides, &req, prepared))?;
             record.mac = format_mac(&attached.container.mac);
             record.ips = vec![alloc.address.to_string()];
+            let mut dns_domain = alloc.dns_domain.clone();
             if delegated {
                 // The router did not see this allocation: tell it about the attachment.
-                self.client
+                dns_domain = self
+                    .client
                     .register_attachment(&record)
                     .context("register attachment")?;
             }
-            Ok((attached, gateway))
+            Ok((attached, gateway, dns_domain))
         })();
         // Mesos port mappings, last: their failure (e.g. a taken host port) undoes the
         // attachment above and leaves no rule behind. No mappings: no work at all.
@@ -328,7 +348,7 @@ impl CniPlugin for WeaveNet {
             super::portmap::add(args, conf, alloc.address)?;
             Ok(a)
         });
-        let (attached, gateway) = match attached {
+        let (attached, gateway, dns_domain) = match attached {
             Ok(a) => a,
             Err(e) => {
                 // A repeated ADD found a working interface: leave it (and its address) alone.
@@ -369,7 +389,7 @@ impl CniPlugin for WeaveNet {
                 interface: Some(container_index),
             }],
             routes: attached.routes,
-            dns: conf.dns.clone(),
+            dns: result_dns(conf, dns_domain.as_deref(), gateway),
         })
     }
 
@@ -566,4 +586,30 @@ pub(crate) fn router_ready(client: &Client) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_names_our_nameserver_unless_the_config_has_one() {
+        let plain = NetConf::parse(br#"{"name":"weave","type":"weave-net"}"#).unwrap();
+        let gw = Some("10.32.0.1".parse().unwrap());
+        let d = result_dns(&plain, Some("weave.local."), gw);
+        assert_eq!(d.nameservers, ["10.32.0.1"]);
+        assert_eq!(d.search, ["weave.local"]);
+        // DNS off, or no gateway: the config's (empty) dns.
+        assert_eq!(result_dns(&plain, None, gw), plain.dns);
+        assert_eq!(result_dns(&plain, Some("weave.local."), None), plain.dns);
+        // The operator's own nameservers win.
+        let own = NetConf::parse(
+            br#"{"name":"weave","type":"weave-net","dns":{"nameservers":["192.0.2.53"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            result_dns(&own, Some("weave.local."), gw).nameservers,
+            ["192.0.2.53"]
+        );
+    }
 }

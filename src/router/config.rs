@@ -37,6 +37,9 @@ pub struct Config {
     pub alloc_wait: Duration,
     /// Time between sweeps of attachments whose container is gone (see [`super::sweep`]).
     pub sweep_interval: Duration,
+    /// The DNS server (`--dns-domain`, `--dns-ttl`, ...); `None` with `--no-dns`. The
+    /// records and their gossip run either way.
+    pub dns: Option<crate::dns::DnsFlags>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             ipalloc_init: InitMode::consensus(1),
             alloc_wait: Duration::from_secs(3),
             sweep_interval: super::sweep::DEFAULT_INTERVAL,
+            dns: Some(crate::dns::DnsFlags::default()),
         }
     }
 }
@@ -147,6 +151,9 @@ impl Config {
         }
         for p in &self.peers {
             crate::peer::validate_target(p)?;
+        }
+        if let Some(d) = &self.dns {
+            crate::dns::name::normalize(&d.domain).context("--dns-domain")?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub use config::{parse_ipalloc_init, Config, MeshFlags};
 use crate::api::status::View;
 use crate::api::Backend;
 use crate::dataplane::DataPlane;
+use crate::dns::Dns;
 use crate::ipam::store::{self, DataDir};
 use crate::ipam::IpamHandle;
 use crate::mesh::MeshHandle;
@@ -36,6 +37,7 @@ pub struct Router {
     mesh: MeshHandle,
     plane: Arc<dyn DataPlane>,
     targets: Mutex<Vec<String>>,
+    dns: Arc<Dns>,
 }
 
 /// The parts a [`Router`] is made of, started by the composition root.
@@ -48,6 +50,8 @@ pub struct Parts {
     pub plane: Arc<dyn DataPlane>,
     /// Connect targets as persisted (flags merged in).
     pub targets: Vec<String>,
+    /// weaveDNS: the records and (unless `--no-dns`) the server.
+    pub dns: Arc<Dns>,
 }
 
 impl Router {
@@ -60,6 +64,7 @@ impl Router {
             mesh: p.mesh,
             plane: p.plane,
             targets: Mutex::new(p.targets),
+            dns: p.dns,
         }
     }
 
@@ -83,7 +88,8 @@ impl Router {
         &self.plane
     }
 
-    /// Re-applies NAT for the bridge's addresses and records them as `weave:expose`'s.
+    /// Re-applies NAT for the bridge's addresses and records them as `weave:expose`'s; the
+    /// DNS server listens on them.
     pub async fn reexpose(&self) -> Result<()> {
         let addrs = self.plane.bridge_addresses().await?;
         let mut claims = Vec::new();
@@ -92,6 +98,7 @@ impl Router {
             if let Err(e) = self.plane.expose(cidr, false).await {
                 tracing::warn!("re-expose {cidr}: {e}");
             }
+            self.dns.listen_on(cidr).await;
             if self.config.ipalloc_range.contains(&cidr.addr()) {
                 claims.push(cidr);
             }
@@ -162,16 +169,30 @@ impl Backend for Router {
                 .http_addr
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+            dns: crate::api::status::DnsView {
+                domain: self.dns.domain().map(str::to_string),
+                ttl: self.dns.flags().map_or(0, |f| f.ttl),
+                listen: self.dns.addresses().iter().map(|a| a.to_string()).collect(),
+                records: self.dns.records().records().await?.len(),
+                metrics: self.dns.metrics_text(),
+            },
         })
     }
 
-    /// Puts `cidr` on the bridge and, unless `skip_nat`, masquerades it.
-    async fn expose(&self, cidr: Ipv4Net, skip_nat: bool) -> Result<()> {
-        self.plane.expose(cidr, skip_nat).await
+    fn dns(&self) -> &Dns {
+        &self.dns
     }
 
-    /// Takes `cidr` off the bridge and removes its rules.
+    /// Puts `cidr` on the bridge and, unless `skip_nat`, masquerades it; DNS listens there.
+    async fn expose(&self, cidr: Ipv4Net, skip_nat: bool) -> Result<()> {
+        self.plane.expose(cidr, skip_nat).await?;
+        self.dns.listen_on(cidr).await;
+        Ok(())
+    }
+
+    /// Takes `cidr` off the bridge and removes its rules; DNS stops listening there.
     async fn hide(&self, cidr: Ipv4Net) -> Result<()> {
+        self.dns.unlisten(cidr.addr());
         self.plane.hide(cidr).await
     }
 
@@ -205,8 +226,12 @@ impl Backend for Router {
         self.mesh.forget(peers.to_vec()).await
     }
 
-    /// `weave reset`: our ranges go to a live peer (gossiped), then we leave the mesh.
+    /// `weave reset`: our names are withdrawn and our ranges go to a live peer (both
+    /// gossiped), then we leave the mesh.
     async fn leave(&self) -> Result<()> {
+        if let Err(e) = self.dns.records().reset().await {
+            tracing::warn!("dns reset: {e}");
+        }
         self.ipam.shutdown().await?;
         self.mesh.leave().await
     }
