@@ -22,6 +22,7 @@ fn main() -> weave_mesos::Result<()> {
         resources: parse_resources("cpus:0.1;mem:32")?,
         agent: AgentChoice::Any,
         port_mappings: Vec::new(),
+        network_labels: vec![],
     })?;
     let name = format!("weave-example-{}", std::process::id());
     let task = driver.wait_terminal(&name, deadline);

@@ -5,8 +5,8 @@
 
 use crate::proto::v1::scheduler::event;
 use crate::proto::v1::{
-    container_info, network_info, value, AgentId, CommandInfo, ContainerInfo, NetworkInfo, Offer,
-    OfferId, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
+    container_info, network_info, value, AgentId, CommandInfo, ContainerInfo, Label, Labels,
+    NetworkInfo, Offer, OfferId, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use crate::scheduler::{event_type, Session};
 use crate::{Context, Error, ErrorKind, Result};
@@ -51,6 +51,8 @@ pub struct TaskSpec {
     /// `NetworkInfo.port_mappings`, put on every network of the task (the CNI plugin, not
     /// Mesos, installs them).
     pub port_mappings: Vec<PortMap>,
+    /// `NetworkInfo.labels`, on every network of the task (e.g. `weave.dns.name`).
+    pub network_labels: Vec<(String, String)>,
 }
 
 /// One host port forwarded to a container port.
@@ -174,6 +176,16 @@ impl TaskSpec {
                 .iter()
                 .map(|n| NetworkInfo {
                     name: Some(n.clone()),
+                    labels: (!self.network_labels.is_empty()).then(|| Labels {
+                        labels: self
+                            .network_labels
+                            .iter()
+                            .map(|(k, v)| Label {
+                                key: k.clone(),
+                                value: Some(v.clone()),
+                            })
+                            .collect(),
+                    }),
                     port_mappings: self
                         .port_mappings
                         .iter()
@@ -549,6 +561,7 @@ mod tests {
             resources: parse_resources("cpus:0.1;mem:32").unwrap(),
             agent: AgentChoice::Any,
             port_mappings: parse_port_mappings("8080:80, 8053:53/UDP").unwrap(),
+            network_labels: vec![],
         };
         let info = spec.task_info(&offer("h", 1.0, 64.0));
         let pm = &info.container.as_ref().unwrap().network_infos[0].port_mappings;

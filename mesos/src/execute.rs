@@ -154,6 +154,7 @@ impl ExecuteOptions {
                 Some(p) => crate::driver::parse_port_mappings(p)?,
                 None => Vec::new(),
             },
+            network_labels: vec![],
         })
     }
 }

@@ -102,6 +102,7 @@ impl MesosCluster {
             resources: crate::driver::parse_resources(TASK_RESOURCES)?,
             agent: AgentChoice::Named(agent.id.clone()),
             port_mappings: Vec::new(),
+            network_labels: vec![],
         })
     }
 
