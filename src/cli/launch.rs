@@ -53,6 +53,18 @@ pub struct LaunchArgs {
     /// Comma-separated CIDRs of trusted networks.
     #[arg(long)]
     pub trusted_subnets: Option<String>,
+    /// No DNS server on the bridge (names registered here still reach other routers).
+    #[arg(long)]
+    pub no_dns: bool,
+    /// DNS domain (default weave.local.).
+    #[arg(long)]
+    pub dns_domain: Option<String>,
+    /// TTL of local DNS answers in seconds (default 1).
+    #[arg(long)]
+    pub dns_ttl: Option<u32>,
+    /// Upstream resolvers for other names (default /etc/resolv.conf).
+    #[arg(long)]
+    pub resolv_conf: Option<String>,
     /// Do not install the CNI plugins and config first.
     #[arg(long)]
     pub no_cni_setup: bool,
@@ -86,8 +98,14 @@ impl LaunchArgs {
         flag("password", self.password.clone());
         flag("conn-limit", self.conn_limit.map(|n| n.to_string()));
         flag("trusted-subnets", self.trusted_subnets.clone());
+        flag("dns-domain", self.dns_domain.clone());
+        flag("dns-ttl", self.dns_ttl.map(|t| t.to_string()));
+        flag("resolv-conf", self.resolv_conf.clone());
         if self.no_discovery {
             out.push("--no-discovery".into());
+        }
+        if self.no_dns {
+            out.push("--no-dns".into());
         }
         out.extend(self.peers.iter().cloned());
         out
@@ -322,6 +340,9 @@ mod tests {
             "observer",
             "--nickname",
             "h1",
+            "--dns-domain",
+            "mesos.local",
+            "--no-dns",
             "10.0.0.2",
             "10.0.0.3:6783",
         ])
@@ -337,6 +358,8 @@ mod tests {
                 "--ipalloc-range=10.40.0.0/16",
                 "--ipalloc-init=observer",
                 "--mtu=1400",
+                "--dns-domain=mesos.local",
+                "--no-dns",
                 "10.0.0.2",
                 "10.0.0.3:6783"
             ]
