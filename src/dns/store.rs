@@ -183,7 +183,9 @@ impl OwnerState {
             changed |= s.deleted != cur.deleted;
             self.entries.insert(k.clone(), *s);
         }
-        if u.floor > self.floor {
+        // Every key not listed is deleted as of the floor, even when we hold a higher floor
+        // already (an rmpeer by a peer that saw less of the owner than we did).
+        if u.floor > 0 {
             let listed: BTreeSet<&RecordKey> = u.entries.iter().map(|(k, _)| k).collect();
             let floor = u.floor;
             self.entries.retain(|k, s| {
@@ -191,7 +193,7 @@ impl OwnerState {
                 changed |= !keep && !s.deleted;
                 keep
             });
-            self.floor = floor;
+            self.floor = self.floor.max(floor);
         }
         (changed, rejected)
     }

@@ -213,11 +213,14 @@ fn merge_is_commutative_associative_and_idempotent() {
                 _ => Some(s.snapshot(now)),
             };
             if let Some(u) = u {
-                remover.merge(&u, now);
+                // The remover sees only some of the gossip (it may be behind the others).
+                if rng.random_range(0..10) < 6 {
+                    remover.merge(&u, now);
+                }
                 updates.push(u);
             }
         }
-        // rmpeer of owner 3 by a peer that saw everything so far; then owner 3 answers.
+        // rmpeer of owner 3 by that peer; then owner 3 answers.
         if round % 2 == 0 {
             let floor = remover.remove_peer(peer(3)).unwrap();
             let c = owners[2].merge(&floor, now + 1).correction;
@@ -490,4 +493,34 @@ fn zone_from_pairs_indexes_both_ways() {
     names.sort();
     assert_eq!(names, ["a.weave.local.", "b.weave.local."]);
     assert!(Zone::from_pairs([("bad name", ip("10.0.0.1"))]).is_err());
+}
+
+/// rmpeer by a peer that saw less of the dead owner than we did (our floor for it is
+/// higher): its records still go.
+#[test]
+fn rmpeer_from_a_peer_behind_us_still_removes() {
+    let mut owner = Store::new(peer(2));
+    let u1 = owner
+        .add(key("svc.weave.local", "c", "10.0.0.1"), 100)
+        .unwrap()
+        .unwrap();
+    let s1 = owner.snapshot(200);
+    let s2 = owner.snapshot(300);
+    let mut behind = Store::new(peer(1));
+    let mut ahead = Store::new(peer(3));
+    for u in [&u1, &s1] {
+        behind.merge(u, 0);
+        ahead.merge(u, 0);
+    }
+    ahead.merge(&s2, 0);
+    assert_eq!(ahead.owner_state(peer(2)).unwrap().0, s2.floor);
+    let floor = behind.remove_peer(peer(2)).unwrap();
+    assert!(floor.floor < s2.floor);
+    assert!(ahead.merge(&floor, 0).changed);
+    assert!(ahead.records().is_empty(), "{:?}", ahead.records());
+    assert_eq!(
+        ahead.owner_state(peer(2)).unwrap().0,
+        s2.floor,
+        "the higher floor stays"
+    );
 }
