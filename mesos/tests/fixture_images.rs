@@ -279,7 +279,7 @@ fn docs_flow(hs: &Hosts, op: &OperatorClient) {
             &format!("--agent={}", h3.ip),
         ],
     );
-    println!("docs flow: image probe on agent 3 (rc {rc}):\n{text}");
+    println!("docs flow: image probe on agent 3: execute exited {rc}");
     assert_eq!(rc, 0, "{text}");
     assert!(text.contains("TASK_FINISHED for task 'probe'"), "{text}");
     let probe_err = sandbox_file(h3, &framework_id(&text), "probe", "stderr", "succeeded");
@@ -463,8 +463,8 @@ fn bad_image(hs: &Hosts) {
             &format!("--agent={}", h3.ip),
         ],
     );
-    println!("bad image (rc {rc}):\n{text}");
-    assert_eq!(rc, 1);
+    println!("bad image: execute exited {rc}");
+    assert_eq!(rc, 1, "{text}");
     assert!(
         text.contains("Received status update TASK_FAILED for task 'badimage'"),
         "{text}"
