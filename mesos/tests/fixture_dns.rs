@@ -3,7 +3,9 @@
 //! bridge), `weave-mesos dns-sync` next to each agent, a framework `wvt-dns` with tasks
 //! `web` (agent 1) and `client` (agent 3). From inside `client`:
 //! 1. `/etc/resolv.conf` is what Mesos wrote from our CNI result (nameserver = host 3's
-//!    bridge address, search weave.local), for a task without an image;
+//!    bridge address, search weave.local), for a task without an image, and for a task in
+//!    the `alpine` image (agents started with `agent-flags --images`, image built by
+//!    `scripts/build-image`), which also resolves `web` by name and connects with `nc`;
 //! 2. `web.wvt-dns.weave.local` resolves to the IP Mesos reports for `web`, and `nc`
 //!    connects to it by name;
 //! 3. a second instance (`web-2` on agent 2, named `web.wvt-dns` by its `weave.dns.name`
@@ -19,6 +21,7 @@
 //! && cargo test -p weave-mesos --features mesos-fixture-tests --test fixture_dns -- --nocapture`.
 
 mod common;
+mod image_kit;
 
 use common::hosts::Hosts;
 use common::{bin, router_get, secs, task, task_address};
@@ -146,10 +149,16 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Du
 )]
 fn task_names_resolve_across_hosts() {
     let t0 = Instant::now();
+    let registry = tempfile::tempdir().unwrap();
+    let stores = tempfile::tempdir().unwrap();
+    image_kit::build_image(registry.path(), &[]);
     let mut hs = Hosts::new(3);
     hs.start_master();
+    let mut agents = image_kit::ImageAgents(Vec::new());
     for k in 1..=3 {
-        hs.start_agent(k);
+        let store = stores.path().join(format!("h{k}"));
+        let env = image_kit::image_agent_env(hs.host(k), registry.path(), &store);
+        image_kit::start_image_agent(&hs, &mut agents, k, &env);
     }
     let _syncers = start_syncers(&hs);
     let op = hs.operator();
@@ -219,6 +228,23 @@ fn task_names_resolve_across_hosts() {
     assert_eq!(rc, 0, "search domain: {out}");
     println!("dns-sync on host 1:\n{}", sync_log(&hs, 1));
 
+    // 1b. A task in the `alpine` image on agent 3: the same resolv.conf (Mesos also mounts
+    // it into the rootfs), and `web` by name from inside the image.
+    let img_cmd = format!(
+        "echo '--- resolv.conf'; cat /etc/resolv.conf; echo '--- getent'; getent hosts {NAME}; \
+         nc -z -w 3 {NAME} 8080 && echo nc-ok"
+    );
+    d.launch(image_kit::image_task("client-img", &img_cmd, 3, Some("alpine")))
+        .unwrap();
+    let t = d.wait_terminal("client-img", secs(90)).unwrap();
+    let fid = d.session().framework_id().to_string();
+    let out = image_kit::sandbox_file(hs.host(3), &fid, "client-img", "stdout", "--- getent");
+    println!("image task client-img (alpine) on agent 3, stdout:\n{out}");
+    assert_eq!(t.state(), Some(TaskState::TaskFinished), "{out}");
+    assert!(out.contains(&format!("nameserver {ns3}")), "{out}");
+    assert!(out.contains("search weave.local"), "{out}");
+    assert!(out.contains(&format!("{web_ip} ")), "{out}");
+    assert!(out.contains("nc-ok"), "{out}");
     // 3. A second instance on agent 2, named by its label: both addresses.
     let mut web2 = task("web-2", "nc -k -l 0.0.0.0 8080", at(2));
     web2.network_labels = vec![("weave.dns.name".into(), "web.wvt-dns".into())];
@@ -270,6 +296,7 @@ fn task_names_resolve_across_hosts() {
     d.kill("client").unwrap();
     d.wait_terminal("client", secs(30)).unwrap();
     d.teardown().unwrap();
+    drop(agents);
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
 }
 
