@@ -232,6 +232,7 @@ impl ExecuteOptions {
                 Some(e) => parse_env(e)?,
                 None => Vec::new(),
             },
+            network_labels: vec![],
         })
     }
 }

@@ -234,8 +234,13 @@ fn task_names_resolve_across_hosts() {
         "echo '--- resolv.conf'; cat /etc/resolv.conf; echo '--- getent'; getent hosts {NAME}; \
          nc -z -w 3 {NAME} 8080 && echo nc-ok"
     );
-    d.launch(image_kit::image_task("client-img", &img_cmd, 3, Some("alpine")))
-        .unwrap();
+    d.launch(image_kit::image_task(
+        "client-img",
+        &img_cmd,
+        3,
+        Some("alpine"),
+    ))
+    .unwrap();
     let t = d.wait_terminal("client-img", secs(90)).unwrap();
     let fid = d.session().framework_id().to_string();
     let out = image_kit::sandbox_file(hs.host(3), &fid, "client-img", "stdout", "--- getent");
