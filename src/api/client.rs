@@ -339,17 +339,19 @@ fn parse_cidr(s: &str) -> Result<Ipv4Net> {
     })
 }
 
+/// Characters a path segment keeps as they are (RFC 3986 unreserved, plus `:` and `@`, so
+/// `weave:expose` passes unchanged).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'@');
+
 /// Percent-encodes a path segment; IDs made of safe characters pass unchanged.
 fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn header_end(raw: &[u8]) -> Option<usize> {

@@ -10,7 +10,6 @@ pub mod merge;
 pub mod messages;
 pub mod paxos;
 pub mod persist;
-pub mod sim;
 pub mod space;
 
 pub use crate::peer::PeerName;
