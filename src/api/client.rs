@@ -3,6 +3,7 @@
 //! No async runtime: the CNI plugins stay small and start fast.
 
 use crate::attachment::Attachment;
+use crate::error::Detail;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use std::io::{Read, Write};
@@ -209,7 +210,7 @@ impl Client {
         let deadline = Instant::now() + self.total_timeout;
         let target = self.resolve()?;
         let mut stream = TcpStream::connect_timeout(&target, self.connect_timeout)
-            .map_err(|e| unreachable(format!("connect {}: {e}", self.addr)))?;
+            .map_err(|e| unreachable_io(e, format!("connect {}", self.addr)))?;
         let _ = stream.set_nodelay(true);
 
         let mut request = format!(
@@ -235,7 +236,7 @@ impl Client {
         set_deadline(&stream, deadline, &self.addr)?;
         stream
             .write_all(&bytes)
-            .map_err(|e| unreachable(format!("send to {}: {e}", self.addr)))?;
+            .map_err(|e| unreachable_io(e, format!("send to {}", self.addr)))?;
 
         let mut raw = Vec::with_capacity(512);
         let mut buf = [0u8; 8192];
@@ -261,7 +262,7 @@ impl Client {
                 {
                     return Err(timed_out(&self.addr, self.total_timeout))
                 }
-                Err(e) => return Err(unreachable(format!("read from {}: {e}", self.addr))),
+                Err(e) => return Err(unreachable_io(e, format!("read from {}", self.addr))),
             }
         }
         parse_response(&raw)
@@ -273,7 +274,7 @@ impl Client {
         }
         self.addr
             .to_socket_addrs()
-            .map_err(|e| unreachable(format!("resolve {}: {e}", self.addr)))?
+            .map_err(|e| unreachable_io(e, format!("resolve {}", self.addr)))?
             .next()
             .ok_or_else(|| unreachable(format!("resolve {}: no address", self.addr)))
     }
@@ -294,11 +295,21 @@ fn set_deadline(stream: &TcpStream, deadline: Instant, addr: &str) -> Result<()>
     stream
         .set_read_timeout(Some(left))
         .and_then(|_| stream.set_write_timeout(Some(left)))
-        .map_err(|e| unreachable(format!("set timeout: {e}")))
+        .map_err(|e| unreachable_io(e, "set timeout".to_string()))
 }
 
+/// The router was not reached: transient for callers (CNI code 11), and marked so the CLI
+/// can tell "not running" from a router that answered.
 fn unreachable(msg: String) -> Error {
-    Error::new(ErrorKind::TryAgainLater, msg)
+    Error::new(ErrorKind::TryAgainLater, msg).with_detail(Detail::Unreachable)
+}
+
+/// [`unreachable`] keeping the errno (ECONNREFUSED: nobody listens).
+fn unreachable_io(e: std::io::Error, what: String) -> Error {
+    Error::from(e)
+        .with_kind(ErrorKind::TryAgainLater)
+        .with_detail(Detail::Unreachable)
+        .context(what)
 }
 
 fn timed_out(addr: &str, total: Duration) -> Error {
@@ -328,6 +339,7 @@ fn status_error(method: &str, path: &str, status: u16, body: &str) -> Error {
         kind,
         format!("{method} {path}: router answered {status}{reason}"),
     )
+    .with_detail(Detail::HttpStatus(status))
 }
 
 fn parse_cidr(s: &str) -> Result<Ipv4Net> {
