@@ -5,11 +5,13 @@
 //! [`crate::netlink`] on one current-thread tokio runtime per invocation (setns is per
 //! thread, so a multi-threaded runtime would be wrong here).
 
+pub mod addressing;
 pub mod attach;
 pub mod delegate;
 pub mod ipam;
 pub mod net;
 pub mod portmap;
+pub mod undo;
 
 pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, Sides};
 pub use ipam::WeaveIpam;
