@@ -150,7 +150,33 @@ impl Journal {
         }
     }
 
-    /// What changed since the last durable write.
+    /// What changed since the last durable write, given only what may have: the ids and the
+    /// attachment keys a batch touched, with their values now (`None`: gone). Costs what the
+    /// batch touched; those back at their saved value are left out.
+    pub fn delta(
+        &self,
+        ring: &[u8],
+        owned: impl IntoIterator<Item = (String, Option<Vec<Ipv4Net>>)>,
+        attachments: impl IntoIterator<Item = (AttachmentKey, Option<Attachment>)>,
+    ) -> Delta {
+        let mut d = Delta {
+            ring: (ring != self.saved.ring.as_slice()).then(|| ring.to_vec()),
+            ..Delta::default()
+        };
+        for (id, now) in owned {
+            if self.saved.owned.get(&id) != now.as_ref() {
+                d.owned.insert(id, now);
+            }
+        }
+        for (key, now) in attachments {
+            if self.saved.attachments.get(&key) != now.as_ref() {
+                d.attachments.push((key, now));
+            }
+        }
+        d
+    }
+
+    /// What changed since the last durable write, comparing whole states.
     pub fn diff(
         &self,
         ring: &[u8],

@@ -14,7 +14,7 @@ pub mod space;
 
 pub use crate::peer::PeerName;
 pub use addr::{ip, AddrRange};
-pub use allocator::{Allocator, REQUEST_TIMEOUT_TICKS};
+pub use allocator::{Allocator, Checkpoint, REQUEST_TIMEOUT_TICKS};
 pub use claim::ClaimOutcome;
 pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
