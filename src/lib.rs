@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod error;
+pub mod http;
 pub mod ipam;
 pub mod iptables;
 pub mod mesh;
