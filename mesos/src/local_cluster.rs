@@ -357,42 +357,26 @@ impl LocalCluster {
 
 /// GET `path` from the router in `netns`: status and body.
 fn get(netns: &str, path: &str, deadline: Instant) -> Result<(u16, String)> {
-    let req = Request {
-        method: "GET",
-        url: Url::parse(&format!("http://{}{path}", weave::DEFAULT_HTTP_ADDR))?,
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    let attempt = Instant::now() + Duration::from_secs(2);
-    let r = http::fetch(
-        &Connector::for_netns_name(netns),
-        &req,
-        attempt.min(deadline),
-        1 << 20,
+    let url = Url::parse(&format!("http://{}{path}", weave::DEFAULT_HTTP_ADDR), 6784)?;
+    let client = http::blocking::Client::new(
+        http::Client::new().with_connector(Connector::for_netns_name(netns)),
     )?;
-    Ok((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
+    let attempt = Instant::now() + Duration::from_secs(2);
+    let r = client.fetch_until(&Request::get(url), attempt.min(deadline), 1 << 20)?;
+    Ok((r.head.status, r.text()))
 }
 
 fn wait_router(netns: &str, deadline: Instant) -> Result<()> {
-    let url = Url::parse(&format!("http://{}/status", weave::DEFAULT_HTTP_ADDR))?;
-    let conn = Connector::for_netns_name(netns);
     loop {
-        let req = Request {
-            method: "GET",
-            url: url.clone(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
-        let attempt = Instant::now() + Duration::from_secs(2);
-        match http::fetch(&conn, &req, attempt.min(deadline), 1 << 20) {
-            Ok(r) if r.head.status == 200 => return Ok(()),
+        match get(netns, "/status", deadline) {
+            Ok((200, _)) => return Ok(()),
             Ok(_) | Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100))
             }
-            Ok(r) => {
+            Ok((status, _)) => {
                 return Err(Error::new(
                     ErrorKind::Router,
-                    format!("router answered {}", r.head.status),
+                    format!("router answered {status}"),
                 ))
             }
             Err(e) => return Err(e.context("wait for router")),

@@ -78,21 +78,15 @@ pub fn task(name: &str, command: &str, agent: AgentChoice) -> TaskSpec {
 /// GET on the router API (127.0.0.1:6784) inside `netns`: `(status, body)`, or None when
 /// nothing answers.
 pub fn router_get(netns: &str, path: &str) -> Option<(u16, String)> {
-    let req = Request {
-        method: "GET",
-        url: Url::parse(&format!("http://127.0.0.1:6784{path}")).unwrap(),
-        headers: vec![],
-        body: vec![],
-    };
-    let conn = Connector::for_netns_name(netns);
-    let r = http::fetch(
-        &conn,
-        &req,
-        Instant::now() + Duration::from_secs(3),
-        1 << 20,
+    let url = Url::parse(&format!("http://127.0.0.1:6784{path}"), 6784).unwrap();
+    let client = http::blocking::Client::new(
+        http::Client::new()
+            .with_connector(Connector::for_netns_name(netns))
+            .with_timeouts(Duration::from_secs(3), Duration::from_secs(3)),
     )
-    .ok()?;
-    Some((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
+    .unwrap();
+    let r = client.fetch(&Request::get(url), 1 << 20).ok()?;
+    Some((r.head.status, r.text()))
 }
 
 /// `weave setup --cni-bin-dir BIN --cni-conf-dir CONF`; asserts the one conflist it writes.
