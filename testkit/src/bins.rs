@@ -14,7 +14,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Path of binary `name`, if it is built.
 pub fn find(name: &str) -> Option<PathBuf> {
-    candidates().into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+    candidates()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn candidates() -> Vec<PathBuf> {

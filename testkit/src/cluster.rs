@@ -171,9 +171,17 @@ impl Cluster {
     /// `n` hosts as `spec` says. On failure what was built is removed.
     pub fn build(spec: ClusterSpec, n: usize) -> Result<Cluster> {
         let underlay = spec.netns("ul")?;
-        ip(&["-n", &underlay.name, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])
-            .and_then(|_| ip(&["-n", &underlay.name, "link", "set", UNDERLAY_BRIDGE, "up"]))
-            .map_err(|e| e.context("create underlay bridge"))?;
+        ip(&[
+            "-n",
+            &underlay.name,
+            "link",
+            "add",
+            UNDERLAY_BRIDGE,
+            "type",
+            "bridge",
+        ])
+        .and_then(|_| ip(&["-n", &underlay.name, "link", "set", UNDERLAY_BRIDGE, "up"]))
+        .map_err(|e| e.context("create underlay bridge"))?;
         let mut c = Cluster {
             containers: Vec::new(),
             hosts: Vec::new(),
@@ -193,8 +201,20 @@ impl Cluster {
         let cidr = format!("{ip_k}/{UNDERLAY_PREFIX}");
         let steps: [&[&str]; 4] = [
             &[
-                "-n", &ul, "link", "add", &port, "master", UNDERLAY_BRIDGE, "type", "veth",
-                "peer", "name", UNDERLAY_DEV, "netns", &ns.name,
+                "-n",
+                &ul,
+                "link",
+                "add",
+                &port,
+                "master",
+                UNDERLAY_BRIDGE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                UNDERLAY_DEV,
+                "netns",
+                &ns.name,
             ],
             &["-n", &ul, "link", "set", &port, "up"],
             &["-n", &ns.name, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
@@ -358,7 +378,13 @@ impl Cluster {
         let netns_path = c.ns.path().display().to_string();
         let mut all = cni_env("DEL", &c.id, &netns_path, "eth0");
         all.extend_from_slice(env);
-        let run = run_plugin_in(&self.host(c.host).ns.name, plugin, &all, conf, PLUGIN_TIMEOUT)?;
+        let run = run_plugin_in(
+            &self.host(c.host).ns.name,
+            plugin,
+            &all,
+            conf,
+            PLUGIN_TIMEOUT,
+        )?;
         if run.code != 0 {
             return Err(Error::new(format!(
                 "{} DEL {}: exit {}: {}{}",

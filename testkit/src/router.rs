@@ -96,6 +96,8 @@ impl Router {
 
     /// Starts (again) with the same data dir and flags and waits until it is ready.
     pub fn try_spawn(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.datadir)
+            .map_err(|e| Error::new(format!("create {}: {e}", self.datadir.display())))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,7 +132,11 @@ impl Router {
     pub fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(Error::new(format!(
                     "weaver exited early ({status}); log:\n{}",
                     self.log()
@@ -177,6 +183,14 @@ impl Router {
             let _ = process::wait_timeout(c, grace);
         }
         self.kill9();
+    }
+
+    /// The running process, for a caller that waits on it itself (the router no longer
+    /// kills it on drop; its namespace's guard still does).
+    pub fn into_child(mut self) -> Option<Child> {
+        let c = self.child.take()?;
+        process::unregister(c.id());
+        Some(c)
     }
 
     pub fn is_running(&mut self) -> bool {
