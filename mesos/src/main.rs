@@ -387,6 +387,11 @@ fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
             scenario::run(&mut cluster, &listeners)
         }
         None => {
+            // Ctrl-C or a kill must not leave the simulated hosts behind.
+            let prefix = a.prefix.clone();
+            weave_testkit::cleanup::on_signals(move || {
+                weave_testkit::ns::sweep(&format!("{prefix}-"));
+            });
             let mut opts = LocalOptions::next_to_exe(a.agents.unwrap_or(2), &a.prefix)?;
             if let Some(w) = a.weaver {
                 opts.weaver = w;
