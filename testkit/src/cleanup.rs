@@ -8,6 +8,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 /// Kills every guarded child and deletes every namespace this process created.
 pub fn cleanup_now() {
+    ns::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
     for pid in process::guarded() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
@@ -43,4 +44,19 @@ pub fn on_signals(extra: impl Fn() + Send + 'static) {
         extra();
         std::process::exit(128 + sig as i32);
     });
+}
+
+/// True once a signal started the cleanup.
+pub fn stopping() -> bool {
+    ns::STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// When the cleanup of [`on_signals`] runs, waits for it to finish and exit the process
+/// (the work it interrupted may fail on the way; that failure is not the outcome).
+pub fn wait_if_stopping() {
+    if stopping() {
+        loop {
+            std::thread::park();
+        }
+    }
 }

@@ -18,6 +18,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Namespaces this process created and has not deleted yet.
 static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Set once [`crate::cleanup`] has run: no namespace is created after it.
+pub(crate) static STOPPING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Fails (never passes silently) when the netns tests run without the privileges they need.
 pub fn require_root() {
     assert!(
@@ -43,6 +47,9 @@ impl Netns {
 
     /// A namespace named exactly `name`, with `lo` up. Fails if it exists.
     pub fn create(name: &str) -> Result<Netns> {
+        if STOPPING.load(Ordering::SeqCst) {
+            return Err(Error::new(format!("create netns {name}: cleaning up")));
+        }
         ip(&["netns", "add", name]).map_err(|e| e.context(format!("create netns {name}")))?;
         CREATED.lock().unwrap().push(name.to_string());
         let ns = Netns {
@@ -141,6 +148,7 @@ pub fn in_ns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stat
 /// deletes it; quiet if it does not exist.
 pub fn delete_netns(name: &str) {
     let me = std::process::id().to_string();
+    let mut killed = Vec::new();
     if let Ok(out) = Command::new("ip")
         .args(["netns", "pids", name])
         .stderr(Stdio::null())
@@ -155,8 +163,14 @@ pub fn delete_netns(name: &str) {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+                killed.push(pid);
             }
         }
+    }
+    // SIGKILL is delivered asynchronously: wait (briefly) until they are gone or zombies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while killed.iter().any(|p| running(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let _ = Command::new("ip")
         .args(["netns", "del", name])
@@ -226,4 +240,15 @@ pub fn command_ok(cmd: &str, args: &[&str]) -> Result<String> {
 /// Runs `cmd ARGS` and panics unless it succeeds; its stdout.
 pub fn run_ok(cmd: &str, args: &[&str]) -> String {
     command_ok(cmd, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
