@@ -1,21 +1,34 @@
 //! Weave Net container networking, re-implemented in Rust for Apache Mesos and every CNI runtime.
 //!
-//! A tour of the layout, from the edges inward:
+//! A tour of the layout, from the edges inward (each module imports only modules below it):
 //! - [`plugin`]: the `weave-net` and `weave-ipam` CNI plugins (ADD, DEL, CHECK, STATUS, GC).
-//! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env dispatch.
-//! - [`netlink`] and [`netns`]: the only code that touches the kernel or calls `setns`.
-//! - [`ipam`]: pure address allocation and its on-disk store.
-//! - [`mesh`]: the peer mesh over TCP 6783 (handshake, Noise encryption, topology, gossip).
-//! - [`router`]: the `weaver` daemon: bridge, VXLAN data plane, IPAM actor, expose/NAT.
-//! - [`api`]: the router's HTTP server and the typed client the plugins and the CLI use.
 //! - [`cli`]: the `weave` command.
+//! - [`daemon`]: the composition root of `weaver`: builds IPAM, mesh, data plane and API.
+//! - [`router`]: the daemon's state between its parts (targets, expose, status views); the
+//!   HTTP API's [`api::Backend`].
+//! - [`api`]: the HTTP server over that narrow backend, request parsing, status formats, and
+//!   the typed client the plugins and the CLI use.
+//! - [`ipam`]: the whole IPAM service: pure ring, its state, the actor, its file.
+//! - [`dataplane`]: the host side (bridge, NAT, per-peer overlays: kernel VXLAN), behind a
+//!   trait with a kernel and an in-memory implementation.
+//! - [`mesh`]: the peer mesh over TCP 6783 (handshake, Noise encryption, topology, gossip
+//!   channels).
+//! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env
+//!   dispatch.
+//! - [`netlink`], [`netns`] and [`iptables`]: the only code that touches the kernel, calls
+//!   `setns` or runs iptables.
+//! - Leaves: [`attachment`] and [`peer`] (domain types every layer shares), [`error`],
+//!   [`task`].
 //!
 //! Errors read `verb object: cause`; the CNI error code is decided in one place,
 //! [`cni::error::code_for`].
 
 pub mod api;
+pub mod attachment;
 pub mod cli;
 pub mod cni;
+pub mod daemon;
+pub mod dataplane;
 pub mod error;
 pub mod http;
 pub mod ipam;
@@ -23,8 +36,10 @@ pub mod iptables;
 pub mod mesh;
 pub mod netlink;
 pub mod netns;
+pub mod peer;
 pub mod plugin;
 pub mod router;
+pub mod task;
 
 pub use error::{Context, Error, ErrorKind, Result};
 

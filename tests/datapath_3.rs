@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use weave::dataplane::vxlan::{self as datapath, Datapath};
 use weave::netlink::{Netlink, VxlanSpec, FLOOD_MAC};
-use weave::router::datapath::{self, Datapath};
 use weave::ErrorKind;
 
 /// 3 hosts, routers, data plane on each, two containers per host.

@@ -47,10 +47,10 @@ fn check(req: &ApiRequest) {
         R::Expose { cidr, .. } | R::Hide { cidr } => assert!(cidr.prefix_len() > 0),
         R::Connect { peers, .. } => {
             for p in peers {
-                weave::router::validate_peer(p).unwrap();
+                weave::peer::validate_target(p).unwrap();
             }
         }
-        R::PutAttachment(a) => weave::router::validate_attachment(a).unwrap(),
+        R::PutAttachment(a) => a.validate().unwrap(),
         R::RemoveAttachment { id, ifname } => {
             weave::ipam::validate_id(id).unwrap();
             assert!(!ifname.is_empty() && ifname.len() <= 15);

@@ -21,7 +21,7 @@ fn main() -> weave_mesos::Result<()> {
         networks: vec!["weave".into()],
         resources: parse_resources("cpus:0.1;mem:32")?,
         agent: AgentChoice::Any,
-        port_mappings: Vec::new(),
+        ..Default::default()
     })?;
     let name = format!("weave-example-{}", std::process::id());
     let task = driver.wait_terminal(&name, deadline);

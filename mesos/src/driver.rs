@@ -5,8 +5,9 @@
 
 use crate::proto::v1::scheduler::event;
 use crate::proto::v1::{
-    container_info, network_info, value, AgentId, CommandInfo, ContainerInfo, NetworkInfo, Offer,
-    OfferId, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
+    container_info, environment, image, network_info, value, AgentId, CommandInfo, ContainerInfo,
+    Environment, Image, NetworkInfo, Offer, OfferId, Resource, TaskId, TaskInfo, TaskState,
+    TaskStatus,
 };
 use crate::scheduler::{event_type, Session};
 use crate::{Context, Error, ErrorKind, Result};
@@ -19,8 +20,9 @@ pub const DEFAULT_RESOURCES: &str = "cpus:1;mem:128";
 const DECLINE_SECONDS: f64 = 1.0;
 
 /// Where a task may run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum AgentChoice {
+    #[default]
     Any,
     /// Matches the agent's hostname or its agent ID.
     Named(String),
@@ -36,7 +38,7 @@ impl AgentChoice {
 }
 
 /// A command task to launch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskSpec {
     /// Used as both the task's name and its ID, as mesos-execute does.
     pub name: String,
@@ -51,6 +53,11 @@ pub struct TaskSpec {
     /// `NetworkInfo.port_mappings`, put on every network of the task (the CNI plugin, not
     /// Mesos, installs them).
     pub port_mappings: Vec<PortMap>,
+    /// A Docker image the Mesos containerizer provisions as the task's root filesystem
+    /// (`ContainerInfo.mesos.image`); `None` runs the task on the agent's filesystem.
+    pub image: Option<String>,
+    /// `CommandInfo.environment`, in order.
+    pub env: Vec<(String, String)>,
 }
 
 /// One host port forwarded to a container port.
@@ -167,8 +174,17 @@ impl TaskSpec {
                 ..Default::default()
             })
             .collect();
-        let container = (!self.networks.is_empty()).then(|| ContainerInfo {
+        // As mesos-execute: a ContainerInfo only when a container option is set.
+        let has_container = !self.networks.is_empty() || self.image.is_some();
+        let container = has_container.then(|| ContainerInfo {
             r#type: container_info::Type::Mesos as i32,
+            mesos: self.image.as_ref().map(|name| container_info::MesosInfo {
+                image: Some(Image {
+                    r#type: image::Type::Docker as i32,
+                    docker: Some(image::Docker { name: name.clone() }),
+                    cached: None,
+                }),
+            }),
             network_infos: self
                 .networks
                 .iter()
@@ -198,6 +214,16 @@ impl TaskSpec {
             command: Some(CommandInfo {
                 shell: Some(self.shell),
                 value: self.shell.then(|| self.command.clone()),
+                environment: (!self.env.is_empty()).then(|| Environment {
+                    variables: self
+                        .env
+                        .iter()
+                        .map(|(name, value)| environment::Variable {
+                            name: name.clone(),
+                            value: Some(value.clone()),
+                        })
+                        .collect(),
+                }),
                 ..Default::default()
             }),
             container,
@@ -299,6 +325,11 @@ impl Driver {
 
     pub fn task(&self, name: &str) -> Option<&TaskRecord> {
         self.tasks.get(name)
+    }
+
+    /// Whether progress is waiting to be drained.
+    pub fn has_progress(&self) -> bool {
+        !self.log.is_empty()
     }
 
     /// Progress since the last call.
@@ -549,6 +580,7 @@ mod tests {
             resources: parse_resources("cpus:0.1;mem:32").unwrap(),
             agent: AgentChoice::Any,
             port_mappings: parse_port_mappings("8080:80, 8053:53/UDP").unwrap(),
+            ..Default::default()
         };
         let info = spec.task_info(&offer("h", 1.0, 64.0));
         let pm = &info.container.as_ref().unwrap().network_infos[0].port_mappings;
@@ -576,6 +608,55 @@ mod tests {
         .task_info(&offer("h", 1.0, 64.0));
         assert!(host.container.is_none());
         assert_eq!(host.command.unwrap().value, None);
+    }
+
+    #[test]
+    fn image_task_is_a_mesos_container_with_a_docker_image() {
+        let spec = TaskSpec {
+            name: "img".into(),
+            command: "ifconfig".into(),
+            shell: true,
+            resources: parse_resources("cpus:0.1").unwrap(),
+            image: Some("alpine".into()),
+            env: vec![("A".into(), "1".into()), ("B".into(), "two words".into())],
+            ..Default::default()
+        };
+        // An image alone makes a ContainerInfo (host network), as in mesos-execute.
+        let info = spec.task_info(&offer("h", 1.0, 64.0));
+        let c = info.container.as_ref().unwrap();
+        assert_eq!(c.r#type, container_info::Type::Mesos as i32);
+        assert!(c.network_infos.is_empty());
+        let image = c.mesos.as_ref().unwrap().image.as_ref().unwrap();
+        assert_eq!(image.r#type, image::Type::Docker as i32);
+        assert_eq!(image.docker.as_ref().unwrap().name, "alpine");
+        let env = &info.command.as_ref().unwrap().environment.as_ref().unwrap();
+        let vars: Vec<(&str, Option<&str>)> = env
+            .variables
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_deref()))
+            .collect();
+        assert_eq!(vars, [("A", Some("1")), ("B", Some("two words"))]);
+        // The wire form carries Image.type = DOCKER (2) and docker.name (field 3, then 1).
+        let json = crate::proto::encode(&info, crate::proto::Encoding::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["container"]["mesos"]["image"]["type"], "DOCKER");
+        assert_eq!(v["container"]["mesos"]["image"]["docker"]["name"], "alpine");
+        // --no-shell: no value, so the image's entrypoint runs.
+        let entry = TaskSpec {
+            shell: false,
+            networks: vec!["weave".into()],
+            env: vec![],
+            ..spec
+        }
+        .task_info(&offer("h", 1.0, 64.0));
+        let cmd = entry.command.unwrap();
+        assert_eq!(
+            (cmd.shell, cmd.value, cmd.environment),
+            (Some(false), None, None)
+        );
+        let c = entry.container.unwrap();
+        assert_eq!(c.network_infos[0].name.as_deref(), Some("weave"));
+        assert!(c.mesos.is_some());
     }
 
     #[test]

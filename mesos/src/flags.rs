@@ -12,6 +12,33 @@ pub const DEFAULT_ISOLATION: &[&str] = &["filesystem/linux", "network/cni"];
 pub const DEFAULT_CNI_CONFIG_DIR: &str = "/etc/cni/net.d";
 /// Where weave's CNI plugins are installed.
 pub const DEFAULT_CNI_PLUGINS_DIR: &str = "/opt/cni/bin";
+/// Local directory of `docker save` tarballs (`NAME.tar`) the agent provisions images from.
+pub const DEFAULT_DOCKER_REGISTRY: &str = "/var/lib/mesos/docker-registry";
+/// Where the agent keeps unpacked image layers (Mesos' default is under /tmp).
+pub const DEFAULT_DOCKER_STORE_DIR: &str = "/var/lib/mesos/store/docker";
+/// `copy` works on every filesystem; `overlay` is faster where overlayfs is available.
+pub const DEFAULT_PROVISIONER_BACKEND: &str = "copy";
+
+/// The agent's image flags (with `--images`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFlags {
+    /// `--image_provisioner_backend`: copy, overlay, bind or aufs.
+    pub provisioner_backend: String,
+    /// `--docker_registry`: a local directory of tarballs, or a registry URL.
+    pub docker_registry: String,
+    /// `--docker_store_dir`.
+    pub docker_store_dir: PathBuf,
+}
+
+impl Default for ImageFlags {
+    fn default() -> Self {
+        ImageFlags {
+            provisioner_backend: DEFAULT_PROVISIONER_BACKEND.to_string(),
+            docker_registry: DEFAULT_DOCKER_REGISTRY.to_string(),
+            docker_store_dir: PathBuf::from(DEFAULT_DOCKER_STORE_DIR),
+        }
+    }
+}
 
 /// What the agent should be started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +51,8 @@ pub struct AgentFlagsConfig {
     /// Keep CNI state under work_dir so DEL still runs after a reboot (Mesos >= 1.8).
     pub root_dir_persist: bool,
     pub launcher: String,
-    /// Container images: adds `docker/runtime` and `--image_providers=docker`.
-    pub images: bool,
+    /// Container images: adds `docker/runtime`, `--image_providers=docker` and these.
+    pub images: Option<ImageFlags>,
 }
 
 impl Default for AgentFlagsConfig {
@@ -36,7 +63,7 @@ impl Default for AgentFlagsConfig {
             cni_plugins_dir: DEFAULT_CNI_PLUGINS_DIR.to_string(),
             root_dir_persist: false,
             launcher: "linux".to_string(),
-            images: false,
+            images: None,
         }
     }
 }
@@ -66,7 +93,9 @@ pub fn agent_flags(cfg: &AgentFlagsConfig) -> Result<Vec<(String, String)>> {
             add(iso);
         }
     }
-    if cfg.images {
+    if cfg.images.is_some() {
+        // filesystem/linux pivots into the image rootfs; docker/runtime applies the image's
+        // Env, WorkingDir and Entrypoint/Cmd (the agent refuses docker images without it).
         add("filesystem/linux");
         add("docker/runtime");
     }
@@ -100,8 +129,31 @@ pub fn agent_flags(cfg: &AgentFlagsConfig) -> Result<Vec<(String, String)>> {
             "true".to_string(),
         ));
     }
-    if cfg.images {
-        flags.push(("image_providers".to_string(), "docker".to_string()));
+    if let Some(img) = &cfg.images {
+        const BACKENDS: &[&str] = &["copy", "overlay", "bind", "aufs"];
+        if !BACKENDS.contains(&img.provisioner_backend.as_str()) {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "image provisioner backend {:?}: Mesos knows {}",
+                    img.provisioner_backend,
+                    BACKENDS.join(", ")
+                ),
+            ));
+        }
+        let store = img
+            .docker_store_dir
+            .to_str()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidConfig, "docker store dir is not UTF-8"))?;
+        flags.extend([
+            ("image_providers".to_string(), "docker".to_string()),
+            (
+                "image_provisioner_backend".to_string(),
+                img.provisioner_backend.clone(),
+            ),
+            ("docker_registry".to_string(), img.docker_registry.clone()),
+            ("docker_store_dir".to_string(), store.to_string()),
+        ]);
     }
     for (name, value) in &flags {
         if value.is_empty() || value.contains(['\n', '"', '\\']) {
@@ -173,7 +225,7 @@ mod tests {
     fn systemd_golden_with_images() {
         let cfg = AgentFlagsConfig {
             isolation: vec!["posix/cpu,posix/mem".into()],
-            images: true,
+            images: Some(ImageFlags::default()),
             ..Default::default()
         };
         assert_eq!(
@@ -184,7 +236,10 @@ mod tests {
              Environment=\"MESOS_LAUNCHER=linux\"\n\
              Environment=\"MESOS_NETWORK_CNI_CONFIG_DIR=/etc/cni/net.d\"\n\
              Environment=\"MESOS_NETWORK_CNI_PLUGINS_DIR=/opt/cni/bin\"\n\
-             Environment=\"MESOS_IMAGE_PROVIDERS=docker\"\n"
+             Environment=\"MESOS_IMAGE_PROVIDERS=docker\"\n\
+             Environment=\"MESOS_IMAGE_PROVISIONER_BACKEND=copy\"\n\
+             Environment=\"MESOS_DOCKER_REGISTRY=/var/lib/mesos/docker-registry\"\n\
+             Environment=\"MESOS_DOCKER_STORE_DIR=/var/lib/mesos/store/docker\"\n"
         );
     }
 
@@ -192,7 +247,7 @@ mod tests {
     fn isolators_are_not_duplicated() {
         let cfg = AgentFlagsConfig {
             isolation: vec!["network/cni".into(), "filesystem/linux,network/cni".into()],
-            images: true,
+            images: Some(ImageFlags::default()),
             ..Default::default()
         };
         let flags = agent_flags(&cfg).unwrap();
@@ -212,6 +267,41 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(agent_flags(&ok).unwrap()[0].1, "network/ports,network/cni");
+    }
+
+    #[test]
+    fn image_flags_golden_and_backend_checked() {
+        let cfg = AgentFlagsConfig {
+            images: Some(ImageFlags {
+                provisioner_backend: "overlay".into(),
+                docker_registry: "/srv/images".into(),
+                docker_store_dir: "/srv/store".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            rendered(&cfg, FlagFormat::Flags),
+            "--isolation=filesystem/linux,network/cni,docker/runtime\n\
+             --launcher=linux\n\
+             --network_cni_config_dir=/etc/cni/net.d\n\
+             --network_cni_plugins_dir=/opt/cni/bin\n\
+             --image_providers=docker\n\
+             --image_provisioner_backend=overlay\n\
+             --docker_registry=/srv/images\n\
+             --docker_store_dir=/srv/store\n"
+        );
+        let bad = AgentFlagsConfig {
+            images: Some(ImageFlags {
+                provisioner_backend: "zfs".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = agent_flags(&bad).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "image provisioner backend \"zfs\": Mesos knows copy, overlay, bind, aufs"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use weave_mesos::check::{check_host, DEFAULT_ROUTER_STATUS_URL};
 use weave_mesos::client::MasterClient;
 use weave_mesos::driver::Driver;
 use weave_mesos::execute::{execute, ExecuteOptions};
-use weave_mesos::flags::{agent_flags, render, AgentFlagsConfig, FlagFormat};
+use weave_mesos::flags::{agent_flags, render, AgentFlagsConfig, FlagFormat, ImageFlags};
 use weave_mesos::http::Connector;
 use weave_mesos::local_cluster::{LocalCluster, LocalOptions};
 use weave_mesos::mesos_cluster::MesosCluster;
@@ -78,10 +78,22 @@ struct AgentFlagsArgs {
     root_dir_persist: bool,
     #[arg(long, default_value = "linux")]
     launcher: String,
-    /// Allow container images (adds docker/runtime and --image_providers=docker).
+    /// Allow container images: adds docker/runtime, --image_providers=docker and the
+    /// image flags below.
     #[arg(long)]
     images: bool,
-    /// Also check this host: plugin, config and router; exit 1 if anything is missing.
+    /// With --images: --image_provisioner_backend (copy, overlay, bind, aufs).
+    #[arg(long, default_value = weave_mesos::flags::DEFAULT_PROVISIONER_BACKEND)]
+    image_provisioner_backend: String,
+    /// With --images: --docker_registry, a directory of `docker save` tarballs NAME.tar
+    /// (scripts/build-image writes one) or a registry URL.
+    #[arg(long, default_value = weave_mesos::flags::DEFAULT_DOCKER_REGISTRY)]
+    docker_registry: String,
+    /// With --images: --docker_store_dir, where unpacked layers are cached.
+    #[arg(long, default_value = weave_mesos::flags::DEFAULT_DOCKER_STORE_DIR)]
+    docker_store_dir: PathBuf,
+    /// Also check this host: plugin, config and router (with --images: registry, store,
+    /// tar); exit 1 if anything is missing.
     #[arg(long)]
     check: bool,
     #[arg(long, default_value = DEFAULT_ROUTER_STATUS_URL)]
@@ -109,18 +121,36 @@ struct ExecuteArgs {
     networks: Vec<String>,
     #[arg(long, default_value = weave_mesos::driver::DEFAULT_RESOURCES)]
     resources: String,
-    /// Refused: the harness launches no container images.
+    /// Environment of the command: a JSON object of strings, or a file holding one.
+    #[arg(long)]
+    env: Option<String>,
+    /// Run the task in this Docker image (Mesos containerizer; the agent needs the flags of
+    /// `weave-mesos agent-flags --images`). With --no-shell the image's entrypoint runs.
     #[arg(long = "docker_image", alias = "docker-image")]
     docker_image: Option<String>,
+    /// Refused with an error: AppC images are not supported.
+    #[arg(
+        long = "appc_image",
+        alias = "appc-image",
+        conflicts_with = "docker_image"
+    )]
+    appc_image: Option<String>,
+    /// `mesos` (the default); `docker` is refused with an error.
+    #[arg(long)]
+    containerizer: Option<String>,
     /// Only accept offers from this agent (hostname or agent ID).
     #[arg(long)]
     agent: Option<String>,
     /// Kill the task this long after TASK_RUNNING (e.g. 10secs, 500ms, 2mins).
     #[arg(long = "kill_after", alias = "kill-after", value_parser = parse_duration)]
     kill_after: Option<Duration>,
-    /// Give up (and tear the framework down) after this many seconds.
-    #[arg(long = "task-timeout", default_value_t = 120)]
-    task_timeout: u64,
+    /// Give up (and tear the framework down) after this many seconds; by default a task
+    /// that reached TASK_RUNNING is followed until it ends, as mesos-execute does.
+    #[arg(long = "task-timeout")]
+    task_timeout: Option<u64>,
+    /// Give up if the task has neither started nor ended after this many seconds.
+    #[arg(long = "launch-timeout", default_value_t = 120)]
+    launch_timeout: u64,
     /// Host ports for the task on every network: HOST:CONTAINER[/tcp|udp],... (sets
     /// NetworkInfo.port_mappings; our extension of mesos-execute).
     #[arg(long = "port_mappings", alias = "port-mappings")]
@@ -165,6 +195,10 @@ struct ScenarioArgs {
     /// Put the only listener on this agent (hostname or ID); default: one on every agent.
     #[arg(long)]
     listener_agent: Option<String>,
+    /// Run listeners and probes in this Docker image (needs --master and agents started
+    /// with `weave-mesos agent-flags --images`; the image needs OpenBSD-style `nc`).
+    #[arg(long = "docker_image", alias = "docker-image")]
+    docker_image: Option<String>,
     /// Connect to the master from this network namespace.
     #[arg(long)]
     netns: Option<String>,
@@ -383,8 +417,16 @@ fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
                 &a.network,
                 a.agents.unwrap_or(1),
                 deadline,
-            )?;
+            )?
+            .with_image(a.docker_image.clone());
             scenario::run(&mut cluster, &listeners)
+        }
+        None if a.docker_image.is_some() => {
+            return Err(weave_mesos::Error::new(
+                weave_mesos::ErrorKind::InvalidConfig,
+                "--docker_image needs --master: the local cluster runs tasks in plain \
+                 network namespaces, with no Mesos containerizer to provision an image",
+            ))
         }
         None => {
             // Ctrl-C or a kill must not leave the simulated hosts behind.
@@ -426,9 +468,13 @@ fn execute_cmd(a: ExecuteArgs) -> Result<ExitCode> {
         networks: a.networks,
         resources: a.resources,
         docker_image: a.docker_image,
+        appc_image: a.appc_image,
+        containerizer: a.containerizer,
+        env: a.env,
         agent: a.agent,
         kill_after: a.kill_after,
-        timeout: Duration::from_secs(a.task_timeout),
+        timeout: a.task_timeout.map(Duration::from_secs),
+        launch_timeout: Duration::from_secs(a.launch_timeout),
         port_mappings: a.port_mappings,
     };
     // Usage errors before touching the master.
@@ -454,7 +500,11 @@ fn agent_flags_cmd(a: AgentFlagsArgs) -> Result<ExitCode> {
         cni_plugins_dir: a.cni_plugins_dir,
         root_dir_persist: a.root_dir_persist,
         launcher: a.launcher,
-        images: a.images,
+        images: a.images.then_some(ImageFlags {
+            provisioner_backend: a.image_provisioner_backend,
+            docker_registry: a.docker_registry,
+            docker_store_dir: a.docker_store_dir,
+        }),
     };
     print!("{}", render(&agent_flags(&cfg)?, a.format));
     if !a.check {

@@ -24,6 +24,8 @@ pub struct MesosCluster {
     run_id: String,
     counter: usize,
     task_timeout: Duration,
+    /// Docker image every scenario task runs in (`None`: the agent's filesystem).
+    image: Option<String>,
 }
 
 impl MesosCluster {
@@ -85,7 +87,15 @@ impl MesosCluster {
             run_id: format!("{:x}{:x}", std::process::id(), nanos),
             counter: 0,
             task_timeout: crate::driver::DEFAULT_TASK_TIMEOUT,
+            image: None,
         })
+    }
+
+    /// Runs listeners and probes in Docker image `image` (the agents need
+    /// `--image_providers=docker`; the image needs `nc` with `-k`, e.g. OpenBSD netcat).
+    pub fn with_image(mut self, image: Option<String>) -> MesosCluster {
+        self.image = image;
+        self
     }
 
     pub fn framework_id(&self) -> &str {
@@ -101,7 +111,8 @@ impl MesosCluster {
             networks: vec![self.network.clone()],
             resources: crate::driver::parse_resources(TASK_RESOURCES)?,
             agent: AgentChoice::Named(agent.id.clone()),
-            port_mappings: Vec::new(),
+            image: self.image.clone(),
+            ..Default::default()
         })
     }
 

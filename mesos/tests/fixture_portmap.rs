@@ -187,6 +187,7 @@ fn port_mappings_under_a_real_mesos_agent() {
         resources: parse_resources("cpus:0.1;mem:32").unwrap(),
         agent: AgentChoice::Any,
         port_mappings: parse_port_mappings("8080:1080/tcp").unwrap(),
+        ..Default::default()
     })
     .unwrap();
     let t = d

@@ -2,7 +2,7 @@
 //! every call (Weave's client had none, so a hung router hung every container launch).
 //! No async runtime: the CNI plugins stay small and start fast.
 
-use super::wire::Attachment;
+use crate::attachment::Attachment;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! [`ApiRequest`], or a [`Rejection`] with a status and a reason. Nothing here touches the
 //! router's state, so every input check can be fuzzed and unit-tested without a router.
 
-use crate::api::Attachment;
+use crate::attachment::Attachment;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
@@ -216,7 +216,7 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
             let peers = form_values(&form, "peer");
             let errors: Vec<String> = peers
                 .iter()
-                .filter_map(|p| crate::router::validate_peer(p).err())
+                .filter_map(|p| crate::peer::validate_target(p).err())
                 .map(|e| e.to_string())
                 .collect();
             if errors.len() > MAX_PEER_ERRORS {
@@ -241,25 +241,16 @@ fn route(method: &str, s: &[&str], query: &str, body: &[u8]) -> Parsed {
         ("GET", ["cni", "attachments"]) => R::ListAttachments,
         (_, ["cni", "attachments"]) => match serde_json::from_slice::<Attachment>(body) {
             Ok(a) => {
-                crate::router::validate_attachment(&a).map_err(|e| bad(e.to_string()))?;
+                a.validate().map_err(|e| bad(e.to_string()))?;
                 R::PutAttachment(a)
             }
             Err(e) => return Err(bad(format!("decode attachment: {e}"))),
         },
         (_, ["cni", "attachments", id, ifname]) => {
-            let probe = Attachment {
-                container_id: id.to_string(),
-                ifname: ifname.to_string(),
-                host_veth: String::new(),
-                mac: String::new(),
-                ips: vec![],
-                netns: String::new(),
-                ipam_id: String::new(),
-            };
-            crate::router::validate_attachment(&probe).map_err(|e| bad(e.to_string()))?;
+            crate::attachment::validate_key(id, ifname).map_err(|e| bad(e.to_string()))?;
             R::RemoveAttachment {
-                id: probe.container_id,
-                ifname: probe.ifname,
+                id: id.to_string(),
+                ifname: ifname.to_string(),
             }
         }
         _ => return Err(not_found()),
@@ -279,7 +270,7 @@ fn attachment_of(body: &[u8]) -> Result<Option<Attachment>, Rejection> {
     }
     let a = serde_json::from_slice::<Attachment>(body)
         .map_err(|e| bad(format!("decode attachment: {e}")))?;
-    crate::router::validate_attachment(&a).map_err(|e| bad(e.to_string()))?;
+    a.validate().map_err(|e| bad(e.to_string()))?;
     Ok(Some(a))
 }
 

@@ -1,8 +1,11 @@
 //! The router's HTTP/1.1 server (hyper 1): Weave's paths and text formats on the full API
 //! listener, and only `/status*`, `/report` and `/metrics` on the read-only status listener.
+//! A request is parsed and checked first ([`super::request`], pure), then executed against a
+//! [`Backend`]; errors become statuses in one place ([`error_reply`]).
 
-use crate::api::request::{parse_request, ApiRequest, StatusPage};
-use crate::router::{status, Router};
+use super::backend::Backend;
+use super::request::{parse_request, ApiRequest, StatusPage};
+use super::status;
 use crate::{Error, ErrorKind};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -24,18 +27,18 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Serves both listeners until `shutdown` completes; open connections are dropped with the
 /// runtime.
-pub async fn serve(
-    router: Arc<Router>,
+pub async fn serve<B: Backend>(
+    backend: Arc<B>,
     http: Option<TcpListener>,
     status: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut loops = Vec::new();
     if let Some(l) = http {
-        loops.push(tokio::spawn(accept_loop(l, router.clone(), true)));
+        loops.push(tokio::spawn(accept_loop(l, backend.clone(), true)));
     }
     if let Some(l) = status {
-        loops.push(tokio::spawn(accept_loop(l, router.clone(), false)));
+        loops.push(tokio::spawn(accept_loop(l, backend.clone(), false)));
     }
     shutdown.await;
     for l in loops {
@@ -43,7 +46,7 @@ pub async fn serve(
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Arc<Router>, full: bool) {
+async fn accept_loop<B: Backend>(listener: TcpListener, backend: Arc<B>, full: bool) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -60,11 +63,11 @@ async fn accept_loop(listener: TcpListener, router: Arc<Router>, full: bool) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let backend = backend.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let router = router.clone();
-                async move { Ok::<_, Infallible>(handle(&router, req, full).await) }
+                let backend = backend.clone();
+                async move { Ok::<_, Infallible>(handle(backend.as_ref(), req, full).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -146,7 +149,11 @@ pub fn is_local_client(peer: SocketAddr, local: Option<SocketAddr>) -> bool {
 
 /// Handles one request: validates it without touching state, then executes it.
 /// `full` is false on the read-only status listener.
-pub async fn handle(router: &Router, req: Request<Incoming>, full: bool) -> Response<Full<Bytes>> {
+pub async fn handle<B: Backend>(
+    backend: &B,
+    req: Request<Incoming>,
+    full: bool,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -161,7 +168,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, full: bool) -> Resp
         Err(e) => return into_response(bad_request(format!("read request body: {e}"))),
     };
     let reply = match parse_request(method.as_str(), &path, &query, &body, full) {
-        Ok(r) => execute(router, r).await,
+        Ok(r) => execute(backend, r).await,
         Err(rej) => Reply::Text(
             StatusCode::from_u16(rej.status).unwrap_or(StatusCode::BAD_REQUEST),
             rej.reason,
@@ -177,9 +184,9 @@ fn done(r: crate::Result<()>, prefix: &str) -> Reply {
     }
 }
 
-async fn execute(router: &Router, req: ApiRequest) -> Reply {
+async fn execute<B: Backend>(backend: &B, req: ApiRequest) -> Reply {
     use ApiRequest as R;
-    let ipam = &router.ipam;
+    let ipam = backend.ipam();
     match req {
         R::Status(page) => {
             let render = match page {
@@ -189,10 +196,10 @@ async fn execute(router: &Router, req: ApiRequest) -> Reply {
                 StatusPage::Peers => status::peers_text,
                 StatusPage::Ipam => status::ipam_text,
             };
-            with_view(router, |v| ok_text(render(v))).await
+            with_view(backend, |v| ok_text(render(v))).await
         }
-        R::Report { format } => report(router, format).await,
-        R::Metrics => with_view(router, |v| ok_text(status::metrics(v))).await,
+        R::Report { format } => report(backend, format).await,
+        R::Metrics => with_view(backend, |v| ok_text(status::metrics(v))).await,
         R::ListOwned => match ipam.owned().await {
             Ok(owned) => {
                 let list: Vec<_> = owned
@@ -225,7 +232,7 @@ async fn execute(router: &Router, req: ApiRequest) -> Reply {
         // Also drops the attachments recorded with the id's addresses.
         R::Free { id } => done(ipam.free(&id).await.map(|_| ()), ""),
         R::FreeOne { id, ip } => done(ipam.free_one(&id, ip).await, "Unable to free: "),
-        R::DefaultSubnet => ok_text(router.config.default_subnet.to_string()),
+        R::DefaultSubnet => ok_text(backend.default_subnet().to_string()),
         R::Tracker => ok_text("\n"),
         // Starts the election and waits (bounded) for the ring.
         R::Ring => match ipam.ring().await {
@@ -233,46 +240,41 @@ async fn execute(router: &Router, req: ApiRequest) -> Reply {
             Err(e) => error_reply(&e, ""),
         },
         R::Expose { cidr, skip_nat } => {
-            done(router.expose(cidr, skip_nat).await, "unable to expose: ")
+            done(backend.expose(cidr, skip_nat).await, "unable to expose: ")
         }
-        R::Hide { cidr } => done(router.hide(cidr).await, "unable to hide: "),
-        R::Connect { peers, replace } => match router.connect(&peers, replace).await {
+        R::Hide { cidr } => done(backend.hide(cidr).await, "unable to hide: "),
+        R::Connect { peers, replace } => match backend.connect(&peers, replace).await {
             Ok(()) => ok_text(""),
             Err(e) => error_reply(&e, ""),
         },
-        R::Forget { peers } => match router.forget(&peers).await {
+        R::Forget { peers } => match backend.forget(&peers).await {
             Ok(()) => ok_text(""),
             Err(e) => error_reply(&e, ""),
         },
         // `weave reset`: our ranges go to a live peer (gossiped), then we leave the mesh.
-        R::Leave => match ipam.shutdown().await {
-            Ok(_) => done(router.mesh.leave().await, ""),
-            Err(e) => error_reply(&e, ""),
-        },
+        R::Leave => done(backend.leave().await, ""),
         R::RemovePeer { name } => match ipam.rmpeer(&name).await {
             Ok(text) => ok_text(text),
             Err(e) => error_reply(&e, ""),
         },
-        R::ListAttachments => match router.attachments().await {
+        R::ListAttachments => match ipam.attachments().await {
             Ok(v) => Reply::Json(StatusCode::OK, json!(v)),
             Err(e) => error_reply(&e, ""),
         },
-        R::PutAttachment(a) => done(router.upsert_attachment(a).await, ""),
-        R::RemoveAttachment { id, ifname } => {
-            done(router.remove_attachment(&id, &ifname).await, "")
-        }
+        R::PutAttachment(a) => done(ipam.put_attachment(a).await, ""),
+        R::RemoveAttachment { id, ifname } => done(ipam.remove_attachment(&id, &ifname).await, ""),
     }
 }
 
-async fn with_view(router: &Router, f: impl FnOnce(&status::View) -> Reply) -> Reply {
-    match router.view().await {
+async fn with_view<B: Backend>(backend: &B, f: impl FnOnce(&status::View) -> Reply) -> Reply {
+    match backend.view().await {
         Ok(v) => f(&v),
         Err(e) => error_reply(&e, ""),
     }
 }
 
-async fn report(router: &Router, format: Option<String>) -> Reply {
-    let (view, owned) = match (router.view().await, router.ipam.owned().await) {
+async fn report<B: Backend>(backend: &B, format: Option<String>) -> Reply {
+    let (view, owned) = match (backend.view().await, backend.ipam().owned().await) {
         (Ok(v), Ok(o)) => (v, o),
         (Err(e), _) | (_, Err(e)) => return error_reply(&e, ""),
     };

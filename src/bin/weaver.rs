@@ -2,10 +2,11 @@
 
 use clap::Parser;
 use ipnet::Ipv4Net;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weave::router::{self, Config};
+use std::time::Duration;
+use weave::router::{self, parse_ipalloc_init, Config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,7 +89,19 @@ fn hostname() -> String {
         .unwrap_or_else(|| "weave".into())
 }
 
+/// `WEAVE_SWEEP_INTERVAL_MS` (tests), else the default.
+fn sweep_interval() -> Duration {
+    std::env::var("WEAVE_SWEEP_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(router::sweep::DEFAULT_INTERVAL)
+}
+
 fn config(a: Args) -> Result<Config, String> {
+    let ipalloc_init =
+        parse_ipalloc_init(&a.ipalloc_init, a.peers.len()).map_err(|e| e.to_string())?;
     Ok(Config {
         name: a.name,
         nickname: a.nickname.unwrap_or_else(hostname),
@@ -100,17 +113,17 @@ fn config(a: Args) -> Result<Config, String> {
         datadir: a.datadir,
         port: a.port,
         peers: a.peers,
-        ipalloc_init: a.ipalloc_init,
-        alloc_wait: std::time::Duration::from_millis(a.ipalloc_wait_ms),
+        mesh_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ipalloc_init,
+        alloc_wait: Duration::from_millis(a.ipalloc_wait_ms),
+        sweep_interval: sweep_interval(),
         mesh: router::MeshFlags {
             password: a.password,
             discovery: !a.no_discovery,
             conn_limit: a.conn_limit,
             trusted_subnets: a.trusted_subnets.iter().map(|n| n.to_string()).collect(),
             fast_timers: a.fast_mesh_timers,
-            handshake_timeout: a
-                .mesh_handshake_timeout_ms
-                .map(std::time::Duration::from_millis),
+            handshake_timeout: a.mesh_handshake_timeout_ms.map(Duration::from_millis),
         },
     })
 }
@@ -148,7 +161,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(router::run(cfg, shutdown_signal())) {
+    match rt.block_on(weave::daemon::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -2,6 +2,7 @@
 //! (owned by the IPAM ID `weave:expose`) and the containers attached to it.
 
 use super::{block_on, CliResult, Ctx, Failure};
+use crate::attachment::format_mac;
 use crate::netlink::Netlink;
 use crate::{BRIDGE_NAME, EXPOSE_ID};
 use clap::Args;
@@ -136,14 +137,6 @@ fn join_nonempty(parts: &[&str]) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `ipam.json` as a journal: one snapshot line (the whole state, written atomically by
-//! [`super::store::write_atomic`]) followed by change records, one JSON object per line, each
+//! `super::store::write_atomic`) followed by change records, one JSON object per line, each
 //! appended with a single `fdatasync`. Rewriting the whole file on every allocation cost a
 //! temp file, two fsyncs, a rename and a re-encode of everything; an append costs one write
 //! and one data sync, shared by every request of a batch (group commit).
@@ -16,8 +16,8 @@
 //! replaces the file and so any torn tail. The snapshot is rewritten (compaction) when the
 //! records outgrow it, and is the first write after every start.
 
-use crate::api::Attachment;
-use crate::ipam::store::{IpamFile, Owned};
+use super::file::{IpamFile, Owned};
+use crate::attachment::{Attachment, AttachmentKey};
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,6 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-
-/// (container id, ifname): one attachment per interface.
-pub type AttachmentKey = (String, String);
 
 /// Records are appended until they amount to this much, or to [`COMPACT_FACTOR`] times the
 /// snapshot if that is more; then the next write is a snapshot.

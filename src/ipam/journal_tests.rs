@@ -267,9 +267,9 @@ fn appends_go_to_the_file_and_load_replays_them() {
 /// into snapshots, and a reload finds every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_actor_appends_compacts_and_reloads() {
+    use crate::ipam::core::{universe_of, Core};
     use crate::ipam::ring::{Allocator, InitMode, PeerName};
-    use crate::router::ipam_core::{universe_of, Core};
-    use crate::router::state::{IpamHandle, IpamOptions};
+    use crate::ipam::{IpamHandle, IpamOptions};
     let tmp = tempfile::tempdir().unwrap();
     let dd = DataDir::open(tmp.path()).unwrap();
     let me: PeerName = ME.parse().unwrap();

@@ -1,10 +1,33 @@
-//! Address allocation, without I/O: [`ring`] is Weave's ring of owned ranges, the space each
-//! peer allocates from and the consensus that creates the ring; this module holds the input
-//! checks the HTTP API and the router share. [`store`] is the only part that touches the disk.
+//! The IPAM service, whole: from the pure ring to the actor the HTTP API talks to.
+//!
+//! From the inside out:
+//! - [`ring`]: Weave's ring of owned ranges, the space each peer allocates from and the
+//!   consensus that creates the ring, as pure state machines (no I/O, no clock).
+//! - [`core`]: what the service keeps around the ring (prefixes, claims outside the range,
+//!   CNI attachments) and Weave's `_`/`weave:expose` rules; pure.
+//! - [`file`], [`journal`], [`store`]: `ipam.json` (a snapshot plus appended change records)
+//!   and the data dir; the only parts that touch the disk.
+//! - [`service`]: the service's vocabulary: options, requests with their typed replies, the
+//!   status summary.
+//! - [`actor`]: one task owning the [`core::Core`], batching requests, gossip and ticks into
+//!   one write each, talking to other peers over the mesh channel `IPallocation`.
+//! - [`handle`]: [`IpamHandle`], the typed async API (`allocate`, `claim`, `free`, ...).
+//!
+//! It depends on the leaf types ([`crate::attachment`], [`crate::peer`]) and on the mesh's
+//! gossip channel only; neither on the HTTP API nor on the router.
 
+pub mod actor;
+pub mod core;
+pub mod file;
+pub mod handle;
 pub mod journal;
 pub mod ring;
+pub mod service;
 pub mod store;
+
+pub use crate::attachment::validate_id;
+pub use handle::IpamHandle;
+pub use service::{IpamOptions, IpamSummary, CHANNEL};
 
 #[cfg(test)]
 mod tests;
@@ -37,21 +60,6 @@ pub fn validate_subnet(subnet: Ipv4Net, universe: Ipv4Net) -> Result<()> {
         return Err(bad(format!("range {subnet} out of bounds: {universe}")));
     }
     Ok(())
-}
-
-/// Checks a container ID: non-empty, at most 255 bytes, printable ASCII without `/` or
-/// whitespace (so it is safe in a URL path and a log line). `weave:expose` and `_` pass.
-pub fn validate_id(id: &str) -> Result<()> {
-    let reason = if id.is_empty() {
-        "empty"
-    } else if id.len() > 255 {
-        "longer than 255 bytes"
-    } else if !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-        "must be printable ASCII without '/' or whitespace"
-    } else {
-        return Ok(());
-    };
-    Err(bad(format!("invalid container id {id:?}: {reason}")))
 }
 
 fn bad(message: String) -> Error {

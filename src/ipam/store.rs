@@ -2,39 +2,21 @@
 //! in the same directory, fsync, rename, fsync of the directory) so a crash leaves the old or
 //! the new version, never a torn one:
 //! - `ipam.json`: peer name, range, every owner's CIDRs, the ring and the attachments: a
-//!   snapshot line followed by appended change records (see [`super::journal`]);
+//!   snapshot line ([`super::file::IpamFile`]) followed by appended change records (see
+//!   [`super::journal`]);
 //! - `peername`: our MAC-like peer name;
 //! - `targets.json`: connect targets (CNI attachments live in `ipam.json`).
 
-use crate::api::Attachment;
+use super::file::{Owned, IPAM_FILE_VERSION};
+use crate::attachment::Attachment;
+use crate::peer::PeerName;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Version of the `ipam.json` layout; another major version is refused.
-pub const IPAM_FILE_VERSION: u32 = 1;
-
-/// Contents of `ipam.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpamFile {
-    pub version: u32,
-    pub peername: String,
-    pub range: Ipv4Net,
-    pub owned: BTreeMap<String, Vec<Ipv4Net>>,
-    /// CNI attachments, kept in the same file so that an allocation and the attachment it is
-    /// for are written together (one fsync per container start).
-    #[serde(default)]
-    pub attachments: Vec<Attachment>,
-    /// The multi-host allocator's state (ring, election, its ids' addresses); absent in files
-    /// written by the single-host router, whose `owned` map is then migrated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocator: Option<serde_json::Value>,
-}
 
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -77,9 +59,6 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).context("encode json")?;
     write_atomic(path, &bytes)
 }
-
-/// Owner id → its CIDRs, as persisted.
-pub type Owned = BTreeMap<String, Vec<Ipv4Net>>;
 
 /// What `ipam.json` holds besides its header.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -244,28 +223,12 @@ impl DataDir {
 
 /// Accepts `aa:bb:cc:dd:ee:ff` (any case); returns it lowercased.
 pub fn parse_peer_name(s: &str) -> Result<String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !ok {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("invalid peer name {s:?}: want a MAC address like aa:bb:cc:dd:ee:ff"),
-        ));
-    }
-    Ok(s.to_ascii_lowercase())
+    s.parse::<PeerName>().map(|p| p.to_string())
 }
 
 /// A random unicast MAC with the locally-administered bit.
 pub fn random_peer_name() -> String {
-    let mut b: [u8; 6] = rand::random();
-    b[0] = (b[0] & 0xfe) | 0x02;
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    PeerName::random().to_string()
 }
 
 #[cfg(test)]

@@ -2,43 +2,21 @@
 //! finished connections here; the actor decides (self, duplicate, connection limit), gossips
 //! topology, floods broadcasts, routes unicasts and drives the connection maker.
 
-use super::connection::{self, ConnEvent, HandshakeError, Handshaken, Timers};
+use super::command::{Cmd, NewConn};
+use super::config::{GossipMessage, LivePeer, MeshConfig};
+use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
 use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
-use super::router::{GossipMessage, LivePeer, MeshConfig};
 use super::status::{ConnectionStatus, MeshStatus};
 use super::topology::Topology;
-use super::PeerName;
+use crate::peer::PeerName;
 use crate::{Error, ErrorKind, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-
-pub(super) enum Cmd {
-    Broadcast(String, Vec<u8>),
-    Unicast(PeerName, String, Vec<u8>, oneshot::Sender<Result<()>>),
-    Subscribe(String, mpsc::Sender<GossipMessage>),
-    /// (targets, replace, remove)
-    Targets(Vec<String>, bool, bool),
-    Status(oneshot::Sender<MeshStatus>),
-    Leave(oneshot::Sender<()>),
-    Shutdown,
-    Handshaken(Box<NewConn>),
-    DialFailed(String, HandshakeError, Vec<SocketAddr>),
-}
-
-/// A connection whose handshake succeeded, waiting for the actor's yes or no.
-pub(super) struct NewConn {
-    pub(super) stream: TcpStream,
-    pub(super) hs: Handshaken,
-    pub(super) remote: SocketAddr,
-    /// For dials: the target and what it resolved to.
-    pub(super) target: Option<(String, Vec<SocketAddr>)>,
-}
 
 struct Conn {
     peer: PeerName,

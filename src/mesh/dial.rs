@@ -1,7 +1,7 @@
 //! Outbound dials and the inbound listener: both end in a handshaken connection (or a
 //! refusal) that goes to the actor.
 
-use super::actor::{Cmd, NewConn};
+use super::command::{Cmd, NewConn};
 use super::connection::{self, HandshakeError};
 use super::maker::{with_port, MeshTimers};
 use super::protocol::Hello;

@@ -3,7 +3,8 @@
 //! the actor asks what is due and reports what happened.
 
 use super::status::ConnectionStatus;
-use super::{PeerName, DEFAULT_PORT};
+use super::DEFAULT_PORT;
+use crate::peer::PeerName;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -39,16 +40,18 @@ impl Default for MeshTimers {
 }
 
 impl MeshTimers {
-    /// Short timers for tests on loopback.
+    /// The one short preset (tests; `weaver --fast-mesh-timers`): heartbeat 0.5 s, dead
+    /// after 3 s, backoff 0.2-2 s. Short enough for tests, long enough for routers in
+    /// namespaces on a loaded machine.
     pub fn fast() -> MeshTimers {
         MeshTimers {
-            heartbeat: Duration::from_millis(100),
-            dead_after: Duration::from_millis(800),
-            gossip_interval: Duration::from_millis(500),
-            handshake_timeout: Duration::from_secs(2),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(800),
-            backoff_reset: Duration::from_secs(2),
+            heartbeat: Duration::from_millis(500),
+            dead_after: Duration::from_secs(3),
+            gossip_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(3),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            backoff_reset: Duration::from_secs(5),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! Frames are a big-endian `u32` length and that many bytes. Integers are big-endian; strings
 //! are a length (u8 or u16) and UTF-8 bytes; peer names are 6 bytes.
 
-use super::PeerName;
+use crate::peer::PeerName;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

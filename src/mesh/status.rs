@@ -2,7 +2,7 @@
 //! Weave's text formats for them.
 
 use super::protocol::{PeerInfo, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
-use super::PeerName;
+use crate::peer::PeerName;
 use serde_json::{json, Value};
 use std::fmt::Write;
 

@@ -6,7 +6,7 @@
 //! microseconds, so its new entry outranks the old one without any coordination.
 
 use super::protocol::{ConnectionInfo, PeerInfo};
-use super::PeerName;
+use crate::peer::PeerName;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 

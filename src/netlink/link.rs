@@ -1,6 +1,7 @@
 //! Links: lookup, bridge, delete, up/MTU/master, hairpin.
 
 use super::{has_errno, LinkInfo, Netlink};
+use crate::attachment::format_mac;
 use crate::{Context, Error, ErrorKind, Result};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{self, LinkAttribute, LinkFlags, LinkMessage};
@@ -210,20 +211,4 @@ pub(super) fn link_info(msg: &LinkMessage) -> LinkInfo {
         }
     }
     info
-}
-
-/// `aa:bb:cc:dd:ee:ff`, as CNI results and `ip link` print a MAC.
-/// The MAC a container interface gets for `ip`: locally administered unicast `0e:57` plus
-/// the four address bytes. Unique while addresses are, known to the router without asking
-/// the kernel, and stable when an address is reused, so peers' ARP caches stay right.
-pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x0e, 0x57, o[0], o[1], o[2], o[3]]
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

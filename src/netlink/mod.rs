@@ -14,8 +14,8 @@ mod route;
 mod veth;
 mod vxlan;
 
+pub use crate::attachment::{format_mac, mac_for_ip};
 pub use fdb::{FdbEntry, FLOOD_MAC};
-pub use link::{format_mac, mac_for_ip};
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

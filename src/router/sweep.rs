@@ -8,24 +8,15 @@
 //! addresses and record are released. Two sightings, not one, because an ADD records the
 //! attachment while its veth is still being created.
 
-use super::Router;
-use crate::api::wire::Attachment;
+use crate::attachment::Attachment;
+use crate::dataplane::DataPlane;
+use crate::ipam::IpamHandle;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default time between sweeps; `WEAVE_SWEEP_INTERVAL_MS` overrides it (tests).
+/// Default time between sweeps (`weaver` takes `WEAVE_SWEEP_INTERVAL_MS` for tests).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-
-/// The interval from the environment, or the default.
-pub fn interval_from_env() -> Duration {
-    std::env::var("WEAVE_SWEEP_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_INTERVAL)
-}
 
 /// An attachment, as a sweep remembers it between rounds.
 pub type Key = (String, String);
@@ -61,10 +52,10 @@ pub fn decide(
 
 /// Sweeps forever, every `every`; the first round runs at once (a router that restarts
 /// after containers were removed finds them within two intervals).
-pub async fn run(router: Arc<Router>, every: Duration) {
+pub async fn run(ipam: IpamHandle, plane: Arc<dyn DataPlane>, every: Duration) {
     let mut missing = BTreeSet::new();
     loop {
-        match sweep_once(&router, &missing).await {
+        match sweep_once(&ipam, plane.as_ref(), &missing).await {
             Ok(next) => missing = next,
             Err(e) => tracing::warn!("sweep attachments: {e}"),
         }
@@ -72,20 +63,16 @@ pub async fn run(router: Arc<Router>, every: Duration) {
     }
 }
 
-async fn sweep_once(router: &Router, missing: &BTreeSet<Key>) -> crate::Result<BTreeSet<Key>> {
-    let attachments = router.attachments().await?;
+async fn sweep_once(
+    ipam: &IpamHandle,
+    plane: &dyn DataPlane,
+    missing: &BTreeSet<Key>,
+) -> crate::Result<BTreeSet<Key>> {
+    let attachments = ipam.attachments().await?;
     if attachments.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let links: BTreeSet<String> = router
-        .netlink
-        .lock()
-        .await
-        .links()
-        .await?
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
+    let links = plane.link_names().await?;
     let d = decide(&attachments, &links, missing);
     for a in d.release {
         let id = if a.ipam_id.is_empty() {
@@ -100,8 +87,8 @@ async fn sweep_once(router: &Router, missing: &BTreeSet<Key>) -> crate::Result<B
             a.host_veth,
             a.ips
         );
-        router.ipam.free(&id).await?;
-        router.remove_attachment(&a.container_id, &a.ifname).await?;
+        ipam.free(&id).await?;
+        ipam.remove_attachment(&a.container_id, &a.ifname).await?;
     }
     Ok(d.missing)
 }

@@ -18,8 +18,8 @@ pub use weave_testkit::nc::Matrix;
 use crate::common::{in_ns, Router, RouterApi};
 use std::net::Ipv4Addr;
 use std::time::Duration;
+use weave::dataplane::vxlan::{self as datapath, Datapath};
 use weave::netlink::Netlink;
-use weave::router::datapath::{self, Datapath};
 
 /// Netlink and the data plane inside a simulated host.
 pub trait HostNetlink {

@@ -64,7 +64,7 @@ pub fn task(name: &str, command: &str, agent: AgentChoice) -> TaskSpec {
         networks: vec!["weave".to_string()],
         resources: parse_resources("cpus:0.1;mem:32").unwrap(),
         agent,
-        port_mappings: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -90,8 +90,8 @@ mod tests {
 
     #[test]
     fn claims_in_own_space_and_refuses_others() {
-        let me = PeerName::new(1).unwrap();
-        let other = PeerName::new(2).unwrap();
+        let me = PeerName::from_u64(1).unwrap();
+        let other = PeerName::from_u64(2).unwrap();
         let mut a = Allocator::new(me, universe(), InitMode::Seed(vec![me, other]));
         let lo = universe().start + 9;
         let hi = universe().end - 5;
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn claim_without_ring_starts_the_election() {
-        let me = PeerName::new(1).unwrap();
+        let me = PeerName::from_u64(1).unwrap();
         let mut a = Allocator::new(me, universe(), InitMode::consensus(3));
         assert_eq!(
             a.claim("c1", universe().start + 1),

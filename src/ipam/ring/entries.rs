@@ -5,7 +5,7 @@
 //! every edit bumps the entry's version, so merging by "higher version wins" converges.
 
 use super::addr::AddrRange;
-use super::peer::PeerName;
+use crate::peer::PeerName;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 
 use super::addr::{ip, AddrRange};
 use super::entries::{Entry, Ring};
-use super::peer::PeerName;
+use crate::peer::PeerName;
 use std::fmt;
 
 /// Why a received ring was refused. Weave drops the gossip connection on these.

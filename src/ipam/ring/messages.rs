@@ -3,7 +3,7 @@
 use super::addr::{ip, AddrRange};
 use super::entries::Ring;
 use super::paxos::PaxosState;
-use super::peer::PeerName;
+use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

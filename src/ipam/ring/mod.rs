@@ -9,11 +9,11 @@ pub mod entries;
 pub mod merge;
 pub mod messages;
 pub mod paxos;
-pub mod peer;
 pub mod persist;
 pub mod sim;
 pub mod space;
 
+pub use crate::peer::PeerName;
 pub use addr::{ip, AddrRange};
 pub use allocator::{Allocator, REQUEST_TIMEOUT_TICKS};
 pub use claim::ClaimOutcome;
@@ -21,7 +21,6 @@ pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
 pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
 pub use paxos::{Paxos, PaxosState, ProposalId};
-pub use peer::PeerName;
 pub use space::Space;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! promises for its proposal accepts a value (the one with the highest earlier acceptance, or
 //! the electors it knows); acceptors adopt it; a quorum of equal acceptances is consensus.
 
-use super::peer::PeerName;
+use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use super::allocator::Allocator;
 use super::entries::Ring;
 use super::messages::InitMode;
 use super::paxos::PaxosState;
-use super::peer::PeerName;
+use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use std::collections::BTreeMap;
 
 fn peer(n: u64) -> PeerName {
-    PeerName::new(n).unwrap()
+    PeerName::from_u64(n).unwrap()
 }
 
 fn universe() -> AddrRange {

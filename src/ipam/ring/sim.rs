@@ -107,7 +107,7 @@ impl Net {
         // Spread names out so their order differs from creation order.
         let n = self.next_peer;
         self.next_peer += 1;
-        PeerName::new((n * 0x9e37_79b9) % PeerName::MAX).unwrap()
+        PeerName::from_u64((n * 0x9e37_79b9) % PeerName::MAX).unwrap()
     }
 
     pub fn add(&mut self, name: PeerName, mode: InitMode) {

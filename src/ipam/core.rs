@@ -1,19 +1,17 @@
-//! The IPAM actor's state without I/O: the multi-host ring [`Allocator`] plus what the HTTP
-//! API needs around it (the prefix each address was handed out with, claims outside the
+//! The IPAM service's state without I/O: the multi-host ring [`Allocator`] plus what the
+//! HTTP API needs around it (the prefix each address was handed out with, claims outside the
 //! range, CNI attachments), and Weave's `_` and `weave:expose` rules. The actor in
-//! [`super::state`] adds the mesh, the clock, waiting clients and the file.
+//! [`super::actor`] adds the mesh, the clock, waiting clients and the file.
 
-use crate::api::Attachment;
-use crate::ipam::ring::{ip, AddrRange, AllocError, Allocator, ClaimOutcome, PeerName};
-use crate::ipam::{validate_id, validate_subnet};
-use crate::netlink::{format_mac, mac_for_ip};
+use super::file::Owned;
+use super::ring::{ip, AddrRange, AllocError, Allocator, ClaimOutcome, PeerName};
+use super::store::Persisted;
+use super::{validate_id, validate_subnet};
+use crate::attachment::{format_mac, mac_for_ip, Attachment, AttachmentKey};
 use crate::{Error, ErrorKind, Result, NO_CONTAINER_ID};
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-
-/// (container id, ifname): one attachment per interface.
-pub type AttachmentKey = (String, String);
 
 /// Everything persisted in `ipam.json` besides the header.
 #[derive(Clone, Debug)]
@@ -33,10 +31,6 @@ pub struct Core {
 pub enum Claimed {
     Done(bool),
     NotReady,
-}
-
-pub fn key_of(a: &Attachment) -> AttachmentKey {
-    (a.container_id.clone(), a.ifname.clone())
 }
 
 fn bad(m: impl Into<String>) -> Error {
@@ -71,7 +65,7 @@ impl Core {
         alloc: Allocator,
         universe: Ipv4Net,
         default_subnet: Ipv4Net,
-        owned: &BTreeMap<String, Vec<Ipv4Net>>,
+        owned: &Owned,
         attachments: Vec<Attachment>,
     ) -> Core {
         let mut core = Core {
@@ -80,7 +74,7 @@ impl Core {
             default_subnet,
             prefixes: BTreeMap::new(),
             outside: BTreeMap::new(),
-            attachments: attachments.into_iter().map(|a| (key_of(&a), a)).collect(),
+            attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
         };
         for (id, cidrs) in owned {
             for c in cidrs {
@@ -152,7 +146,7 @@ impl Core {
         a.ips = vec![cidr.to_string()];
         a.mac = format_mac(&mac_for_ip(cidr.addr()));
         a.ipam_id = id.to_string();
-        self.attachments.insert(key_of(&a), a);
+        self.attachments.insert(a.key(), a);
     }
 
     /// Claims the address of `cidr` for `id`. `_` succeeds on addresses somebody holds.
@@ -245,7 +239,7 @@ impl Core {
 
     /// Upserts; true if it changed anything.
     pub fn put_attachment(&mut self, a: Attachment) -> bool {
-        let key = key_of(&a);
+        let key = a.key();
         if self.attachments.get(&key) == Some(&a) {
             return false;
         }
@@ -336,7 +330,7 @@ pub fn load(
     universe: Ipv4Net,
     default_subnet: Ipv4Net,
     mode: crate::ipam::ring::InitMode,
-    persisted: crate::ipam::store::Persisted,
+    persisted: Persisted,
 ) -> Result<Core> {
     let range = universe_of(universe)?;
     let fresh = || Allocator::new(me, range, mode.clone());

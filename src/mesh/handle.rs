@@ -1,79 +1,21 @@
-//! The mesh actor: one task owns the topology, the connections and the targets; connections,
-//! dials and the listener talk to it over channels, and [`MeshHandle`] is the API for the rest
-//! of the daemon (IPAM and the data plane use `broadcast`, `unicast`, `subscribe`, `peers`).
+//! Starting the mesh ([`MeshRouter::start`]) and [`MeshHandle`], the API the rest of the
+//! daemon uses: subsystems open a [`GossipChannel`] each (IPAM on `IPallocation`), the data
+//! plane follows [`MeshHandle::peers`], the HTTP API connects, forgets and reads status.
 //!
 //! Broadcasts are flooded with deduplication by `(origin, uid, seq)`, so they reach every
 //! peer that is reachable at all; unicasts follow the shortest path over the topology.
 
-use super::actor::{Actor, Cmd};
+use super::actor::Actor;
+use super::command::Cmd;
+use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::dial::accept_loop;
 use super::protocol::{check_channel, Hello, PeerInfo, MAX_GOSSIP_PAYLOAD};
-use super::ratelimit::AcceptLimits;
 use super::status::MeshStatus;
-use super::PeerName;
+use crate::peer::PeerName;
 use crate::{Context, Error, ErrorKind, Result};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-
-pub use super::maker::MeshTimers;
-
-/// How the mesh runs (from `weaver`'s flags).
-#[derive(Debug, Clone)]
-pub struct MeshConfig {
-    pub name: PeerName,
-    pub nickname: String,
-    /// Where to listen; port 0 picks a free one (tests).
-    pub listen: SocketAddr,
-    pub password: Option<String>,
-    pub discovery: bool,
-    /// Most connections; 0 means unlimited.
-    pub conn_limit: usize,
-    /// Recorded and shown; the control plane is encrypted regardless (documented).
-    pub trusted_subnets: Vec<String>,
-    pub targets: Vec<String>,
-    pub timers: MeshTimers,
-    /// Admission of inbound connections before their handshake (rate and pending caps).
-    pub accept_limits: AcceptLimits,
-}
-
-impl MeshConfig {
-    pub fn new(name: PeerName, nickname: &str, listen: SocketAddr) -> MeshConfig {
-        MeshConfig {
-            name,
-            nickname: nickname.into(),
-            listen,
-            password: None,
-            discovery: true,
-            conn_limit: super::DEFAULT_CONN_LIMIT,
-            trusted_subnets: vec![],
-            targets: vec![],
-            timers: MeshTimers::default(),
-            accept_limits: AcceptLimits::default(),
-        }
-    }
-}
-
-/// A gossip message delivered to a subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GossipMessage {
-    pub channel: String,
-    pub from: PeerName,
-    pub broadcast: bool,
-    pub payload: Vec<u8>,
-}
-
-/// A peer currently in the topology (not ourselves), with an underlay address for VXLAN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LivePeer {
-    pub name: PeerName,
-    pub nickname: String,
-    pub uid: u64,
-    /// From our direct connection if there is one, else as other peers reach it.
-    pub address: Option<IpAddr>,
-    /// True when we have a connection of our own to it.
-    pub direct: bool,
-}
 
 /// The API other subsystems use; cheap to clone.
 #[derive(Clone)]
@@ -115,6 +57,19 @@ impl MeshHandle {
         self.send(Cmd::Unicast(peer, channel.into(), payload, tx))
             .await?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Opens the gossip channel `name` for one subsystem: its sender and the messages other
+    /// peers send on it. This is how a subsystem joins the mesh (see [`super::channel`]).
+    pub async fn channel(&self, name: &'static str) -> Result<GossipChannel> {
+        let receiver = self.subscribe(name).await?;
+        Ok(GossipChannel {
+            sender: GossipSender {
+                mesh: self.clone(),
+                channel: name,
+            },
+            receiver,
+        })
     }
 
     /// Messages arriving on `channel`. A slow subscriber loses messages (logged), so gossip
@@ -231,5 +186,39 @@ impl MeshRouter {
             name,
             local_addr,
         })
+    }
+}
+
+/// One subsystem's end of a channel.
+pub struct GossipChannel {
+    pub sender: GossipSender,
+    pub receiver: mpsc::Receiver<GossipMessage>,
+}
+
+/// Sends on one channel; cheap to clone.
+#[derive(Clone)]
+pub struct GossipSender {
+    mesh: MeshHandle,
+    channel: &'static str,
+}
+
+impl GossipSender {
+    pub fn channel(&self) -> &'static str {
+        self.channel
+    }
+
+    /// To every reachable peer's subscribers of this channel (not our own).
+    pub async fn broadcast(&self, payload: Vec<u8>) -> Result<()> {
+        self.mesh.broadcast(self.channel, payload).await
+    }
+
+    /// To `peer`'s subscribers of this channel; an error if no route is known.
+    pub async fn unicast(&self, peer: PeerName, payload: Vec<u8>) -> Result<()> {
+        self.mesh.unicast(peer, self.channel, payload).await
+    }
+
+    /// The live peers, updated whenever the topology changes.
+    pub fn peers(&self) -> watch::Receiver<Vec<LivePeer>> {
+        self.mesh.peers()
     }
 }

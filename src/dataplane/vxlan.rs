@@ -13,18 +13,17 @@
 //! per-pair VNIs need the OVS datapath). The MTU follows the bridge's: 1376 by default leaves
 //! the 50 bytes of VXLAN/UDP/IP/Ethernet headers plus margin inside a 1500-byte underlay.
 //!
-//! The mesh decides who is live and calls [`Datapath::set_peers`]; nothing here talks to it.
+//! [`VxlanOverlay`] is this device as an [`Overlay`] of the data plane: it accepts every peer
+//! with an IPv4 underlay address. The mesh decides who is live; nothing here talks to it.
 
+use super::{Overlay, Peer, PlaneFuture};
 use crate::mesh::LivePeer;
 use crate::netlink::{FdbEntry, Netlink, VxlanSpec, FLOOD_MAC};
 use crate::{Context, Error, ErrorKind, Result};
+use futures::FutureExt;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// How soon a failed reconciliation is tried again when no peer change comes first.
-const RETRY: Duration = Duration::from_secs(5);
 
 /// The VXLAN network identifier every peer uses: 0x5745, "WE".
 pub const VNI: u32 = 0x5745;
@@ -153,27 +152,13 @@ impl Datapath {
 
     /// Keeps the flood entries equal to the mesh's live peers (their IPv4 underlay
     /// addresses) until the sender is dropped. A failed reconciliation is logged and retried.
-    /// Meant to be spawned by the router: `tokio::spawn(dp.follow(Netlink::open()?,
-    /// mesh.peers()))`.
-    pub async fn follow(self, nl: Netlink, mut peers: watch::Receiver<Vec<LivePeer>>) {
-        loop {
-            let want = live_addresses(&peers.borrow_and_update());
-            let failed = match self.set_peers(&nl, &want).await {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::warn!("datapath: {e}");
-                    true
-                }
-            };
-            tokio::select! {
-                changed = peers.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep(RETRY), if failed => {}
-            }
-        }
+    pub async fn follow(self, nl: Netlink, peers: watch::Receiver<Vec<LivePeer>>) {
+        let overlay = std::sync::Arc::new(VxlanOverlay::new(self, nl));
+        super::follow(peers, move |p: Vec<Peer>| {
+            let overlay = overlay.clone();
+            async move { overlay.set_peers(&p).await }
+        })
+        .await
     }
 
     /// The underlay addresses frames are flooded to now.
@@ -205,15 +190,47 @@ impl Datapath {
     }
 }
 
-/// The IPv4 underlay addresses of live peers (VXLAN here runs over IPv4 only).
-pub fn live_addresses(peers: &[LivePeer]) -> Vec<Ipv4Addr> {
+/// The IPv4 underlay addresses of peers (VXLAN here runs over IPv4 only).
+pub fn ipv4_underlays(peers: &[Peer]) -> Vec<Ipv4Addr> {
     peers
         .iter()
-        .filter_map(|p| match p.address {
+        .filter_map(|p| match p.underlay {
             Some(IpAddr::V4(ip)) => Some(ip),
             _ => None,
         })
         .collect()
+}
+
+/// The VXLAN device as an overlay: flood entries for the peers it is given.
+pub struct VxlanOverlay {
+    datapath: Datapath,
+    netlink: Netlink,
+}
+
+impl VxlanOverlay {
+    /// `netlink` is its own connection (FDB updates do not wait for expose/hide).
+    pub fn new(datapath: Datapath, netlink: Netlink) -> VxlanOverlay {
+        VxlanOverlay { datapath, netlink }
+    }
+}
+
+impl Overlay for VxlanOverlay {
+    fn name(&self) -> &'static str {
+        "vxlan"
+    }
+
+    fn accepts(&self, peer: &Peer) -> bool {
+        matches!(peer.underlay, Some(IpAddr::V4(_)))
+    }
+
+    fn set_peers<'a>(&'a self, peers: &'a [Peer]) -> PlaneFuture<'a, ()> {
+        async move {
+            self.datapath
+                .set_peers(&self.netlink, &ipv4_underlays(peers))
+                .await
+        }
+        .boxed()
+    }
 }
 
 /// Entries pointing at a host that is not in `want`: its flood entry and learnt MACs.

@@ -1,44 +1,45 @@
-//! The IPAM actor's loop (see [`super::state`] for the contract): batches of requests, gossip
-//! and ticks applied to the [`Core`], persisted, then answered and sent to peers.
+//! The IPAM actor: one task owns the multi-host [`Core`] (ring allocator, CNI attachments) and
+//! its file, talks to the other peers over the mesh channel `IPallocation`, and ticks.
+//!
+//! Work arriving together (requests, gossip, a tick) is applied as one batch and persisted
+//! with one write (group commit). Nothing leaves the actor before that write succeeded:
+//! neither an answer nor a message to a peer (a donation must be on disk before the receiver
+//! hears of it). If the write fails, the state returns to what it was before the batch.
+//! Requests that need the ring or another peer's space wait a bounded time, then get 503.
 
-use super::ipam_core::{Claimed, Core};
-use super::state::{IpamOptions, IpamSummary, Op, Reply, Request, CHANNEL};
-use crate::api::Attachment;
-use crate::ipam::journal::{self, Journal, Saved};
-use crate::ipam::ring::{Gossip, Output, PeerName, Unicast};
-use crate::ipam::store::{DataDir, Owned};
-use crate::mesh::{GossipMessage, LivePeer, MeshHandle};
+use super::core::{Claimed, Core};
+use super::file::Owned;
+use super::journal::{self, Journal, Saved};
+use super::ring::{Gossip, Output, PeerName, Unicast};
+use super::service::{IpamOptions, IpamSummary, Reply, Request};
+use super::store::DataDir;
+use crate::attachment::Attachment;
+use crate::mesh::{GossipChannel, GossipMessage, GossipSender, LivePeer};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Most requests applied before one write.
 const MAX_BATCH: usize = 256;
 
-/// Subscribes to the mesh channel and runs the actor until every handle is gone.
+/// Runs the actor until every handle is gone.
 pub(super) async fn run(
     core: Core,
     datadir: DataDir,
     peer_name: String,
-    mesh: Option<MeshHandle>,
+    gossip: Option<GossipChannel>,
     opts: IpamOptions,
     rx: mpsc::Receiver<Request>,
 ) {
-    let gossip = match &mesh {
-        Some(m) => match m.subscribe(CHANNEL).await {
-            Ok(g) => Some(g),
-            Err(e) => {
-                tracing::error!("ipam: subscribe to {CHANNEL}: {e}");
-                None
-            }
-        },
-        None => None,
+    let peers = gossip.as_ref().map(|g| g.sender.peers());
+    let (mesh, gossip) = match gossip {
+        Some(g) => (Some(g.sender), Some(g.receiver)),
+        None => (None, None),
     };
-    let peers = mesh.as_ref().map(|m| m.peers());
     let actor = Actor {
         journal: Journal::new(Saved::default()),
         core,
@@ -54,42 +55,87 @@ pub(super) async fn run(
     actor.run(rx, gossip, peers).await;
 }
 
+/// A request waiting for the ring or for space, with its typed reply.
 enum Wait {
     Alloc {
         id: String,
         subnet: Ipv4Net,
         attachment: Option<Attachment>,
+        reply: Reply<Ipv4Net>,
     },
     Claim {
         id: String,
         cidr: Ipv4Net,
+        reply: Reply<bool>,
     },
-    Ring,
+    Ring {
+        reply: Reply<()>,
+    },
+}
+
+impl Wait {
+    /// The waiter answered with `e`, whatever it waited for.
+    fn fail(self, e: Error) -> Answer {
+        match self {
+            Wait::Alloc { reply, .. } => Answer::new(reply, Err(e), false),
+            Wait::Claim { reply, .. } => Answer::new(reply, Err(e), false),
+            Wait::Ring { reply } => Answer::new(reply, Err(e), false),
+        }
+    }
 }
 
 struct Waiter {
     what: Wait,
-    reply: oneshot::Sender<Result<Reply>>,
     deadline: Instant,
     /// The batch it arrived in (answered with the error if that batch's write fails).
     batch: u64,
 }
 
+/// One reply with its result, of any type.
+trait Ready: Send {
+    fn fail(&mut self, e: Error);
+    fn send(self: Box<Self>);
+}
+
+struct Typed<T> {
+    reply: Reply<T>,
+    result: Result<T>,
+}
+
+impl<T: Send> Ready for Typed<T> {
+    fn fail(&mut self, e: Error) {
+        self.result = Err(e);
+    }
+
+    fn send(self: Box<Self>) {
+        let _ = self.reply.send(self.result);
+    }
+}
+
 /// An answer ready to go once the batch is on disk; `mutating` answers become the write's
 /// error if it fails.
 struct Answer {
-    reply: oneshot::Sender<Result<Reply>>,
-    result: Result<Reply>,
+    ready: Box<dyn Ready>,
     mutating: bool,
     /// For completed allocations: the id to cancel in the allocator on rollback.
     waited_id: Option<String>,
+}
+
+impl Answer {
+    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T>, mutating: bool) -> Answer {
+        Answer {
+            ready: Box::new(Typed { reply, result }),
+            mutating,
+            waited_id: None,
+        }
+    }
 }
 
 struct Actor {
     core: Core,
     datadir: DataDir,
     peer_name: String,
-    mesh: Option<MeshHandle>,
+    mesh: Option<GossipSender>,
     opts: IpamOptions,
     waiters: Vec<Waiter>,
     nicknames: BTreeMap<PeerName, String>,
@@ -113,10 +159,6 @@ fn not_ready(status: &str) -> Error {
         ErrorKind::TryAgainLater,
         format!("IP allocation not ready: {status}"),
     )
-}
-
-fn ring_peer(p: crate::mesh::PeerName) -> Option<PeerName> {
-    PeerName::new(p.as_u64())
 }
 
 impl Actor {
@@ -178,10 +220,8 @@ impl Actor {
     fn update_peers(&mut self, peers: &[LivePeer]) {
         self.live.clear();
         for p in peers {
-            if let Some(name) = ring_peer(p.name) {
-                self.live.insert(name);
-                self.nicknames.insert(name, p.nickname.clone());
-            }
+            self.live.insert(p.name);
+            self.nicknames.insert(p.name, p.nickname.clone());
         }
         self.core.alloc.set_reachable(self.live.clone());
     }
@@ -223,10 +263,11 @@ impl Actor {
         for o in outputs {
             match o {
                 Output::Allocated { id, addr } => self.allocated(&id, addr, &mut answers),
-                Output::Cancelled { id } => self.answer_waiters(&mut answers, |w| {
-                    matches!(&w.what, Wait::Alloc { id: i, .. } if *i == id)
-                        .then(|| Err(not_ready("cancelled")))
-                }),
+                Output::Cancelled { id } => self.take_waiters(
+                    |w| matches!(&w.what, Wait::Alloc { id: i, .. } if *i == id),
+                    |w| Some(w.fail(not_ready("cancelled"))),
+                    &mut answers,
+                ),
                 m => messages.push(m),
             }
         }
@@ -234,18 +275,27 @@ impl Actor {
         // Waiting claims can start an election: its messages go out too.
         messages.extend(self.core.alloc.take_outputs());
         if self.core.alloc.has_ring() {
-            self.answer_waiters(&mut answers, |w| {
-                matches!(w.what, Wait::Ring).then_some(Ok(Reply::Text(String::new())))
-            });
+            self.take_waiters(
+                |w| matches!(w.what, Wait::Ring { .. }),
+                |w| match w {
+                    Wait::Ring { reply } => Some(Answer::new(reply, Ok(()), false)),
+                    _ => None,
+                },
+                &mut answers,
+            );
         }
         if let Err(e) = self.persist().await {
             tracing::error!("{e}; rolling back this batch");
             self.core = snapshot;
             messages.clear();
             let batch = self.batch;
-            self.answer_waiters(&mut answers, |w| (w.batch == batch).then(|| Err(e.clone())));
+            self.take_waiters(
+                |w| w.batch == batch,
+                |w| Some(w.fail(e.clone())),
+                &mut answers,
+            );
             for a in answers.iter_mut().filter(|a| a.mutating) {
-                a.result = Err(e.clone());
+                a.ready.fail(e.clone());
                 if let Some(id) = &a.waited_id {
                     self.core.alloc.cancel(id);
                 }
@@ -253,7 +303,7 @@ impl Actor {
         }
         self.send(messages).await;
         for a in answers {
-            let _ = a.reply.send(a.result);
+            a.ready.send();
         }
     }
 
@@ -301,16 +351,13 @@ impl Actor {
         for m in messages {
             let r = match m {
                 Output::Broadcast(g) => match serde_json::to_vec(&g) {
-                    Ok(b) => mesh.broadcast(CHANNEL, b).await,
+                    Ok(b) => mesh.broadcast(b).await,
                     Err(e) => Err(Error::new(ErrorKind::Internal, e.to_string())),
                 },
-                Output::Send { to, msg } => {
-                    let to = crate::mesh::PeerName::from_u64(to.as_u64()).unwrap_or_default();
-                    match serde_json::to_vec(&msg) {
-                        Ok(b) => mesh.unicast(to, CHANNEL, b).await,
-                        Err(e) => Err(Error::new(ErrorKind::Internal, e.to_string())),
-                    }
-                }
+                Output::Send { to, msg } => match serde_json::to_vec(&msg) {
+                    Ok(b) => mesh.unicast(to, b).await,
+                    Err(e) => Err(Error::new(ErrorKind::Internal, e.to_string())),
+                },
                 _ => Ok(()),
             };
             if let Err(e) = r {
@@ -320,9 +367,7 @@ impl Actor {
     }
 
     fn receive(&mut self, m: GossipMessage) {
-        let Some(from) = ring_peer(m.from) else {
-            return;
-        };
+        let from = m.from;
         let result = if m.broadcast {
             match serde_json::from_slice::<Gossip>(&m.payload) {
                 Ok(g) => self.core.alloc.on_gossip(from, &g),
@@ -345,10 +390,9 @@ impl Actor {
         }
     }
 
-    fn wait(&mut self, what: Wait, reply: oneshot::Sender<Result<Reply>>, wait: Duration) {
+    fn wait(&mut self, what: Wait, wait: Duration) {
         self.waiters.push(Waiter {
             what,
-            reply,
             deadline: Instant::now() + wait,
             batch: self.batch,
         });
@@ -356,78 +400,93 @@ impl Actor {
 
     fn apply(&mut self, req: Request, answers: &mut Vec<Answer>) {
         let core = &mut self.core;
-        let (result, mutating) = match req.op {
-            Op::Allocate(id, subnet, attachment) => {
+        let answer = match req {
+            Request::Allocate {
+                id,
+                subnet,
+                attachment,
+                reply,
+            } => {
                 let subnet = match core.subnet(subnet) {
                     Ok(s) => s,
-                    Err(e) => return push(answers, req.reply, Err(e), false),
+                    Err(e) => return answers.push(Answer::new(reply, Err(e), false)),
                 };
                 match core.allocate(&id, subnet) {
                     Ok(Some(cidr)) => {
                         if let Some(a) = attachment {
                             core.attach(&id, cidr, a);
                         }
-                        (Ok(Reply::Cidr(cidr)), true)
+                        Answer::new(reply, Ok(cidr), true)
                     }
                     Ok(None) => {
                         let what = Wait::Alloc {
                             id,
                             subnet,
                             attachment,
+                            reply,
                         };
-                        return self.wait(what, req.reply, self.opts.alloc_wait);
+                        return self.wait(what, self.opts.alloc_wait);
                     }
-                    Err(e) => (Err(e), false),
+                    Err(e) => Answer::new(reply, Err(e), false),
                 }
             }
-            Op::Claim(id, cidr) => match core.claim(&id, cidr) {
-                Ok(Claimed::Done(b)) => (Ok(Reply::Changed(b)), true),
+            Request::Claim { id, cidr, reply } => match core.claim(&id, cidr) {
+                Ok(Claimed::Done(b)) => Answer::new(reply, Ok(b), true),
                 Ok(Claimed::NotReady) => {
                     let wait = self.opts.alloc_wait;
-                    return self.wait(Wait::Claim { id, cidr }, req.reply, wait);
+                    return self.wait(Wait::Claim { id, cidr, reply }, wait);
                 }
-                Err(e) => (Err(e), false),
+                Err(e) => Answer::new(reply, Err(e), false),
             },
-            Op::Free(id) => (core.free(&id).map(Reply::Freed), true),
-            Op::FreeOne(id, ip) => (core.free_one(&id, ip).map(|_| Reply::Changed(true)), true),
-            Op::Lookup(id, subnet) => (
-                core.subnet(subnet)
-                    .map(|s| Reply::Cidrs(core.lookup(&id, s))),
-                false,
-            ),
-            Op::Owned => (Ok(Reply::Owned(core.owned())), false),
-            Op::Summary => (Ok(Reply::Summary(Box::new(self.summary()))), false),
-            Op::PutAttachment(a) => (Ok(Reply::Changed(core.put_attachment(a))), true),
-            Op::RemoveAttachment(c, i) => {
-                (Ok(Reply::Changed(core.remove_attachment(&c, &i))), true)
+            Request::Free { id, reply } => Answer::new(reply, core.free(&id), true),
+            Request::FreeOne { id, ip, reply } => Answer::new(reply, core.free_one(&id, ip), true),
+            Request::Lookup { id, subnet, reply } => {
+                let found = core.subnet(subnet).map(|s| core.lookup(&id, s));
+                Answer::new(reply, found, false)
             }
-            Op::Attachments => (
-                Ok(Reply::Attachments(
-                    core.attachments.values().cloned().collect(),
-                )),
+            Request::Owned { reply } => Answer::new(reply, Ok(core.owned()), false),
+            Request::Summary { reply } => Answer::new(reply, Ok(self.summary()), false),
+            Request::PutAttachment { attachment, reply } => {
+                Answer::new(reply, Ok(core.put_attachment(attachment)), true)
+            }
+            Request::RemoveAttachment {
+                container_id,
+                ifname,
+                reply,
+            } => Answer::new(
+                reply,
+                Ok(core.remove_attachment(&container_id, &ifname)),
+                true,
+            ),
+            Request::Attachments { reply } => Answer::new(
+                reply,
+                Ok(core.attachments.values().cloned().collect()),
                 false,
             ),
-            Op::Ring => {
+            Request::Ring { reply } => {
                 core.alloc.prime();
                 if core.alloc.has_ring() {
-                    (Ok(Reply::Text(String::new())), false)
+                    Answer::new(reply, Ok(()), false)
                 } else {
                     let wait = self.opts.ring_wait;
-                    return self.wait(Wait::Ring, req.reply, wait);
+                    return self.wait(Wait::Ring { reply }, wait);
                 }
             }
-            Op::Shutdown => {
+            Request::Shutdown { reply } => {
                 let live: Vec<PeerName> = self.live.iter().copied().collect();
                 let heir = core.alloc.shutdown(&live);
                 let heir = heir.map(|h| h.to_string()).unwrap_or_default();
                 if !heir.is_empty() {
                     tracing::info!("ipam: gave our ranges to {heir}");
                 }
-                (Ok(Reply::Text(heir)), true)
+                Answer::new(reply, Ok(heir), true)
             }
-            Op::Rmpeer(name) => (Ok(Reply::Text(self.rmpeer(&name))), true),
+            Request::Rmpeer { name, reply } => {
+                let text = self.rmpeer(&name);
+                Answer::new(reply, Ok(text), true)
+            }
         };
-        push(answers, req.reply, result, mutating);
+        answers.push(answer);
     }
 
     fn rmpeer(&mut self, name: &str) -> String {
@@ -465,19 +524,16 @@ impl Actor {
                 id,
                 subnet,
                 attachment,
-                ..
+                reply,
             } = w.what
             {
                 let cidr = self.core.record(addr, subnet);
                 if let Some(a) = attachment {
                     self.core.attach(&id, cidr, a);
                 }
-                answers.push(Answer {
-                    reply: w.reply,
-                    result: Ok(Reply::Cidr(cidr)),
-                    mutating: true,
-                    waited_id: Some(id),
-                });
+                let mut answer = Answer::new(reply, Ok(cidr), true);
+                answer.waited_id = Some(id);
+                answers.push(answer);
             }
         }
     }
@@ -488,7 +544,7 @@ impl Actor {
         }
         let mut i = 0;
         while i < self.waiters.len() {
-            let Wait::Claim { id, cidr } = &self.waiters[i].what else {
+            let Wait::Claim { id, cidr, .. } = &self.waiters[i].what else {
                 i += 1;
                 continue;
             };
@@ -497,28 +553,29 @@ impl Actor {
                     i += 1;
                     continue;
                 }
-                Ok(Claimed::Done(b)) => Ok(Reply::Changed(b)),
+                Ok(Claimed::Done(b)) => Ok(b),
                 Err(e) => Err(e),
             };
-            let w = self.waiters.remove(i);
-            push(answers, w.reply, result, true);
+            if let Wait::Claim { reply, .. } = self.waiters.remove(i).what {
+                answers.push(Answer::new(reply, result, true));
+            }
         }
     }
 
-    /// Answers waiters for which `f` gives a result.
-    fn answer_waiters(
+    /// Removes the waiters `pick` selects and adds the answers `answer` makes of them.
+    fn take_waiters(
         &mut self,
+        pick: impl Fn(&Waiter) -> bool,
+        answer: impl Fn(Wait) -> Option<Answer>,
         answers: &mut Vec<Answer>,
-        f: impl Fn(&Waiter) -> Option<Result<Reply>>,
     ) {
         let mut i = 0;
         while i < self.waiters.len() {
-            match f(&self.waiters[i]) {
-                Some(result) => {
-                    let w = self.waiters.remove(i);
-                    push(answers, w.reply, result, false);
-                }
-                None => i += 1,
+            if pick(&self.waiters[i]) {
+                let w = self.waiters.remove(i);
+                answers.extend(answer(w.what));
+            } else {
+                i += 1;
             }
         }
     }
@@ -543,7 +600,7 @@ impl Actor {
                     self.core.alloc.cancel(id);
                 }
             }
-            push(answers, w.reply, Err(not_ready(&status)), false);
+            answers.push(w.what.fail(not_ready(&status)));
         }
     }
 
@@ -579,20 +636,6 @@ impl Actor {
             pending_claims: claims,
         }
     }
-}
-
-fn push(
-    answers: &mut Vec<Answer>,
-    reply: oneshot::Sender<Result<Reply>>,
-    result: Result<Reply>,
-    mutating: bool,
-) {
-    answers.push(Answer {
-        reply,
-        result,
-        mutating,
-        waited_id: None,
-    });
 }
 
 /// Runs file I/O off the runtime's threads.

@@ -1,6 +1,9 @@
 use super::*;
-use crate::ipam::ring::Allocator;
-use crate::router::ipam_core::{universe_of, Core};
+use crate::ipam::core::{universe_of, Core};
+use crate::ipam::ring::{Allocator, InitMode, PeerName};
+use crate::ErrorKind;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 const ME: &str = "02:00:00:00:00:01";
 
@@ -146,9 +149,8 @@ async fn restart_restores_the_ring_and_allocations() {
             .unwrap();
     }
     let me: PeerName = ME.parse().unwrap();
-    let core =
-        crate::router::ipam_core::load(me, range, range, InitMode::consensus(3), load(tmp.path()))
-            .unwrap();
+    let core = crate::ipam::core::load(me, range, range, InitMode::consensus(3), load(tmp.path()))
+        .unwrap();
     assert!(
         core.alloc.has_ring(),
         "the saved ring wins over the election"

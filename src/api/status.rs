@@ -1,7 +1,8 @@
-//! Weave's status texts, `/report` JSON and Prometheus metrics, rendered from a snapshot.
+//! Weave's status texts, `/report` JSON and Prometheus metrics, rendered from a [`View`]: a
+//! snapshot the backend ([`super::Backend::view`]) gathers once per request.
 
-use super::state::IpamSummary;
-use crate::api::Attachment;
+use crate::attachment::Attachment;
+use crate::ipam::IpamSummary;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -1,0 +1,227 @@
+//! The composition root: the one place that builds a router daemon out of its parts and
+//! runs it. `weaver` calls [`run`]; tests call [`Daemon::start`] with an in-memory data plane
+//! and serve it on loopback ports, several in one process.
+//!
+//! [`Daemon::start`], in order:
+//! 1. the data dir (pid file, peer name, `ipam.json`, connect targets);
+//! 2. the data plane (the kernel one unless one is given);
+//! 3. the mesh, and a task handing its live peers to the data plane;
+//! 4. the IPAM service on its gossip channel;
+//! 5. the [`Router`] over them (re-exposing the bridge's addresses), the sweep, and the
+//!    HTTP listeners.
+//!
+//! A new subsystem (e.g. DNS) joins here: open its gossip channel with
+//! [`MeshHandle::channel`] (name in [`crate::mesh::channel::names`]), spawn its actor with it,
+//! give its handle to the router through [`Parts`] (and the API through a
+//! [`crate::api::Backend`] accessor). A new data-plane path is an [`crate::dataplane::Overlay`] added to the kernel
+//! data plane's switch; nothing here changes for it.
+
+use crate::api::server;
+use crate::dataplane::kernel::{KernelDataPlane, KernelOptions};
+use crate::dataplane::{vxlan, DataPlane};
+use crate::ipam::core::{self as ipam_core, Core};
+use crate::ipam::store::{self, DataDir};
+use crate::ipam::{IpamHandle, IpamOptions};
+use crate::mesh::{MeshConfig, MeshHandle, MeshRouter, MeshTimers};
+use crate::router::{sweep, Config, Parts, Router};
+use crate::{Context, Result, BRIDGE_NAME};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A started daemon: its router and its bound (not yet serving) listeners.
+pub struct Daemon {
+    router: Arc<Router>,
+    http: Option<TcpListener>,
+    status: Option<TcpListener>,
+}
+
+impl Daemon {
+    /// Builds every part (see the module doc); `plane` replaces the kernel data plane.
+    pub async fn start(config: Config, plane: Option<Arc<dyn DataPlane>>) -> Result<Daemon> {
+        config.validate()?;
+        let state = open_state(&config)?;
+        let plane = match plane {
+            Some(p) => p,
+            None => Arc::new(kernel_plane(&config).await?),
+        };
+        let mesh = start_mesh(&config, &state.peer_name, &state.targets).await?;
+        let follow = plane.clone();
+        tokio::spawn(crate::dataplane::follow(mesh.peers(), move |peers| {
+            let plane = follow.clone();
+            async move { plane.set_peers(peers).await }
+        }));
+        let opts = IpamOptions {
+            mode: config.ipalloc_init.clone(),
+            alloc_wait: config.alloc_wait,
+            ..IpamOptions::default()
+        };
+        let gossip = mesh.channel(crate::ipam::CHANNEL).await?;
+        let ipam = IpamHandle::spawn(
+            state.core,
+            state.datadir.clone(),
+            state.peer_name.clone(),
+            Some(gossip),
+            opts,
+        );
+        let sweep_every = config.sweep_interval;
+        let (http_addr, status_addr) = (config.http_addr, config.status_addr);
+        let router = Arc::new(Router::new(Parts {
+            config,
+            peer_name: state.peer_name,
+            datadir: state.datadir,
+            ipam: ipam.clone(),
+            mesh,
+            plane: plane.clone(),
+            targets: state.targets,
+        }));
+        router.reexpose().await?;
+        tokio::spawn(sweep::run(ipam, plane, sweep_every));
+        let http = bind(http_addr).await?;
+        let status = bind(status_addr).await?;
+        for l in http.iter().chain(status.iter()) {
+            tracing::info!("weaver listening on {}", l.local_addr()?);
+        }
+        Ok(Daemon {
+            router,
+            http,
+            status,
+        })
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Where the full API listens (the real port when configured with 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the read-only status API listens.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the mesh listens.
+    pub fn mesh_addr(&self) -> SocketAddr {
+        self.router.mesh().local_addr()
+    }
+
+    /// Serves the HTTP API until `shutdown` completes, then stops the mesh and removes the
+    /// pid file. The bridge, its addresses and the state files stay.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        server::serve(self.router.clone(), self.http, self.status, shutdown).await;
+        self.router.mesh().shutdown().await;
+        let pid = self.router.datadir().pid_path();
+        if let Err(e) = std::fs::remove_file(&pid) {
+            tracing::warn!("remove {}: {e}", pid.display());
+        }
+        tracing::info!("weaver stopped");
+    }
+}
+
+/// Starts the router with the kernel data plane and serves it until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Daemon::start(config, None).await?.serve(shutdown).await;
+    Ok(())
+}
+
+/// What the data dir gives a starting router.
+struct State {
+    datadir: DataDir,
+    peer_name: String,
+    core: Core,
+    targets: Vec<String>,
+}
+
+/// Opens the data dir: pid file, peer name, IPAM state, connect targets (flags merged in).
+fn open_state(config: &Config) -> Result<State> {
+    let datadir = DataDir::open(&config.datadir)?;
+    std::fs::write(datadir.pid_path(), format!("{}\n", std::process::id()))
+        .with_context(|| format!("write {}", datadir.pid_path().display()))?;
+    let peer_name = datadir.peer_name(config.name.as_deref())?;
+    let (persisted, discarded) = datadir.load_ipam(&peer_name, config.ipalloc_range)?;
+    if let Some(why) = discarded {
+        tracing::warn!("{why}");
+    }
+    let core = ipam_core::load(
+        peer_name.parse()?,
+        config.ipalloc_range,
+        config.default_subnet,
+        config.ipalloc_init.clone(),
+        persisted,
+    )
+    .context("load ipam state")?;
+    tracing::info!(
+        "ipam: {} ids, {} addresses in use in {} ({})",
+        core.owned().len(),
+        core.active(),
+        config.ipalloc_range,
+        if core.alloc.has_ring() {
+            "ring restored"
+        } else {
+            "no ring yet"
+        }
+    );
+    let mut targets: Vec<String> = store::read_json(&datadir.targets_path())?.unwrap_or_default();
+    for p in &config.peers {
+        if !targets.contains(p) {
+            targets.push(p.clone());
+        }
+    }
+    store::write_json(&datadir.targets_path(), &targets)?;
+    Ok(State {
+        datadir,
+        peer_name,
+        core,
+        targets,
+    })
+}
+
+/// The bridge, the base iptables rules and VXLAN on the mesh port + 1.
+async fn kernel_plane(config: &Config) -> Result<KernelDataPlane> {
+    KernelDataPlane::start(KernelOptions {
+        bridge: BRIDGE_NAME.into(),
+        mtu: config.mtu,
+        udp_port: vxlan::udp_port(config.port),
+        protect_port: config
+            .http_addr
+            .filter(|a| a.ip().is_loopback())
+            .map(|a| a.port()),
+        range: config.ipalloc_range,
+    })
+    .await
+}
+
+/// Starts the mesh on `--port` with the persisted targets.
+async fn start_mesh(config: &Config, peer_name: &str, targets: &[String]) -> Result<MeshHandle> {
+    let listen = SocketAddr::new(config.mesh_ip, config.port);
+    let mut m = MeshConfig::new(peer_name.parse()?, &config.nickname, listen);
+    m.password = config.mesh.password.clone().filter(|p| !p.is_empty());
+    m.discovery = config.mesh.discovery;
+    m.conn_limit = config.mesh.conn_limit;
+    m.trusted_subnets = config.mesh.trusted_subnets.clone();
+    m.targets = targets.to_vec();
+    if config.mesh.fast_timers {
+        m.timers = MeshTimers::fast();
+    }
+    if let Some(t) = config.mesh.handshake_timeout {
+        m.timers.handshake_timeout = t;
+    }
+    MeshRouter::start(m).await.context("start mesh")
+}
+
+async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => TcpListener::bind(a)
+            .await
+            .map(Some)
+            .with_context(|| format!("listen on {a}")),
+        None => Ok(None),
+    }
+}

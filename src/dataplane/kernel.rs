@@ -1,0 +1,110 @@
+//! The kernel data plane: the `weave` bridge (netlink), the router's iptables rules (NAT for
+//! exposed addresses, forwarding, the API port guard, no conntrack between containers) and
+//! the overlays behind an [`OverlaySwitch`] (today kernel VXLAN). Needs CAP_NET_ADMIN.
+
+use super::vxlan::{Datapath, VxlanOverlay};
+use super::{iptables, DataPlane, OverlaySwitch, Peer, PlaneFuture};
+use crate::netlink::Netlink;
+use crate::peer::PeerName;
+use crate::task::blocking;
+use crate::{Context, Result};
+use futures::FutureExt;
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::sync::Mutex;
+
+/// How the kernel data plane is set up (from the router's flags).
+#[derive(Debug, Clone)]
+pub struct KernelOptions {
+    pub bridge: String,
+    pub mtu: u32,
+    /// The VXLAN UDP port (Weave: mesh port + 1).
+    pub udp_port: u16,
+    /// The API's loopback port, guarded by an INPUT rule; `None` when it listens elsewhere.
+    pub protect_port: Option<u16>,
+    /// The allocation range (traffic inside it skips conntrack).
+    pub range: Ipv4Net,
+}
+
+/// The bridge, the rules and the VXLAN overlay of this host.
+pub struct KernelDataPlane {
+    /// Also serializes expose/hide, so check-then-add on rules cannot race.
+    netlink: Mutex<Netlink>,
+    bridge_index: u32,
+    switch: OverlaySwitch,
+}
+
+impl KernelDataPlane {
+    /// Ensures the bridge, the base rules and the VXLAN device (each adopted if present).
+    pub async fn start(opts: KernelOptions) -> Result<KernelDataPlane> {
+        let netlink = Netlink::open().context("open netlink")?;
+        let bridge = netlink
+            .ensure_bridge(&opts.bridge, opts.mtu)
+            .await
+            .context("ensure bridge")?;
+        let (protect, range) = (opts.protect_port, opts.range);
+        blocking(move || iptables::configure_base(protect, range))
+            .await
+            .context("configure iptables")?;
+        // VXLAN on port+1, flooding to every live peer the switch gives it.
+        let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
+            .await
+            .context("start data plane")?;
+        let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+        Ok(KernelDataPlane {
+            netlink: Mutex::new(netlink),
+            bridge_index: bridge.index,
+            switch: OverlaySwitch::new(vec![Box::new(vxlan)]),
+        })
+    }
+}
+
+impl DataPlane for KernelDataPlane {
+    fn bridge_addresses(&self) -> PlaneFuture<'_, Vec<Ipv4Net>> {
+        async move {
+            let nl = self.netlink.lock().await;
+            nl.addresses_v4(self.bridge_index)
+                .await
+                .context("list bridge addresses")
+        }
+        .boxed()
+    }
+
+    fn expose(&self, cidr: Ipv4Net, skip_nat: bool) -> PlaneFuture<'_, ()> {
+        async move {
+            let nl = self.netlink.lock().await;
+            nl.add_address(self.bridge_index, cidr)
+                .await
+                .with_context(|| format!("add {cidr} to bridge"))?;
+            blocking(move || iptables::expose(cidr, skip_nat)).await
+        }
+        .boxed()
+    }
+
+    fn hide(&self, cidr: Ipv4Net) -> PlaneFuture<'_, ()> {
+        async move {
+            let nl = self.netlink.lock().await;
+            nl.delete_address(self.bridge_index, cidr)
+                .await
+                .with_context(|| format!("remove {cidr} from bridge"))?;
+            blocking(move || iptables::hide(cidr)).await
+        }
+        .boxed()
+    }
+
+    fn set_peers(&self, peers: Vec<Peer>) -> PlaneFuture<'_, ()> {
+        async move { self.switch.set_peers(&peers).await }.boxed()
+    }
+
+    fn link_names(&self) -> PlaneFuture<'_, BTreeSet<String>> {
+        async move {
+            let links = self.netlink.lock().await.links().await?;
+            Ok(links.into_iter().map(|l| l.name).collect())
+        }
+        .boxed()
+    }
+
+    fn paths(&self) -> BTreeMap<PeerName, &'static str> {
+        self.switch.paths()
+    }
+}
