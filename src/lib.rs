@@ -30,6 +30,7 @@ pub mod cni;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod http;
 pub mod ipam;
 pub mod iptables;
 pub mod mesh;
