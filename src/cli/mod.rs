@@ -184,7 +184,10 @@ fn dispatch(cli: Cli) -> CliResult {
         return setup::run(&args.options());
     }
     let http_addr = normalize_http_addr(&cli.http_addr);
-    let client = Client::new(&http_addr);
+    // Long-lived and not latency-bound: the shared hyper client.
+    let client = Client::new(&http_addr)
+        .over_shared_http()
+        .map_err(|e| Failure::new(1, e.to_string()))?;
     let ctx = Ctx {
         client,
         http_addr,
