@@ -10,7 +10,7 @@ mod common;
 
 use common::{call, cni_env as env, stats, Ns, REF_DIR};
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 /// Wall time of one plugin run, from spawn to exit.
@@ -52,26 +52,7 @@ fn main() {
     let host = Ns::new(format!("wvb-host-{}", std::process::id()));
     let host_fd: OwnedFd = std::fs::File::open(host.path()).unwrap().into();
     let data = tempfile::Builder::new().prefix("wvb-").tempdir().unwrap();
-    let mut router = Command::new("ip")
-        .args(["netns", "exec", &host.0, weaver, "--status-addr", ""])
-        .arg("--datadir")
-        .arg(data.path().join("weave"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(data.path().join("weaver.log")).unwrap())
-        .spawn()
-        .expect("start weaver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &host.0, "nc", "-z", "127.0.0.1", "6784"])
-            .stderr(Stdio::null())
-            .status();
-        if st.map(|s| s.success()).unwrap_or(false) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "router did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut router = common::start_weaver(&host, weaver, data.path());
 
     let ours = r#"{"cniVersion":"1.0.0","name":"weave","type":"weave-net","hairpinMode":true}"#
         .to_string();

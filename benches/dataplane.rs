@@ -20,7 +20,7 @@ mod common;
 mod hosts;
 
 use common::Netns;
-use hosts::{underlay_ip, Cluster};
+use hosts::{underlay_ip, Cluster, ClusterDatapaths};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! elect a ring from scratch (consensus, each peer gossiping its latest state to 3 random
 //! peers a round, as the mesh does) until every peer agrees. Reports time, rounds and
 //! messages, and how they grow: the reference is linear growth from the smallest size, so a
-//! ratio near 1 means messages per peer stay flat. Uses `weave::ipam::ring::sim`, the same
+//! ratio near 1 means messages per peer stay flat. Uses `tests/ring_sim`, the same
 //! network the randomized test drives. No root needed.
 //!
 //! Usage: cargo bench --bench scale -- [--peers 10,100,1000] [--repeat N] [--json FILE]
@@ -12,7 +12,8 @@ mod common;
 use common::{median, report, Row, Target};
 use serde_json::{json, Value};
 use std::time::Instant;
-use weave::ipam::ring::sim;
+#[path = "../tests/ring_sim/mod.rs"]
+mod sim;
 
 /// Peers each gossip reaches per round (the mesh's fan-out in the simulation).
 const FANOUT: usize = 3;

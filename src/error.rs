@@ -32,12 +32,24 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The crate's error: a kind, a human message and, for kernel errors, the errno.
+/// Facts about a failure that callers branch on, kept out of the message so nobody has to
+/// parse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The router answered with this non-2xx HTTP status (the message holds its text).
+    HttpStatus(u16),
+    /// The router was not reached: resolving, connecting, sending or receiving failed or
+    /// timed out (the errno, when there is one, says which).
+    Unreachable,
+}
+
+/// The crate's error: a kind, a human message and, when known, the errno and a [`Detail`].
 #[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     errno: Option<i32>,
+    detail: Option<Detail>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,6 +60,7 @@ impl Error {
             kind,
             message: message.into(),
             errno: None,
+            detail: None,
         }
     }
 
@@ -57,6 +70,7 @@ impl Error {
             kind: ErrorKind::Kernel,
             message: message.into(),
             errno: Some(errno),
+            detail: None,
         }
     }
 
@@ -70,6 +84,16 @@ impl Error {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    pub fn detail(&self) -> Option<Detail> {
+        self.detail
+    }
+
+    /// The same error with `detail` attached.
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// Prefix the message with what the caller was doing: `create veth "x": <cause>`.
@@ -113,6 +137,7 @@ impl From<std::io::Error> for Error {
             kind,
             message: e.to_string(),
             errno: e.raw_os_error(),
+            detail: None,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dns;
 pub mod error;
+pub mod http;
 pub mod ipam;
 pub mod iptables;
 pub mod mesh;

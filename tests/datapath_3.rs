@@ -10,7 +10,7 @@ mod common;
 #[path = "common/hosts.rs"]
 mod hosts;
 
-use hosts::{underlay_ip, Cluster, UNDERLAY_DEV};
+use hosts::{underlay_ip, Cluster, ClusterDatapaths, HostNetlink, UNDERLAY_DEV};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};

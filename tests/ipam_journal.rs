@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Netns, Router};
+use common::{Netns, Router, RouterApi};
 
 fn post(r: &Router, path: &str) -> String {
     let p = path.to_string();

@@ -3,13 +3,16 @@
 //! persisted state, die and are removed with rmpeer on exactly one survivor, reset, allocate
 //! and free). After every step: no address is held twice, peers' spaces never overlap, rings
 //! are well formed; once healed and quiet, all rings converge and waiting allocations that
-//! can be served are served. The network itself lives in `weave::ipam::ring::sim`.
+//! can be served are served. The network itself lives in `tests/ring_sim`.
 //!
 //! `WEAVE_SIM_SCHEDULES=N` sets the number of schedules; `WEAVE_SIM_SEED` the first seed.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use weave::ipam::ring::sim::{self, Net, Stats};
+#[path = "ring_sim/mod.rs"]
+mod sim;
+
+use sim::{Net, Stats};
 use weave::ipam::ring::{AddrRange, InitMode, PeerName};
 
 struct Outcome {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Netns, Router};
+use common::{Netns, Router, RouterApi};
 use std::time::{Duration, Instant};
 
 /// Names of peers in `GET /status/peers` (lines that are not indented).

@@ -11,7 +11,7 @@ mod common;
 mod hosts;
 mod security;
 
-use common::{in_ns, Netns, Router};
+use common::{in_ns, Netns, Router, RouterApi};
 use hosts::Cluster;
 use security::*;
 use std::net::SocketAddr;

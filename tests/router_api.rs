@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Netns, Router};
+use common::{Netns, Router, RouterApi};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 

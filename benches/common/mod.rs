@@ -1,34 +1,31 @@
-//! What the benches share: namespace guards (`wvb-*`, removed on drop and on panic), plugin
-//! calls made from a simulated host's namespace, statistics, and the one report shape that
-//! `bench/run` gathers into its summary (`{"part", "rows": [...], "details"}`).
+//! What the benches share: namespace guards (`wvb-*`, removed on drop and on panic),
+//! plugin calls made from a simulated host's namespace and the router, all from the shared
+//! kit (`weave-testkit`); statistics, and the one report shape that `bench/run` gathers
+//! into its summary (`{"part", "rows": [...], "details"}`).
 #![allow(dead_code)] // each bench uses a different part of this module
 
 use serde_json::{json, Value};
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+use weave_testkit::Netns;
+
+#[allow(unused_imports)]
+pub use weave_testkit::ns::delete_netns;
+#[allow(unused_imports)]
+pub use weave_testkit::plugin::call_timed as call;
 
 /// Debian's containernetworking-plugins, the reference.
 pub const REF_DIR: &str = "/usr/lib/cni";
 
-/// Namespaces created by this process, deleted by the panic hook if a guard never drops
-/// (a panic in another thread aborts nothing, but a panic while unwinding would).
-static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// A network namespace that is deleted (its processes killed first) when dropped.
-pub struct Ns(pub String);
+/// A network namespace named exactly as given (`wvb-*`), deleted (its processes killed
+/// first) when dropped; one left by an earlier run is deleted first.
+pub struct Ns(pub String, Netns);
 
 impl Ns {
     pub fn new(name: String) -> Ns {
         assert!(name.starts_with("wvb-"), "bench namespaces start with wvb-");
-        delete_netns(&name);
-        run(&["ip", "netns", "add", &name]);
-        CREATED.lock().unwrap().push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Ns(name)
+        let ns = Netns::replace(&name).unwrap_or_else(|e| panic!("{e}"));
+        Ns(name, ns)
     }
 
     pub fn path(&self) -> String {
@@ -40,49 +37,13 @@ impl Ns {
     }
 }
 
-impl Drop for Ns {
-    fn drop(&mut self) {
-        delete_netns(&self.0);
-        CREATED.lock().unwrap().retain(|n| *n != self.0);
-    }
-}
-
-/// Kills whatever runs in the namespace (except this bench, should it still be inside),
-/// then deletes it; quiet if it does not exist.
-pub fn delete_netns(name: &str) {
-    let me = std::process::id().to_string();
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter(|p| *p != me)
-        {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// On panic, deletes every namespace this process still holds, then reports as usual.
 pub fn cleanup_on_panic() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        previous(info);
-        let names = CREATED.lock().map(|v| v.clone()).unwrap_or_default();
-        for n in names {
-            delete_netns(&n);
-        }
-    }));
+    weave_testkit::cleanup::on_panic();
 }
 
 pub fn run(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("spawn");
-    assert!(st.success(), "{args:?} failed");
+    weave_testkit::run_ok(args[0], &args[1..]);
 }
 
 pub fn require_root(what: &str) {
@@ -120,45 +81,6 @@ pub fn leave() {
     }
 }
 
-/// Runs a plugin in the host namespace (setns before exec, like a runtime living there);
-/// returns its stdout and its wall time from spawn to exit. Panics if it fails.
-pub fn call(host: &OwnedFd, bin: &str, env: &[(&str, &str)], stdin: &str) -> (String, Duration) {
-    let fd = host.as_raw_fd();
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{bin} {env:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (String::from_utf8_lossy(&out.stdout).into_owned(), took)
-}
-
 /// The CNI environment of one call.
 pub fn cni_env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -170,34 +92,16 @@ pub fn cni_env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &
     ]
 }
 
-/// Starts `weaver` inside `ns` (data in `datadir`) and waits until its API port answers.
-/// The caller owns the child and waits on it; the namespace guard kills it in any case.
-#[allow(clippy::zombie_processes)]
+/// Starts `weaver` inside `ns` (data in `datadir/weave`, log `weaver.log` there) and waits
+/// until its API answers. The caller owns the child and waits on it; the namespace guard
+/// kills it in any case.
 pub fn start_weaver(ns: &Ns, weaver: &str, datadir: &std::path::Path) -> std::process::Child {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, weaver, "--status-addr", ""])
-        .arg("--datadir")
-        .arg(datadir.join("weave"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(datadir.join("weaver.log")).unwrap())
-        .spawn()
-        .expect("start weaver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "nc", "-z", "127.0.0.1", "6784"])
-            .stderr(Stdio::null())
-            .status();
-        if st.map(|s| s.success()).unwrap_or(false) {
-            return child;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("router did not start within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut r = weave_testkit::Router::new(&ns.0, Some(&datadir.join("weave")), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    r.weaver = weaver.into();
+    r.log_name = "weaver.log".into();
+    r.spawn();
+    r.into_child().expect("router running")
 }
 
 /// Median, p10 and p90 (nearest rank).

@@ -19,21 +19,7 @@ struct PrefixGuard(String);
 
 impl Drop for PrefixGuard {
     fn drop(&mut self) {
-        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            if !name.starts_with(&self.0) {
-                continue;
-            }
-            if let Ok(p) = Command::new("ip").args(["netns", "pids", name]).output() {
-                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
+        weave_testkit::ns::sweep(&self.0);
     }
 }
 

@@ -4,10 +4,10 @@
 //! because Mesos itself only logs and skips a bad config.
 
 use crate::flags::{AgentFlagsConfig, ImageFlags};
-use crate::http::{self, Connector, Request, Url};
+use crate::http::{self, Request, Url};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The CNI plugin type weave's config must name.
 pub const PLUGIN_TYPE: &str = "weave-net";
@@ -329,19 +329,9 @@ pub fn find_weave_config(dir: &Path) -> Result<(PathBuf, String, Option<String>)
 }
 
 fn router_status(url: &str, timeout: Duration) -> crate::Result<()> {
-    let url = Url::parse(url)?;
-    let req = Request {
-        method: "GET",
-        url,
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    let resp = http::fetch(
-        &Connector::direct(),
-        &req,
-        Instant::now() + timeout,
-        1 << 20,
-    )?;
+    let url = Url::parse(url, 6784)?;
+    let client = http::blocking::Client::new(http::Client::new().with_timeouts(timeout, timeout))?;
+    let resp = client.fetch(&Request::get(url), 1 << 20)?;
     if resp.head.status == 200 {
         Ok(())
     } else {

@@ -3,7 +3,8 @@
 //! for the scenario runner).
 //!
 //! - [`proto`]: Rust types generated from the hand-written `protos/` (Mesos 1.11.0 numbers).
-//! - [`http`]: a small blocking HTTP/1.1 client (timeouts, chunked bodies, netns sockets).
+//! - [`http`]: weave's HTTP client (`weave::http`: timeouts, basic auth, redirects, streamed
+//!   bodies, netns sockets, TLS), re-exported.
 //! - [`recordio`]: the `<len>\n<bytes>` framing of Mesos event streams.
 //! - [`operator`]: the master operator API (`POST /api/v1`) in protobuf or JSON.
 //! - [`flags`] and [`check`]: agent flags to enable weave on an agent, and a host check.
@@ -19,7 +20,6 @@ pub mod dns_sync;
 pub mod driver;
 pub mod execute;
 pub mod flags;
-pub mod http;
 pub mod local_cluster;
 pub mod mesos_cluster;
 pub mod operator;
@@ -28,4 +28,5 @@ pub mod recordio;
 pub mod scenario;
 pub mod scheduler;
 
+pub use weave::http;
 pub use weave::{Context, Error, ErrorKind, Result};

@@ -1,32 +1,25 @@
 //! The scenario without Mesos: simulated hosts are network namespaces on one underlay (a
-//! bridge in its own namespace, host k at 100.64.10.k/24 on its `ul0`), each running the real
-//! `weaver` meshed with the other hosts' routers (one IPAM ring, VXLAN between hosts);
-//! simulated agents are spread over the hosts round-robin; every listener and probe gets its
-//! own container namespace attached by the real `weave-net` plugin on its agent's host,
-//! called exactly as a Mesos agent calls it (same environment, stdin with
-//! `args["org.apache.mesos"]`), and runs `nc` inside it. With one host there is no underlay
-//! and the router runs alone.
+//! bridge in its own namespace, host k at 100.64.10.k/24 on its `ul0`), built by the shared
+//! kit (`weave_testkit::Cluster`), each running the real `weaver` meshed with the other
+//! hosts' routers (one IPAM ring, VXLAN between hosts); simulated agents are spread over the
+//! hosts round-robin; every listener and probe gets its own container namespace attached by
+//! the real `weave-net` plugin on its agent's host, called exactly as a Mesos agent calls it
+//! (same environment, stdin with `args["org.apache.mesos"]`), and runs `nc` inside it.
 
 use crate::http::{self, Connector, Request, Url};
 use crate::scenario::{AgentRef, Cluster, ProbeOutcome};
 use crate::{Context, Error, ErrorKind, Result};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use weave_testkit::cluster::ClusterSpec;
+use weave_testkit::nc;
 
-/// Deadline of one plugin call.
-const PLUGIN_TIMEOUT_SECS: &str = "30";
 /// Host k's underlay address is this /24 plus k (RFC 6598 space, unused by other tests).
 const UNDERLAY_NET: [u8; 3] = [100, 64, 10];
-/// The underlay bridge (in the underlay namespace) and each host's interface on it.
-const UNDERLAY_BRIDGE: &str = "ulbr";
-const UNDERLAY_DEV: &str = "ul0";
 
 /// Host k's (1-based) underlay address.
 pub fn underlay_ip(k: usize) -> std::net::Ipv4Addr {
-    let [a, b, c] = UNDERLAY_NET;
-    std::net::Ipv4Addr::new(a, b, c, k as u8)
+    weave_testkit::cluster::subnet_ip(UNDERLAY_NET, k)
 }
 
 /// What to build.
@@ -57,55 +50,23 @@ impl LocalOptions {
     }
 }
 
-struct Host {
-    netns: String,
-    datadir: tempfile::TempDir,
-    router: Option<Child>,
-}
-
-struct Container {
-    netns: String,
-    id: String,
-    host: usize,
-    process: Option<Child>,
-}
-
 /// Simulated hosts and agents; everything is removed by `cleanup` or on drop.
 pub struct LocalCluster {
     opts: LocalOptions,
-    /// The underlay namespace, when there is more than one host.
-    underlay: Option<String>,
-    hosts: Vec<Host>,
-    /// Agent index → host index.
+    /// The kit's hosts, routers and containers (`None` once cleaned up).
+    sim: Option<weave_testkit::Cluster>,
+    /// Agent index → host k (1-based).
     agent_hosts: Vec<usize>,
-    containers: Vec<Container>,
     counter: usize,
 }
 
-fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| what.to_string())?;
-    if !out.status.success() {
-        return Err(Error::new(
-            ErrorKind::Internal,
-            format!(
-                "{what}: {} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str], what: &str) -> Result<String> {
-    run_ok(Command::new("ip").args(args), what)
+/// A kit failure as the harness reports it.
+fn kit(e: weave_testkit::Error) -> Error {
+    Error::new(ErrorKind::Internal, e.to_string())
 }
 
 impl LocalCluster {
-    /// Builds host 1 with its router, and `opts.agents` agents on it.
+    /// Builds the hosts with their routers, meshed, and spreads `opts.agents` agents on them.
     pub fn build(opts: LocalOptions) -> Result<LocalCluster> {
         for (what, p) in [("router", &opts.weaver), ("plugin", &opts.plugin)] {
             if !p.is_file() {
@@ -119,38 +80,17 @@ impl LocalCluster {
             }
         }
         let hosts = opts.hosts.clamp(1, 250);
+        let spec = ClusterSpec::exact(&opts.prefix, UNDERLAY_NET);
+        // On error what was built is dropped, which removes it.
+        let sim = weave_testkit::Cluster::build(spec, hosts).map_err(kit)?;
         let mut c = LocalCluster {
-            agent_hosts: (0..opts.agents.max(1)).map(|i| i % hosts).collect(),
+            agent_hosts: (0..opts.agents.max(1)).map(|i| i % hosts + 1).collect(),
             opts,
-            underlay: None,
-            hosts: Vec::new(),
-            containers: Vec::new(),
+            sim: Some(sim),
             counter: 0,
         };
-        // On error the cluster is dropped, which removes what was built.
-        if hosts > 1 {
-            let netns = format!("{}-ul", c.opts.prefix);
-            ip(&["netns", "add", &netns], &format!("create netns {netns}"))?;
-            c.underlay = Some(netns.clone());
-            ip(
-                &[
-                    "-n",
-                    &netns,
-                    "link",
-                    "add",
-                    UNDERLAY_BRIDGE,
-                    "type",
-                    "bridge",
-                ],
-                "create underlay bridge",
-            )?;
-            ip(
-                &["-n", &netns, "link", "set", UNDERLAY_BRIDGE, "up"],
-                "set underlay bridge up",
-            )?;
-        }
-        for _ in 0..hosts {
-            c.add_host(hosts)?;
+        for k in 1..=hosts {
+            c.start_router(k)?;
         }
         if hosts > 1 {
             c.wait_mesh(Instant::now() + Duration::from_secs(60))?;
@@ -158,182 +98,94 @@ impl LocalCluster {
         Ok(c)
     }
 
-    /// Host namespace k (1-based) with `lo` up, its underlay link (several hosts), and a
-    /// `weaver` answering on 127.0.0.1:6784 inside it, given the other hosts as peers.
-    fn add_host(&mut self, of: usize) -> Result<usize> {
-        let n = self.hosts.len() + 1;
-        let netns = format!("{}-h{n}", self.opts.prefix);
-        ip(&["netns", "add", &netns], &format!("create netns {netns}"))?;
-        let mut host = Host {
-            netns: netns.clone(),
-            datadir: tempfile::tempdir().context("create router data dir")?,
-            router: None,
-        };
-        let started = (|| -> Result<()> {
-            ip(&["-n", &netns, "link", "set", "lo", "up"], "set lo up")?;
-            let mut peers = Vec::new();
-            if let Some(ul) = &self.underlay {
-                let port = format!("h{n}");
-                ip(
-                    &[
-                        "-n",
-                        ul,
-                        "link",
-                        "add",
-                        &port,
-                        "master",
-                        UNDERLAY_BRIDGE,
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        UNDERLAY_DEV,
-                        "netns",
-                        &netns,
-                    ],
-                    "create underlay link",
-                )?;
-                ip(
-                    &["-n", ul, "link", "set", &port, "up"],
-                    "set underlay port up",
-                )?;
-                let cidr = format!("{}/24", underlay_ip(n));
-                ip(
-                    &["-n", &netns, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
-                    "address underlay link",
-                )?;
-                ip(
-                    &["-n", &netns, "link", "set", UNDERLAY_DEV, "up"],
-                    "set underlay link up",
-                )?;
-                peers = (1..=of)
-                    .filter(|k| *k != n)
-                    .map(|k| underlay_ip(k).to_string())
-                    .collect();
-            }
-            let child = Command::new("ip")
-                .args(["netns", "exec", &netns])
-                .arg(&self.opts.weaver)
-                .arg("--datadir")
-                .arg(host.datadir.path())
-                .args(["--nickname", &format!("h{n}")])
-                .args(&peers)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(
-                    host.datadir.path().join("weaver.log"),
-                )?)
-                .spawn()
-                .context("start weaver")?;
-            host.router = Some(child);
-            wait_router(&netns, Instant::now() + Duration::from_secs(15))
-        })();
-        self.hosts.push(host);
-        started.with_context(|| format!("start router in {netns}"))?;
-        Ok(self.hosts.len() - 1)
+    fn sim(&mut self) -> &mut weave_testkit::Cluster {
+        self.sim.as_mut().expect("cluster not cleaned up")
     }
 
-    /// A container namespace on `host`, attached by the plugin; returns it and its IP.
-    fn attach(&mut self, host: usize) -> Result<(usize, String)> {
-        self.counter += 1;
-        let netns = format!("{}-c{}", self.opts.prefix, self.counter);
-        let id = format!("{}-{}", self.opts.prefix, self.counter);
-        ip(&["netns", "add", &netns], &format!("create netns {netns}"))?;
-        self.containers.push(Container {
-            netns: netns.clone(),
-            id,
-            host,
-            process: None,
-        });
-        let idx = self.containers.len() - 1;
-        let out = self.plugin(idx, "ADD")?;
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|e| Error::new(ErrorKind::Decode, format!("parse ADD result: {e}: {out}")))?;
-        let cidr = v["ip4"]["ip"].as_str().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("ADD result has no ip4.ip (the shape Mesos reads): {out}"),
-            )
-        })?;
-        let addr = cidr.split('/').next().unwrap_or(cidr).to_string();
-        Ok((idx, addr))
+    /// `weaver` on host k answering on 127.0.0.1:6784 inside it, given the other hosts as
+    /// peers.
+    fn start_router(&mut self, k: usize) -> Result<()> {
+        let weaver = self.opts.weaver.clone();
+        let sim = self.sim();
+        let mut args = vec!["--nickname".to_string(), format!("h{k}")];
+        args.extend(sim.peers_of(k));
+        let mut router = sim.router_for(k, None, &args).map_err(kit)?;
+        router.weaver = weaver;
+        router.log_name = "weaver.log".into();
+        router.quiet_status = false;
+        let netns = sim.host(k).ns.name.clone();
+        sim.launch(k, router)
+            .map_err(kit)
+            .with_context(|| format!("start router in {netns}"))
     }
 
-    /// Runs the plugin in the container's host namespace as a Mesos agent would.
-    fn plugin(&self, idx: usize, command: &str) -> Result<String> {
-        let c = &self.containers[idx];
-        let host = &self.hosts[c.host];
-        let stdin = serde_json::json!({
+    /// The plugin's stdin: the network config as a Mesos agent passes it.
+    fn conf() -> String {
+        serde_json::json!({
             "args": {"org.apache.mesos": {"network_info": {"name": "weave"}}},
             "cniVersion": "1.0.0", "hairpinMode": true, "name": "weave", "type": "weave-net",
         })
-        .to_string();
-        let plugin_dir = self
+        .to_string()
+    }
+
+    /// CNI_PATH (the plugin's directory) and PATH, as an agent sets them.
+    fn plugin_env(&self) -> Vec<(String, String)> {
+        let dir = self
             .opts
             .plugin
             .parent()
             .unwrap_or(std::path::Path::new("/"));
-        let mut child = Command::new("timeout")
-            .args([PLUGIN_TIMEOUT_SECS, "ip", "netns", "exec", &host.netns])
-            .arg(&self.opts.plugin)
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &c.id)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", format!("/run/netns/{}", c.netns))
-            .env("CNI_PATH", plugin_dir)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("run weave-net")?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(stdin.as_bytes())
-            .context("write plugin stdin")?;
-        let out = child.wait_with_output().context("wait for weave-net")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            return Err(Error::new(
-                ErrorKind::Router,
-                format!(
-                    "weave-net {command} for {}: {}: {} {}",
-                    c.id,
-                    out.status,
-                    stdout.trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
-        Ok(stdout)
+        vec![
+            ("CNI_PATH".into(), dir.display().to_string()),
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ]
     }
 
-    fn detach(&mut self, idx: usize) -> Result<()> {
-        if let Some(mut p) = self.containers[idx].process.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        let del = self.plugin(idx, "DEL");
-        let netns = self.containers[idx].netns.clone();
-        let removed = ip(&["netns", "del", &netns], &format!("delete netns {netns}"));
-        del.and(removed).map(|_| ())
+    /// A container namespace on host k, attached by the plugin; returns its id and IP.
+    fn attach(&mut self, k: usize) -> Result<(String, String)> {
+        self.counter += 1;
+        let n = self.counter;
+        let id = format!("{}-{n}", self.opts.prefix);
+        let (plugin, env) = (self.opts.plugin.clone(), self.plugin_env());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sim = self.sim();
+        let ns = sim.spec.netns(&format!("c{n}")).map_err(kit)?;
+        let idx = sim
+            .attach(k, &id, ns, &id, &plugin, &Self::conf(), &env)
+            .map_err(|e| Error::new(ErrorKind::Router, e.to_string()))?;
+        let ip = sim.containers[idx].ip.to_string();
+        Ok((id, ip))
     }
-}
 
-impl LocalCluster {
+    fn container(&mut self, id: &str) -> Result<usize> {
+        self.sim()
+            .containers
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("find container {id}")))
+    }
+
+    /// DEL for container `id` and its namespace removed.
+    fn detach(&mut self, id: &str) -> Result<()> {
+        let idx = self.container(id)?;
+        let (plugin, env) = (self.opts.plugin.clone(), self.plugin_env());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.sim()
+            .detach(idx, &plugin, &Self::conf(), &env)
+            .map_err(|e| Error::new(ErrorKind::Router, e.to_string()))
+    }
+
     /// Every router has a connection to every other one and the IPAM ring (consensus needs
     /// all initial peers), so the first ADD on any host gets an address at once.
-    fn wait_mesh(&self, deadline: Instant) -> Result<()> {
-        let others = self.hosts.len() - 1;
-        for h in &self.hosts {
+    fn wait_mesh(&mut self, deadline: Instant) -> Result<()> {
+        let names: Vec<String> = self.sim().hosts.iter().map(|h| h.ns.name.clone()).collect();
+        let others = names.len() - 1;
+        for netns in &names {
             loop {
-                let conns = get(&h.netns, "/status/connections", deadline)
+                let conns = get(netns, "/status/connections", deadline)
                     .map(|(_, b)| b.lines().filter(|l| l.contains("established")).count())
                     .unwrap_or(0);
-                let ring = get(&h.netns, "/ring", deadline).is_ok_and(|(c, _)| c == 200);
+                let ring = get(netns, "/ring", deadline).is_ok_and(|(c, _)| c == 200);
                 if conns >= others && ring {
                     break;
                 }
@@ -341,9 +193,8 @@ impl LocalCluster {
                     return Err(Error::new(
                         ErrorKind::TryAgainLater,
                         format!(
-                            "wait for the mesh in {}: {conns} of {others} connections \
+                            "wait for the mesh in {netns}: {conns} of {others} connections \
                              established, ring {}",
-                            h.netns,
                             if ring { "ready" } else { "not ready" }
                         ),
                     ));
@@ -353,51 +204,25 @@ impl LocalCluster {
         }
         Ok(())
     }
+
+    fn host_of(&self, agent: &AgentRef) -> Result<usize> {
+        self.agents()
+            .iter()
+            .position(|a| a == agent)
+            .map(|i| self.agent_hosts[i])
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("find agent {}", agent.id)))
+    }
 }
 
 /// GET `path` from the router in `netns`: status and body.
 fn get(netns: &str, path: &str, deadline: Instant) -> Result<(u16, String)> {
-    let req = Request {
-        method: "GET",
-        url: Url::parse(&format!("http://{}{path}", weave::DEFAULT_HTTP_ADDR))?,
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    let attempt = Instant::now() + Duration::from_secs(2);
-    let r = http::fetch(
-        &Connector::for_netns_name(netns),
-        &req,
-        attempt.min(deadline),
-        1 << 20,
+    let url = Url::parse(&format!("http://{}{path}", weave::DEFAULT_HTTP_ADDR), 6784)?;
+    let client = http::blocking::Client::new(
+        http::Client::new().with_connector(Connector::for_netns_name(netns)),
     )?;
-    Ok((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
-}
-
-fn wait_router(netns: &str, deadline: Instant) -> Result<()> {
-    let url = Url::parse(&format!("http://{}/status", weave::DEFAULT_HTTP_ADDR))?;
-    let conn = Connector::for_netns_name(netns);
-    loop {
-        let req = Request {
-            method: "GET",
-            url: url.clone(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
-        let attempt = Instant::now() + Duration::from_secs(2);
-        match http::fetch(&conn, &req, attempt.min(deadline), 1 << 20) {
-            Ok(r) if r.head.status == 200 => return Ok(()),
-            Ok(_) | Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Ok(r) => {
-                return Err(Error::new(
-                    ErrorKind::Router,
-                    format!("router answered {}", r.head.status),
-                ))
-            }
-            Err(e) => return Err(e.context("wait for router")),
-        }
-    }
+    let attempt = Instant::now() + Duration::from_secs(2);
+    let r = client.fetch_until(&Request::get(url), attempt.min(deadline), 1 << 20)?;
+    Ok((r.head.status, r.text()))
 }
 
 impl Cluster for LocalCluster {
@@ -406,45 +231,28 @@ impl Cluster for LocalCluster {
     }
 
     fn agents(&self) -> Vec<AgentRef> {
+        let sim = self.sim.as_ref();
         self.agent_hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| AgentRef {
+            .map(|(i, k)| AgentRef {
                 id: format!("local-agent-{}", i + 1),
-                hostname: format!("agent{}@{}", i + 1, self.hosts[*h].netns),
+                hostname: format!(
+                    "agent{}@{}",
+                    i + 1,
+                    sim.map(|s| s.host(*k).ns.name.clone()).unwrap_or_default()
+                ),
             })
             .collect()
     }
 
     fn start_listener(&mut self, agent: &AgentRef, port: u16) -> Result<String> {
         let host = self.host_of(agent)?;
-        let (idx, addr) = self.attach(host)?;
-        let netns = self.containers[idx].netns.clone();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns, "nc", "-k", "-l", "0.0.0.0"])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start nc listener")?;
-        self.containers[idx].process = Some(child);
-        // Ready when `ss` in the container shows the socket listening.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !run_ok(
-            Command::new("ip").args(["netns", "exec", &netns, "ss", "-Hltn"]),
-            "list listeners",
-        )?
-        .contains(&format!(":{port}"))
-        {
-            if Instant::now() >= deadline {
-                return Err(Error::new(
-                    ErrorKind::TryAgainLater,
-                    "wait for nc to listen: timed out",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (id, addr) = self.attach(host)?;
+        let idx = self.container(&id)?;
+        self.sim().containers[idx]
+            .listen_on(port)
+            .map_err(|e| Error::new(ErrorKind::TryAgainLater, e.to_string()))?;
         Ok(addr)
     }
 
@@ -452,19 +260,14 @@ impl Cluster for LocalCluster {
         let mut running = Vec::new();
         for (agent, ip, port) in probes {
             let host = self.host_of(agent)?;
-            let (idx, _) = self.attach(host)?;
-            let child = Command::new("timeout")
-                .args(["10", "ip", "netns", "exec", &self.containers[idx].netns])
-                .args(["nc", "-z", "-w", "3", ip, &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("start nc probe")?;
-            running.push((idx, Instant::now(), child));
+            let (id, _) = self.attach(host)?;
+            let idx = self.container(&id)?;
+            let ns = self.sim().containers[idx].ns.name.clone();
+            let child = nc::spawn_probe(&ns, ip, *port).map_err(kit)?;
+            running.push((id, Instant::now(), child));
         }
         let mut out = Vec::new();
-        for (idx, started, child) in running {
+        for (id, started, child) in running {
             let done = child.wait_with_output().context("wait for nc probe")?;
             let latency = started.elapsed();
             let connected = done.status.success();
@@ -478,58 +281,37 @@ impl Cluster for LocalCluster {
                 detail: detail.trim().to_string(),
                 latency: Some(latency),
             });
-            self.detach(idx)?;
+            self.detach(&id)?;
         }
         Ok(out)
     }
 
     fn cleanup(&mut self) -> Result<()> {
         let mut first_err = None;
-        while let Some(c) = self.containers.last() {
-            let idx = self.containers.len() - 1;
-            let exists = std::path::Path::new("/run/netns").join(&c.netns).exists();
-            if exists {
-                if let Err(e) = self.detach(idx) {
-                    first_err.get_or_insert(e);
-                }
-            }
-            self.containers.pop();
+        if self.sim.is_none() {
+            return Ok(());
         }
-        for mut h in self.hosts.drain(..) {
-            if let Some(mut r) = h.router.take() {
-                // `ip netns exec` execs weaver, so this PID is the router itself.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(r.id() as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while r.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = r.kill();
-                let _ = r.wait();
-            }
-            if let Err(e) = ip(&["netns", "del", &h.netns], "delete host netns") {
+        let ids: Vec<String> = self
+            .sim()
+            .containers
+            .iter()
+            .rev()
+            .map(|c| c.id.clone())
+            .collect();
+        for id in ids {
+            if let Err(e) = self.detach(&id) {
                 first_err.get_or_insert(e);
             }
-            drop(h.datadir);
         }
-        if let Some(ul) = self.underlay.take() {
-            if let Err(e) = ip(&["netns", "del", &ul], "delete underlay netns") {
-                first_err.get_or_insert(e);
+        if let Some(mut sim) = self.sim.take() {
+            for h in &mut sim.hosts {
+                if let Some(r) = h.router.as_mut() {
+                    r.stop(Duration::from_secs(5));
+                }
             }
+            // The kit's guards delete the host and underlay namespaces.
         }
         first_err.map_or(Ok(()), Err)
-    }
-}
-
-impl LocalCluster {
-    fn host_of(&self, agent: &AgentRef) -> Result<usize> {
-        self.agents()
-            .iter()
-            .position(|a| a == agent)
-            .map(|i| self.agent_hosts[i])
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("find agent {}", agent.id)))
     }
 }
 

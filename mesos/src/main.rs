@@ -19,7 +19,7 @@ use weave_mesos::proto::v1::TaskState;
 use weave_mesos::proto::{self, Encoding};
 use weave_mesos::scenario::{self, Listeners};
 use weave_mesos::scheduler::{framework_info, SchedulerClient};
-use weave_mesos::Result;
+use weave_mesos::{Context, Result};
 
 #[derive(Parser)]
 #[command(
@@ -267,19 +267,23 @@ struct MasterArgs {
     /// Connect from this network namespace (`ip netns` name or path).
     #[arg(long)]
     netns: Option<String>,
+    /// PEM file of the CA that signed an `https://` master's certificate (the system's
+    /// roots are trusted too).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl MasterArgs {
     fn scheduler_client(&self) -> Result<SchedulerClient> {
-        Ok(self.configure(SchedulerClient::new(&self.master)?))
+        self.configure(SchedulerClient::new(&self.master)?)
     }
 
     fn client(&self) -> Result<OperatorClient> {
-        Ok(self.configure(OperatorClient::new(&self.master)?))
+        self.configure(OperatorClient::new(&self.master)?)
     }
 
-    /// The flags every master client takes: timeout, encoding, credentials, netns.
-    fn configure<K>(&self, c: MasterClient<K>) -> MasterClient<K> {
+    /// The flags every master client takes: timeout, encoding, credentials, netns, CA.
+    fn configure<K>(&self, c: MasterClient<K>) -> Result<MasterClient<K>> {
         let mut c = c
             .with_timeout(Duration::from_secs(self.timeout))
             .with_encoding(if self.json {
@@ -293,7 +297,12 @@ impl MasterArgs {
         if let Some(ns) = &self.netns {
             c = c.with_connector(Connector::for_netns_name(ns));
         }
-        c
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("read --ca-cert {}", path.display()))?;
+            c = c.with_ca_pem(&pem)?;
+        }
+        Ok(c)
     }
 }
 
@@ -305,7 +314,7 @@ fn dns_sync_cmd(a: DnsSyncArgs) -> Result<ExitCode> {
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
-        .map(|m| Ok(a.master.configure(OperatorClient::new(m)?)))
+        .map(|m| a.master.configure(OperatorClient::new(m)?))
         .collect::<Result<Vec<_>>>()?;
     if masters.is_empty() {
         return Err(weave::Error::new(
@@ -476,6 +485,11 @@ fn scenario_cmd(a: ScenarioArgs) -> Result<ExitCode> {
             ))
         }
         None => {
+            // Ctrl-C or a kill must not leave the simulated hosts behind.
+            let prefix = a.prefix.clone();
+            weave_testkit::cleanup::on_signals(move || {
+                weave_testkit::ns::sweep(&format!("{prefix}-"));
+            });
             let mut opts = LocalOptions::next_to_exe(a.agents.unwrap_or(2), &a.prefix)?;
             if let Some(w) = a.weaver {
                 opts.weaver = w;

@@ -3,7 +3,9 @@
 //! says what to do, a deadline on every call, and the SUBSCRIBE event stream.
 
 use crate::client::MasterClient;
-use crate::http::{self, BodyReader, Connector, Request, ResponseHead, Url};
+use crate::client::MAX_REDIRECTS;
+use crate::http::blocking::BodyReader;
+use crate::http::{Head, Request, Url};
 use crate::proto::v1::master::{call, event, response, Call, Event, Response};
 use crate::proto::v1::{Flag, VersionInfo};
 use crate::proto::{self, Encoding};
@@ -17,8 +19,6 @@ pub const API_PATH: &str = "/api/v1";
 pub use crate::client::DEFAULT_TIMEOUT;
 /// Largest unary answer we accept (GET_STATE of a big cluster is large).
 const MAX_ANSWER: usize = 64 << 20;
-/// Leader redirects followed before giving up (a loop means a confused cluster).
-const MAX_REDIRECTS: usize = 3;
 
 /// Marks a [`MasterClient`] of the operator endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -99,74 +99,51 @@ impl OperatorClient {
     }
 
     /// POSTs `call`, following leader redirects; only a 200 or 202 head is returned.
-    fn post(&self, call: &Call, deadline: Instant) -> Result<(ResponseHead, BodyReader)> {
+    fn post(&self, call: &Call, deadline: Instant) -> Result<(Head, BodyReader)> {
         let body = proto::encode(call, self.encoding)?;
-        let (head, reader, _) = post_following_leader(
-            &self.connector,
-            &self.url,
-            self.encoding,
-            self.authorization.as_deref(),
-            &[],
-            body,
-            deadline,
-        )?;
+        let (head, reader, _) = post_following_leader(self, &[], body, deadline)?;
         Ok((head, reader))
     }
 }
 
-/// POSTs `body` to `url`, following the master's 307 leader redirects. Returns the 200/202
-/// head, its body and the URL that answered (later calls of a session go there too); any
-/// other status is an error that says what to do.
-pub(crate) fn post_following_leader(
-    connector: &Connector,
-    url: &Url,
-    encoding: Encoding,
-    authorization: Option<&str>,
+/// POSTs `body` to the client's endpoint; the HTTP client follows the master's 307 leader
+/// redirects. Returns the 200/202 head, its body and the URL that answered (later calls of
+/// a session go there too); any other status is an error that says what to do.
+pub(crate) fn post_following_leader<K>(
+    client: &MasterClient<K>,
     extra_headers: &[(String, String)],
     body: Vec<u8>,
     deadline: Instant,
-) -> Result<(ResponseHead, BodyReader, Url)> {
-    let mut url = url.clone();
-    for _ in 0..=MAX_REDIRECTS {
-        let mut headers = vec![
-            (
-                "Content-Type".to_string(),
-                encoding.media_type().to_string(),
-            ),
-            ("Accept".to_string(), encoding.media_type().to_string()),
-        ];
-        if let Some(a) = authorization {
-            headers.push(("Authorization".to_string(), a.to_string()));
+) -> Result<(Head, BodyReader, Url)> {
+    let media = client.encoding.media_type();
+    let mut req = Request::post(client.url.clone(), body)
+        .header("Content-Type", media)
+        .header("Accept", media);
+    for (k, v) in extra_headers {
+        req = req.header(k, v);
+    }
+    let (head, mut reader) = client.http.send_until(&req, deadline)?;
+    match head.status {
+        200 | 202 => {
+            let url = head.url.clone();
+            Ok((head, reader, url))
         }
-        headers.extend(extra_headers.iter().cloned());
-        let req = Request {
-            method: "POST",
-            url: url.clone(),
-            headers,
-            body: body.clone(),
-        };
-        let (head, mut reader) = http::send(connector, &req, deadline)?;
-        match head.status {
-            200 | 202 => return Ok((head, reader, url)),
-            307 => {
-                let location = head.header("location").ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Decode,
-                        format!("master {url} answered 307 without Location"),
-                    )
-                })?;
-                url = url.join_location(location)?;
-            }
-            status => {
-                let text = reader.read_all(deadline, 64 << 10).unwrap_or_default();
-                return Err(status_error(&head, status, &String::from_utf8_lossy(&text)));
-            }
+        307 if head.header("location").is_none() => Err(Error::new(
+            ErrorKind::Decode,
+            format!("master {} answered 307 without Location", head.url),
+        )),
+        307 => Err(Error::new(
+            ErrorKind::TryAgainLater,
+            format!(
+                "more than {MAX_REDIRECTS} leader redirects, last to {}",
+                head.url
+            ),
+        )),
+        status => {
+            let text = reader.read_all(deadline, 64 << 10).unwrap_or_default();
+            Err(status_error(&head, status, &String::from_utf8_lossy(&text)))
         }
     }
-    Err(Error::new(
-        ErrorKind::TryAgainLater,
-        format!("more than {MAX_REDIRECTS} leader redirects, last to {url}"),
-    ))
 }
 
 /// A Call with only its type set (all GET_* calls and SUBSCRIBE).
@@ -188,14 +165,14 @@ fn need<T>(field: Option<T>, call: &str, name: &str) -> Result<T> {
     field.ok_or_else(|| Error::new(ErrorKind::Decode, format!("{call}: answer has no {name}")))
 }
 
-pub(crate) fn answer_encoding(head: &ResponseHead, asked: Encoding) -> Encoding {
+pub(crate) fn answer_encoding(head: &Head, asked: Encoding) -> Encoding {
     head.header("content-type")
         .and_then(Encoding::from_content_type)
         .unwrap_or(asked)
 }
 
 /// `master answered 503: No leader elected`, with a hint where one helps.
-fn status_error(head: &ResponseHead, status: u16, body: &str) -> Error {
+fn status_error(head: &Head, status: u16, body: &str) -> Error {
     let body = body.trim();
     let text = if body.is_empty() {
         head.reason.as_str()
@@ -323,3 +300,7 @@ pub fn task_state_name(state: i32) -> String {
         .map(|s| s.as_str_name().to_string())
         .unwrap_or_else(|_| format!("TASK_STATE_{state}"))
 }
+
+#[cfg(test)]
+#[path = "operator_tests.rs"]
+mod tests;

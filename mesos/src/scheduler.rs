@@ -6,7 +6,7 @@
 //! [`Session`] is the raw protocol; [`crate::driver::Driver`] runs tasks on top of it.
 
 use crate::client::MasterClient;
-use crate::http::BodyReader;
+use crate::http::blocking::BodyReader;
 use crate::operator::{answer_encoding, post_following_leader};
 use crate::proto::v1::scheduler::{call, event, Call, Event};
 use crate::proto::v1::{
@@ -52,15 +52,7 @@ impl SchedulerClient {
         let body = proto::encode(&call, self.encoding)?;
         let (head, reader, leader) = loop {
             let attempt_deadline = deadline.min(Instant::now() + self.timeout);
-            match post_following_leader(
-                &self.connector,
-                &self.url,
-                self.encoding,
-                self.authorization.as_deref(),
-                &[],
-                body.clone(),
-                attempt_deadline,
-            ) {
+            match post_following_leader(self, &[], body.clone(), attempt_deadline) {
                 Ok(ok) => break ok,
                 Err(e)
                     if e.kind() == ErrorKind::TryAgainLater
@@ -180,16 +172,8 @@ impl Session {
         let body = proto::encode(&call, self.client.encoding)?;
         let headers = [("Mesos-Stream-Id".to_string(), self.stream_id.clone())];
         let deadline = Instant::now() + self.client.timeout;
-        let (_, mut reader, _) = post_following_leader(
-            &self.client.connector,
-            &self.client.url,
-            self.client.encoding,
-            self.client.authorization.as_deref(),
-            &headers,
-            body,
-            deadline,
-        )
-        .context(name)?;
+        let (_, mut reader, _) =
+            post_following_leader(&self.client, &headers, body, deadline).context(name)?;
         // 202 has an empty body; drain it so the connection closes cleanly.
         let _ = reader.read_all(deadline, 64 << 10);
         Ok(())

@@ -1,5 +1,5 @@
 //! [`Backend`]: the narrow interface the HTTP server executes requests against. The server
-//! knows requests and status formats; the backend (the router, [`crate::router::Router`])
+//! knows requests and status formats; the backend (the router, `crate::router::Router`)
 //! knows the daemon's parts. IPAM requests go straight to the IPAM service's handle.
 
 use super::status::View;

@@ -14,7 +14,8 @@ mod setup;
 pub use setup::{install, SetupOptions, SetupReport};
 
 use crate::api::Client;
-use crate::{Error, ErrorKind};
+use crate::error::Detail;
+use crate::Error;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -138,10 +139,10 @@ impl Failure {
 }
 
 impl From<Error> for Failure {
-    /// A router that cannot be reached is "not running"; anything else is reported as is.
+    /// A router that cannot be reached is "not running"; anything else (a 503 included: the
+    /// router answered) is reported as is.
     fn from(e: Error) -> Failure {
-        // 503 (running, not ready) is TryAgainLater too, but the router did answer.
-        if e.kind() == ErrorKind::TryAgainLater && !e.message().contains("router answered") {
+        if e.detail() == Some(Detail::Unreachable) {
             not_running(&e)
         } else {
             Failure::new(1, e.to_string())
@@ -150,7 +151,7 @@ impl From<Error> for Failure {
 }
 
 fn not_running(cause: &Error) -> Failure {
-    if cause.errno() == Some(libc::ECONNREFUSED) || cause.message().contains("Connection refused") {
+    if cause.errno() == Some(libc::ECONNREFUSED) {
         Failure::new(1, "weave is not running")
     } else {
         Failure::new(1, format!("weave is not running ({cause})"))
@@ -195,7 +196,10 @@ fn dispatch(cli: Cli) -> CliResult {
         return setup::run(&args.options());
     }
     let http_addr = normalize_http_addr(&cli.http_addr);
-    let client = Client::new(&http_addr);
+    // Long-lived and not latency-bound: the shared hyper client.
+    let client = Client::new(&http_addr)
+        .over_shared_http()
+        .map_err(|e| Failure::new(1, e.to_string()))?;
     let ctx = Ctx {
         client,
         http_addr,

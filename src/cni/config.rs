@@ -1,7 +1,7 @@
 //! Network configuration as runtimes send it on stdin (a single config or one conflist member).
 
 use super::json::{self, Reader, CONFIG};
-use super::version;
+use super::version::CniVersion;
 use crate::{Error, ErrorKind, Result};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Map, Value};
@@ -55,7 +55,7 @@ pub struct MesosNetworkInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConf {
     /// `None` when absent: treated as 0.1.0 (0.2.0 result shape).
-    pub cni_version: Option<String>,
+    pub cni_version: Option<CniVersion>,
     pub name: String,
     pub plugin_type: String,
     /// Bridge to attach to; default `weave`.
@@ -356,10 +356,8 @@ impl NetConf {
         let cni_version = r
             .opt_str(top, "cniVersion", "")?
             .filter(|v| !v.is_empty())
-            .map(str::to_string);
-        if let Some(v) = &cni_version {
-            version::check(v)?;
-        }
+            .map(str::parse::<CniVersion>)
+            .transpose()?;
 
         let bridge = match r.opt_str(top, "bridge", "")? {
             None | Some("") => crate::BRIDGE_NAME.to_string(),
@@ -435,8 +433,8 @@ impl NetConf {
 
     /// The version results are encoded in: the config's, or `0.2.0` when absent (the shape a
     /// version-less config, as Mesos sends, has always received).
-    pub fn result_version(&self) -> &str {
-        self.cni_version.as_deref().unwrap_or("0.2.0")
+    pub fn result_version(&self) -> CniVersion {
+        self.cni_version.unwrap_or(CniVersion::UNVERSIONED)
     }
 }
 

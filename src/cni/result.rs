@@ -8,7 +8,7 @@
 
 use super::config::{parse_dns, parse_route, Dns, Ipv6, Route};
 use super::json::{self, RESULT};
-use super::version;
+use super::version::CniVersion;
 use crate::Result;
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{json, Map, Value};
@@ -71,11 +71,22 @@ impl AddResult {
     /// Encodes for `version`: 0.1.0/0.2.0 give `{cniVersion, ip4:{ip,gateway,routes}, dns}`;
     /// 0.3.0+ give `{cniVersion, interfaces, ips, routes, dns}` (0.3.x/0.4.0 `ips[].version: "4"`).
     /// `cniVersion` is always present.
+    pub fn encode_for(&self, version: CniVersion) -> serde_json::Value {
+        self.encode_shaped(version, version.as_str())
+    }
+
+    /// [`AddResult::encode_for`] the version spelled `version`; a spelling we do not know
+    /// gets the current version's shape under its own label.
     pub fn encode(&self, version: &str) -> serde_json::Value {
+        let shape = version.parse().unwrap_or(CniVersion::CURRENT);
+        self.encode_shaped(shape, version)
+    }
+
+    fn encode_shaped(&self, version: CniVersion, label: &str) -> serde_json::Value {
         let mut out = Map::new();
-        out.insert("cniVersion".into(), json!(version));
+        out.insert("cniVersion".into(), json!(label));
         out.insert("dns".into(), dns_json(&self.dns));
-        if version::is_legacy(version) {
+        if version.has_legacy_result() {
             if let Some(ip) = self.ips.first() {
                 let mut ip4 = Map::new();
                 ip4.insert("ip".into(), json!(ip.address.to_string()));
@@ -93,8 +104,8 @@ impl AddResult {
             return Value::Object(out);
         }
 
-        let with_ip_version = matches!(version, "0.3.0" | "0.3.1" | "0.4.0");
-        let with_mtu = !matches!(version, "0.3.0" | "0.3.1" | "0.4.0" | "1.0.0");
+        let with_ip_version = version.has_ip_version_field();
+        let with_mtu = version.has_interface_mtu();
         let interfaces: Vec<Value> = self
             .interfaces
             .iter()
@@ -266,6 +277,7 @@ impl AddResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::version;
 
     fn sample() -> AddResult {
         AddResult {

@@ -9,7 +9,7 @@ use super::env::{CmdArgs, Command};
 use super::error::CniError;
 use super::json::CONFIG;
 use super::result::AddResult;
-use super::version::{self, CURRENT_VERSION};
+use super::version::{self, CniVersion, CURRENT_VERSION};
 use crate::{Error, ErrorKind, Result};
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -92,10 +92,10 @@ pub fn is_from_mesos(conf: &NetConf) -> bool {
 /// only the 0.1/0.2 shape (`ip4`) whatever `cniVersion` the file says, and reports no IP
 /// for a newer one; so a config that `weave setup` wrote as 1.0.0 for libcni is answered
 /// in the 0.2.0 shape when Mesos is the caller.
-pub fn result_version_for(conf: &NetConf) -> &str {
+pub fn result_version_for(conf: &NetConf) -> CniVersion {
     let v = conf.result_version();
-    if is_from_mesos(conf) && !version::is_legacy(v) {
-        "0.2.0"
+    if is_from_mesos(conf) && !v.has_legacy_result() {
+        CniVersion::V0_2_0
     } else {
         v
     }
@@ -129,7 +129,7 @@ fn run(
     match args.command {
         Command::Add => {
             let result = guarded(what, || plugin.add(&args, &conf))?;
-            Ok(Some(result.encode(result_version_for(&conf))))
+            Ok(Some(result.encode_for(result_version_for(&conf))))
         }
         Command::Del => guarded(what, || plugin.del(&args, &conf)).map(|()| None),
         Command::Check => guarded(what, || plugin.check(&args, &conf)).map(|()| None),

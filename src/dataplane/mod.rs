@@ -15,7 +15,7 @@
 //!   test process without root (the kernel tests stay for what touches the kernel).
 //!
 //! Calls return boxed futures so that the router holds an `Arc<dyn DataPlane>` and the
-//! composition root ([`crate::daemon`]) chooses the implementation at run time.
+//! composition root (`crate::daemon`) chooses the implementation at run time.
 
 pub mod iptables;
 pub mod kernel;

@@ -151,7 +151,8 @@ enum Event {
     Gossip(Vec<GossipMessage>),
     Tick,
     Deadline,
-    Peers,
+    /// The mesh's live peers changed (applied in the batch: they can complete allocations).
+    Peers(Vec<LivePeer>),
 }
 
 fn not_ready(status: &str) -> Error {
@@ -171,7 +172,7 @@ impl Actor {
         self.journal = Journal::new(Saved {
             ring: self.core.alloc.persist_without_addresses(),
             owned: self.core.owned(),
-            attachments: self.core.attachments.clone(),
+            attachments: self.core.attachments.as_map().clone(),
         });
         if let Some(p) = &mut peers {
             self.update_peers(&p.borrow_and_update());
@@ -207,10 +208,8 @@ impl Actor {
                 _ = tick.tick() => Event::Tick,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Deadline,
                 Some(()) = async { peers.as_mut()?.changed().await.ok() } => {
-                    if let Some(p) = &mut peers {
-                        self.update_peers(&p.borrow_and_update());
-                    }
-                    Event::Peers
+                    let live = peers.as_mut().map(|p| p.borrow_and_update().clone());
+                    Event::Peers(live.unwrap_or_default())
                 },
             };
             self.step(event).await;
@@ -241,7 +240,7 @@ impl Actor {
     /// Applies one event, persists, then answers and sends.
     async fn step(&mut self, event: Event) {
         self.batch += 1;
-        let snapshot = self.core.clone();
+        let checkpoint = self.core.checkpoint();
         let mut answers = Vec::new();
         match event {
             Event::Requests(reqs) => {
@@ -256,7 +255,7 @@ impl Actor {
             }
             Event::Tick => self.core.alloc.tick(),
             Event::Deadline => self.expire(&mut answers),
-            Event::Peers => {}
+            Event::Peers(live) => self.update_peers(&live),
         }
         let outputs = self.core.alloc.take_outputs();
         let mut messages = Vec::new();
@@ -286,7 +285,7 @@ impl Actor {
         }
         if let Err(e) = self.persist().await {
             tracing::error!("{e}; rolling back this batch");
-            self.core = snapshot;
+            self.core.rollback(checkpoint);
             messages.clear();
             let batch = self.batch;
             self.take_waiters(
@@ -311,8 +310,16 @@ impl Actor {
     /// one is due (first write, compaction, or the append failed).
     async fn persist(&mut self) -> Result<()> {
         let ring = self.core.alloc.persist_without_addresses();
-        let owned = self.core.owned();
-        let delta = self.journal.diff(&ring, &owned, &self.core.attachments);
+        let core = &self.core;
+        let owned = core.changed_ids().into_iter().map(|id| {
+            let now = core.owned_of(id);
+            (id.clone(), (!now.is_empty()).then_some(now))
+        });
+        let attachments = core
+            .attachments
+            .changed()
+            .map(|k| (k.clone(), core.attachments.get(k).cloned()));
+        let delta = self.journal.delta(&ring, owned, attachments);
         if delta.is_empty() {
             return Ok(());
         }
@@ -331,6 +338,7 @@ impl Actor {
                 }
             }
         }
+        let owned = self.core.owned();
         let bytes = self.encode(&owned)?;
         let len = bytes.len();
         let dd = self.datadir.clone();
@@ -339,7 +347,7 @@ impl Actor {
             Saved {
                 ring,
                 owned,
-                attachments: self.core.attachments.clone(),
+                attachments: self.core.attachments.as_map().clone(),
             },
             len,
         );

@@ -4,13 +4,14 @@
 //! [`super::actor`] adds the mesh, the clock, waiting clients and the file.
 
 use super::file::Owned;
-use super::ring::{ip, AddrRange, AllocError, Allocator, ClaimOutcome, PeerName};
+use super::ring::{self, ip, AddrRange, AllocError, Allocator, ClaimOutcome, PeerName};
 use super::store::Persisted;
+use super::tracked::Tracked;
 use super::{validate_id, validate_subnet};
 use crate::attachment::{format_mac, mac_for_ip, Attachment, AttachmentKey};
 use crate::{Error, ErrorKind, Result, NO_CONTAINER_ID};
 use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 /// Everything persisted in `ipam.json` besides the header.
@@ -20,10 +21,96 @@ pub struct Core {
     pub universe: Ipv4Net,
     pub default_subnet: Ipv4Net,
     /// Prefix length each of our addresses was handed out with (`GET /ip`, `/report`).
-    prefixes: BTreeMap<u32, u8>,
+    prefixes: Tracked<u32, u8>,
     /// Claims outside the range: only recorded, as Weave does.
-    outside: BTreeMap<String, Vec<Ipv4Net>>,
-    pub attachments: BTreeMap<AttachmentKey, Attachment>,
+    outside: Tracked<String, Vec<Ipv4Net>>,
+    pub attachments: Attachments,
+}
+
+/// What a batch may change in a [`Core`] besides its tracked maps.
+#[derive(Debug)]
+pub struct Checkpoint(ring::Checkpoint);
+
+/// The CNI attachments, by key and by the IPAM id their addresses are held under (so freeing
+/// an id finds its attachments without a scan).
+#[derive(Clone, Debug, Default)]
+pub struct Attachments {
+    by_key: Tracked<AttachmentKey, Attachment>,
+    by_ipam_id: Tracked<String, BTreeSet<AttachmentKey>>,
+}
+
+impl Attachments {
+    fn of(list: Vec<Attachment>) -> Attachments {
+        let mut a = Attachments::default();
+        for x in list {
+            a.insert(x);
+        }
+        a.settle();
+        a
+    }
+
+    pub fn get(&self, key: &AttachmentKey) -> Option<&Attachment> {
+        self.by_key.get(key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Attachment> {
+        self.by_key.values()
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<AttachmentKey, Attachment> {
+        self.by_key.as_map()
+    }
+
+    /// Upserts by key; true if it changed anything.
+    pub fn insert(&mut self, a: Attachment) -> bool {
+        let key = a.key();
+        if self.by_key.get(&key) == Some(&a) {
+            return false;
+        }
+        let ipam_id = a.ipam_id.clone();
+        if let Some(old) = self.by_key.insert(key.clone(), a) {
+            self.unindex(&old.ipam_id, &key);
+        }
+        self.by_ipam_id.entry_or_default(ipam_id).insert(key);
+        true
+    }
+
+    pub fn remove(&mut self, key: &AttachmentKey) -> Option<Attachment> {
+        let old = self.by_key.remove(key)?;
+        self.unindex(&old.ipam_id, key);
+        Some(old)
+    }
+
+    /// Drops the attachments recorded under `ipam_id`.
+    pub fn remove_ipam_id(&mut self, ipam_id: &str) {
+        for key in self.by_ipam_id.remove(ipam_id).unwrap_or_default() {
+            self.by_key.remove(&key);
+        }
+    }
+
+    fn unindex(&mut self, ipam_id: &str, key: &AttachmentKey) {
+        if let Some(keys) = self.by_ipam_id.get_mut(ipam_id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_ipam_id.remove(ipam_id);
+            }
+        }
+    }
+
+    /// Keys changed since the last checkpoint.
+    pub fn changed(&self) -> impl Iterator<Item = &AttachmentKey> {
+        self.by_key.changed()
+    }
+
+    fn settle(&mut self) {
+        self.by_key.settle();
+        self.by_ipam_id.settle();
+    }
+
+    fn rollback(&mut self) {
+        self.by_key.rollback();
+        self.by_ipam_id.rollback();
+    }
 }
 
 /// A claim's result: done (and whether anything changed), or waiting for the ring.
@@ -72,16 +159,16 @@ impl Core {
             alloc,
             universe,
             default_subnet,
-            prefixes: BTreeMap::new(),
-            outside: BTreeMap::new(),
-            attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
+            prefixes: Tracked::default(),
+            outside: Tracked::default(),
+            attachments: Attachments::of(attachments),
         };
         for (id, cidrs) in owned {
             for c in cidrs {
                 if universe.contains(&c.addr()) {
                     core.prefixes.insert(u32::from(c.addr()), c.prefix_len());
                 } else {
-                    core.outside.entry(id.clone()).or_default().push(*c);
+                    core.outside.entry_or_default(id.clone()).push(*c);
                 }
             }
         }
@@ -107,10 +194,42 @@ impl Core {
             .iter()
             .map(|(id, addrs)| (id.clone(), addrs.iter().map(|a| self.cidr_of(*a)).collect()))
             .collect();
-        for (id, cidrs) in &self.outside {
+        for (id, cidrs) in self.outside.iter() {
             out.entry(id.clone()).or_default().extend(cidrs);
         }
         out
+    }
+
+    /// One id's CIDRs (empty if none), as [`Core::owned`] lists them.
+    pub fn owned_of(&self, id: &str) -> Vec<Ipv4Net> {
+        let ours = self.alloc.allocations().get(id).into_iter().flatten();
+        let mut out: Vec<Ipv4Net> = ours.map(|a| self.cidr_of(*a)).collect();
+        out.extend(self.outside.get(id).into_iter().flatten());
+        out
+    }
+
+    /// Starts a batch; [`Core::rollback`] takes everything it changes back. Costs what the
+    /// ring and the waiting requests hold, not the allocations or attachments.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        self.prefixes.settle();
+        self.outside.settle();
+        self.attachments.settle();
+        Checkpoint(self.alloc.checkpoint())
+    }
+
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.prefixes.rollback();
+        self.outside.rollback();
+        self.attachments.rollback();
+        self.alloc.rollback(cp.0);
+    }
+
+    /// The ids whose CIDRs changed since the checkpoint.
+    pub fn changed_ids(&self) -> BTreeSet<&String> {
+        self.alloc
+            .changed_ids()
+            .chain(self.outside.changed())
+            .collect()
     }
 
     /// Addresses in use (ours plus outside claims).
@@ -137,7 +256,9 @@ impl Core {
 
     /// Notes the prefix of a new address; the CIDR answered to the client.
     pub fn record(&mut self, addr: u32, subnet: Ipv4Net) -> Ipv4Net {
-        self.prefixes.entry(addr).or_insert(subnet.prefix_len());
+        if !self.prefixes.contains_key(&addr) {
+            self.prefixes.insert(addr, subnet.prefix_len());
+        }
         Ipv4Net::new(ip(addr), subnet.prefix_len()).expect("prefix at most 32")
     }
 
@@ -146,7 +267,7 @@ impl Core {
         a.ips = vec![cidr.to_string()];
         a.mac = format_mac(&mac_for_ip(cidr.addr()));
         a.ipam_id = id.to_string();
-        self.attachments.insert(a.key(), a);
+        self.attachments.insert(a);
     }
 
     /// Claims the address of `cidr` for `id`. `_` succeeds on addresses somebody holds.
@@ -164,7 +285,7 @@ impl Core {
                 Some(h) if h == id || id == NO_CONTAINER_ID || h == key => Ok(Claimed::Done(false)),
                 Some(h) => Err(bad(format!("address {addr} is already owned by {h}"))),
                 None => {
-                    self.outside.entry(key).or_default().push(cidr);
+                    self.outside.entry_or_default(key).push(cidr);
                     Ok(Claimed::Done(true))
                 }
             };
@@ -189,7 +310,7 @@ impl Core {
     /// Frees every address of `id` and drops the attachments recorded with it (also when the
     /// addresses were freed already). The number of addresses freed.
     pub fn free(&mut self, id: &str) -> Result<usize> {
-        self.attachments.retain(|_, a| a.ipam_id != id);
+        self.attachments.remove_ipam_id(id);
         let mut n = 0;
         if let Ok(addrs) = self.alloc.delete(id) {
             for a in &addrs {
@@ -229,9 +350,7 @@ impl Core {
 
     /// The CIDRs `id` holds inside `subnet`.
     pub fn lookup(&self, id: &str, subnet: Ipv4Net) -> Vec<Ipv4Net> {
-        self.owned()
-            .remove(id)
-            .unwrap_or_default()
+        self.owned_of(id)
             .into_iter()
             .filter(|c| subnet.contains(&c.addr()))
             .collect()
@@ -239,12 +358,7 @@ impl Core {
 
     /// Upserts; true if it changed anything.
     pub fn put_attachment(&mut self, a: Attachment) -> bool {
-        let key = a.key();
-        if self.attachments.get(&key) == Some(&a) {
-            return false;
-        }
-        self.attachments.insert(key, a);
-        true
+        self.attachments.insert(a)
     }
 
     pub fn remove_attachment(&mut self, container_id: &str, ifname: &str) -> bool {

@@ -169,3 +169,53 @@ async fn restart_restores_the_ring_and_allocations() {
         vec!["192.168.1.1/24".parse::<Ipv4Net>().unwrap()]
     );
 }
+
+#[tokio::test]
+async fn a_failed_write_takes_back_attachments_claims_and_frees_of_its_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = lone(tmp.path());
+    let att = |id: &str| Attachment {
+        container_id: id.into(),
+        ifname: "eth0".into(),
+        host_veth: format!("vethwepl{id}"),
+        mac: String::new(),
+        ips: Vec::new(),
+        netns: "/var/run/netns/x".into(),
+        ipam_id: id.into(),
+    };
+    h.allocate_attached("keep", None, Some(att("keep")))
+        .await
+        .unwrap();
+    h.claim("_", "192.168.1.1/24".parse().unwrap())
+        .await
+        .unwrap();
+    let before = (h.owned().await.unwrap(), h.attachments().await.unwrap());
+    let blocker = tmp.path().join("ipam.json");
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    assert!(h
+        .allocate_attached("lost", None, Some(att("lost")))
+        .await
+        .is_err());
+    assert!(h.free("keep").await.is_err());
+    assert!(h
+        .claim("c9", "10.32.0.9/12".parse().unwrap())
+        .await
+        .is_err());
+    assert!(h
+        .free_one("192.168.1.1", "192.168.1.1".parse().unwrap())
+        .await
+        .is_err());
+    assert!(h.remove_attachment("keep", "eth0").await.is_err());
+    assert_eq!(
+        (h.owned().await.unwrap(), h.attachments().await.unwrap()),
+        before,
+        "nothing of the failed batches stayed"
+    );
+    // Once the disk is back, the next write carries exactly the later changes.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    assert_eq!(h.free("keep").await.unwrap(), 1);
+    let p = load(tmp.path());
+    assert!(!p.owned.contains_key("keep") && p.attachments.is_empty());
+    assert!(p.owned.contains_key("192.168.1.1"));
+}

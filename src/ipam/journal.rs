@@ -31,33 +31,9 @@ use std::path::Path;
 pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
 pub const COMPACT_FACTOR: u64 = 4;
 
-/// CRC-32 (IEEE, reflected), table built at compile time.
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
+/// CRC-32 (IEEE) of a record's body.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(bytes)
 }
 
 /// The state as the file last made it durable.
@@ -174,7 +150,33 @@ impl Journal {
         }
     }
 
-    /// What changed since the last durable write.
+    /// What changed since the last durable write, given only what may have: the ids and the
+    /// attachment keys a batch touched, with their values now (`None`: gone). Costs what the
+    /// batch touched; those back at their saved value are left out.
+    pub fn delta(
+        &self,
+        ring: &[u8],
+        owned: impl IntoIterator<Item = (String, Option<Vec<Ipv4Net>>)>,
+        attachments: impl IntoIterator<Item = (AttachmentKey, Option<Attachment>)>,
+    ) -> Delta {
+        let mut d = Delta {
+            ring: (ring != self.saved.ring.as_slice()).then(|| ring.to_vec()),
+            ..Delta::default()
+        };
+        for (id, now) in owned {
+            if self.saved.owned.get(&id) != now.as_ref() {
+                d.owned.insert(id, now);
+            }
+        }
+        for (key, now) in attachments {
+            if self.saved.attachments.get(&key) != now.as_ref() {
+                d.attachments.push((key, now));
+            }
+        }
+        d
+    }
+
+    /// What changed since the last durable write, comparing whole states.
     pub fn diff(
         &self,
         ring: &[u8],

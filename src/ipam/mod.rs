@@ -24,6 +24,7 @@ pub mod journal;
 pub mod ring;
 pub mod service;
 pub mod store;
+pub mod tracked;
 
 pub use crate::attachment::validate_id;
 pub use handle::IpamHandle;

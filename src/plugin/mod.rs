@@ -1,15 +1,24 @@
 //! The `weave-net` and `weave-ipam` CNI plugins. Each binary is a thin `main` over
 //! [`crate::cni::dispatch`] with [`WeaveNet`] or [`WeaveIpam`].
 //!
+//! - [`net`]: `weave-net`; its ADD is a short sequence of steps, each registering its undo in
+//!   an [`undo::Undo`] guard (dropped uncommitted, it takes back what the call did).
+//! - [`addressing`]: where addresses come from, decided once per call: the router's IPAM or a
+//!   delegated IPAM plugin ([`delegate`]).
+//! - [`attach`]: the veth pair, addresses and routes (through [`crate::netlink`]).
+//! - [`portmap`]: Mesos port mappings as DNAT rules; [`ipam`]: `weave-ipam`.
+//!
 //! The router is reached through the blocking [`crate::api::Client`]; the kernel through
 //! [`crate::netlink`] on one current-thread tokio runtime per invocation (setns is per
 //! thread, so a multi-threaded runtime would be wrong here).
 
+pub mod addressing;
 pub mod attach;
 pub mod delegate;
 pub mod ipam;
 pub mod net;
 pub mod portmap;
+pub mod undo;
 
 pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, Sides};
 pub use ipam::WeaveIpam;

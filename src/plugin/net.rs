@@ -1,34 +1,262 @@
 //! `weave-net`: attaches a container to the `weave` bridge with an address from the router's
 //! IPAM (or a delegated IPAM plugin).
 
+use super::addressing::{Allocation, Ipam};
 use super::attach::{
-    detach, finish, host_veth_name, prepare, undo_prepare, AttachRequest, LinkRequest, Sides,
+    detach, finish, host_veth_name, prepare, AttachRequest, Attached, LinkRequest, Prepared, Sides,
 };
-use super::{delegate, ipam_id, require_netns, runtime};
+use super::undo::Undo;
+use super::{ipam_id, require_netns, runtime};
 use crate::api::{Attachment, Client};
-use crate::cni::{
-    AddResult, CmdArgs, CniPlugin, Command, GcAttachment, Interface, IpConfig, NetConf, Route,
-};
+use crate::cni::{AddResult, CmdArgs, CniPlugin, GcAttachment, Interface, IpConfig, NetConf};
 use crate::error::ErrorList;
-use crate::netlink::{format_mac, Netlink};
+use crate::netlink::{format_mac, LinkInfo, Netlink};
 use crate::netns::NetNs;
 use crate::{Context, Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 /// The `weave-net` plugin.
 pub struct WeaveNet {
     client: Client,
 }
 
-/// An address and what IPAM said about reaching the world from it.
-struct Allocation {
-    address: Ipv4Net,
+impl WeaveNet {
+    pub fn new(client: Client) -> WeaveNet {
+        WeaveNet { client }
+    }
+
+    /// Router address from `WEAVE_HTTP_ADDR`, else 127.0.0.1:6784.
+    pub fn from_env() -> WeaveNet {
+        WeaveNet::new(Client::from_env())
+    }
+
+    /// With the router's IPAM the need for a gateway is known before allocating: when the
+    /// bridge has no address yet, expose it first, so that it gets the lowest address of the
+    /// subnet (the `.1` users expect, as after `weave expose`), not the container.
+    /// Returns the address it put on the bridge, if it did.
+    fn expose_bridge_first(
+        &self,
+        ipam: &Ipam,
+        bridge_addrs: &[Ipv4Net],
+        conf: &NetConf,
+    ) -> Result<Option<Ipv4Net>> {
+        let needs_gateway =
+            conf.ipam.gateway.is_none() && conf.ipam.routes.as_ref().is_none_or(|r| r.is_empty());
+        if ipam.is_delegated() || !needs_gateway || !bridge_addrs.is_empty() {
+            return Ok(None);
+        }
+        let cidr = ipam.allocate_bridge(conf.ipam.subnet)?;
+        self.client
+            .expose(cidr, false)
+            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
+        Ok(Some(cidr))
+    }
+
+    /// The gateway when IPAM gave neither a gateway nor routes: the bridge's address in the
+    /// container's subnet (else its first), or a freshly allocated and exposed one.
+    fn gateway(
+        &self,
+        ipam: &Ipam,
+        addrs: &[Ipv4Net],
+        alloc: &Allocation,
+        conf: &NetConf,
+    ) -> Result<Option<Ipv4Addr>> {
+        if alloc.gateway.is_some() || alloc.routes.as_ref().is_some_and(|r| !r.is_empty()) {
+            return Ok(alloc.gateway);
+        }
+        let inside = addrs.iter().find(|a| alloc.address.contains(&a.addr()));
+        if let Some(a) = inside.or(addrs.first()) {
+            return Ok(Some(a.addr()));
+        }
+        let cidr = ipam.allocate_bridge(Some(alloc.address.trunc()))?;
+        self.client
+            .expose(cidr, false)
+            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
+        Ok(Some(cidr.addr()))
+    }
+}
+
+/// What an ADD works on once the namespaces, netlink connections and the bridge are known.
+struct AddContext<'a> {
+    args: &'a CmdArgs,
+    conf: &'a NetConf,
+    rt: &'a tokio::runtime::Runtime,
+    sides: Sides<'a>,
+    bridge: LinkInfo,
+    ipam: Ipam<'a>,
+    /// The IPAM owner ID and the host veth's name.
+    id: String,
+    host_veth: String,
+    /// The container's netns path as the runtime gave it.
+    netns: String,
+}
+
+/// How long an ADD's steps took (`WEAVE_DEBUG=1` logs it).
+struct Timing {
+    started: Instant,
+    overlap: Duration,
+    router: Duration,
+    veth: Duration,
+}
+
+impl WeaveNet {
+    /// ADD as a sequence: a bridge address if the gateway needs one, then the address and the
+    /// veth at once, the gateway, the interface's configuration, the router's record and the
+    /// port mappings. Every step that changed something registers its undo; an error on the
+    /// way takes back what this call did (a repeated ADD that found its interface working
+    /// leaves it, and its address, alone).
+    fn add_in(&self, cx: &AddContext, started: Instant) -> Result<AddResult> {
+        let (args, conf, rt, ipam) = (cx.args, cx.conf, cx.rt, &cx.ipam);
+        let mut bridge_addrs = rt.block_on(cx.sides.host.addresses_v4(cx.bridge.index))?;
+        bridge_addrs.extend(self.expose_bridge_first(ipam, &bridge_addrs, conf)?);
+        // Recorded by the router with the allocation, before any kernel change, so leftovers
+        // of a crash can be found (GC); the router fills in the address and MAC.
+        let mut record = Attachment {
+            container_id: args.container_id.clone(),
+            ifname: args.ifname.clone(),
+            host_veth: cx.host_veth.clone(),
+            mac: String::new(),
+            ips: Vec::new(),
+            netns: cx.netns.clone(),
+            ipam_id: cx.id.clone(),
+        };
+        let link = LinkRequest {
+            host_veth: &cx.host_veth,
+            ifname: &args.ifname,
+            mtu: if conf.mtu > 0 {
+                conf.mtu
+            } else {
+                cx.bridge.mtu
+            },
+            bridge_index: cx.bridge.index,
+            hairpin: conf.hairpin_mode,
+        };
+        let mut undo = Undo::new();
+        let (alloc, prepared, timing) = allocate_and_prepare(cx, &record, &link, started);
+        if alloc.is_ok() {
+            undo.push("release address", || ipam.release(&cx.id));
+        }
+        if prepared.as_ref().is_ok_and(Prepared::created) {
+            undo.push("delete veth", || {
+                rt.block_on(cx.sides.host.delete_link(&cx.host_veth))
+                    .map(drop)
+            });
+        }
+        let (alloc, prepared) = (alloc?, prepared?);
+        if !prepared.created() {
+            // A repeated ADD found a working interface: leave it (and its address) alone.
+            undo.keep();
+        }
+        let gateway = self.gateway(ipam, &bridge_addrs, &alloc, conf)?;
+        let req = AttachRequest {
+            host_veth: &cx.host_veth,
+            ifname: &args.ifname,
+            mtu: link.mtu,
+            bridge_index: cx.bridge.index,
+            hairpin: conf.hairpin_mode,
+            address: alloc.address,
+            gateway,
+            routes: alloc.routes.as_deref(),
+        };
+        let attached = rt.block_on(finish(&cx.sides, &req, prepared))?;
+        record.mac = format_mac(&attached.container.mac);
+        record.ips = vec![alloc.address.to_string()];
+        // The router did not see a delegated allocation: tell it about the attachment.
+        undo.push("unregister attachment", || {
+            ipam.unregister_attachment(&args.container_id, &args.ifname)
+        });
+        let registered_dns = ipam.register_attachment(&record)?;
+        // Mesos port mappings, last: their failure (e.g. a taken host port) undoes the
+        // attachment above and leaves no rule behind. No mappings: no work at all.
+        super::portmap::add(args, conf, alloc.address)?;
+        undo.commit();
+        tracing::debug!(
+            "add timing: overlap from {:?}, router answered at {:?}, veth ready at {:?}, \
+             configured at {:?}",
+            timing.overlap,
+            timing.router,
+            timing.veth,
+            timing.started.elapsed()
+        );
+        let dns_domain = alloc.dns_domain.clone().or(registered_dns);
+        Ok(add_result(
+            cx,
+            &record,
+            &alloc,
+            gateway,
+            attached,
+            dns_domain.as_deref(),
+        ))
+    }
+}
+
+/// The router call and the veth creation do not depend on each other: overlapped (each
+/// takes about a millisecond; together they were most of an ADD).
+fn allocate_and_prepare(
+    cx: &AddContext,
+    record: &Attachment,
+    link: &LinkRequest,
+    started: Instant,
+) -> (Result<Allocation>, Result<Prepared>, Timing) {
+    let overlap = started.elapsed();
+    std::thread::scope(|scope| {
+        let allocating = scope.spawn(|| {
+            let a = cx.ipam.allocate(&cx.id, record);
+            (a, started.elapsed())
+        });
+        let prepared = cx.rt.block_on(prepare(&cx.sides, link));
+        let veth = started.elapsed();
+        let (alloc, router) = allocating.join().unwrap_or_else(|_| {
+            let e = Error::new(ErrorKind::Internal, "allocation thread panicked");
+            (Err(e), started.elapsed())
+        });
+        let timing = Timing {
+            started,
+            overlap,
+            router,
+            veth,
+        };
+        (alloc, prepared, timing)
+    })
+}
+
+/// The CNI result of a finished ADD.
+fn add_result(
+    cx: &AddContext,
+    record: &Attachment,
+    alloc: &Allocation,
     gateway: Option<Ipv4Addr>,
-    /// `None`: no routes given (the default route is added).
-    routes: Option<Vec<Route>>,
-    /// The router's DNS domain when its DNS server is on.
-    dns_domain: Option<String>,
+    attached: Attached,
+    dns_domain: Option<&str>,
+) -> AddResult {
+    let mut interfaces = Vec::new();
+    if let Some(h) = &attached.host {
+        interfaces.push(Interface {
+            name: h.name.clone(),
+            mac: format_mac(&h.mac),
+            sandbox: None,
+            mtu: None,
+        });
+    }
+    interfaces.push(Interface {
+        name: cx.args.ifname.clone(),
+        mac: record.mac.clone(),
+        sandbox: Some(record.netns.clone()),
+        mtu: None,
+    });
+    let container_index = interfaces.len() - 1;
+    AddResult {
+        interfaces,
+        ips: vec![IpConfig {
+            address: alloc.address,
+            gateway,
+            interface: Some(container_index),
+        }],
+        routes: attached.routes,
+        dns: result_dns(cx.conf, dns_domain, gateway),
+    }
 }
 
 /// The result's `dns`: the config's when it names nameservers; else, when the router's DNS
@@ -42,154 +270,6 @@ fn result_dns(conf: &NetConf, domain: Option<&str>, gateway: Option<Ipv4Addr>) -
             ..conf.dns.clone()
         },
         _ => conf.dns.clone(),
-    }
-}
-
-impl WeaveNet {
-    pub fn new(client: Client) -> WeaveNet {
-        WeaveNet { client }
-    }
-
-    /// Router address from `WEAVE_HTTP_ADDR`, else 127.0.0.1:6784.
-    pub fn from_env() -> WeaveNet {
-        WeaveNet::new(Client::from_env())
-    }
-
-    /// Allocates; with the built-in IPAM the router records `record` in the same call.
-    fn allocate(
-        &self,
-        args: &CmdArgs,
-        conf: &NetConf,
-        id: &str,
-        record: &Attachment,
-    ) -> Result<Allocation> {
-        let what = || format!("allocate IP address for {id:?}");
-        if conf.ipam.ipam_type.is_empty() {
-            let a = self
-                .client
-                .allocate_attached(id, conf.ipam.subnet, record)
-                .with_context(what)?;
-            return Ok(Allocation {
-                address: a.cidr,
-                gateway: conf.ipam.gateway,
-                routes: conf.ipam.routes.clone(),
-                dns_domain: a.dns_domain,
-            });
-        }
-        let result = delegate::exec(args, conf, Command::Add, id)
-            .and_then(|v| AddResult::parse(&v))
-            .with_context(what)?;
-        let ip = result.ips.first().ok_or_else(|| {
-            Error::new(ErrorKind::Router, "IPAM plugin returned no IP address").context(what())
-        })?;
-        // An empty list cannot be told from an absent one in a result: both mean "default".
-        let routes = (!result.routes.is_empty()).then_some(result.routes.clone());
-        Ok(Allocation {
-            address: ip.address,
-            gateway: ip.gateway,
-            routes,
-            dns_domain: None,
-        })
-    }
-
-    fn release(&self, args: &CmdArgs, conf: &NetConf, id: &str) -> Result<()> {
-        if conf.ipam.ipam_type.is_empty() {
-            // Ok(false): nothing was allocated, which is what DEL wants anyway.
-            self.client
-                .release(id)
-                .with_context(|| format!("release IP address of {id:?}"))?;
-        } else {
-            delegate::exec(args, conf, Command::Del, id)?;
-        }
-        Ok(())
-    }
-
-    /// The gateway when IPAM gave neither a gateway nor routes: the bridge's address in the
-    /// container's subnet (else its first), or a freshly allocated and exposed one.
-    fn gateway(
-        &self,
-        addrs: &[Ipv4Net],
-        alloc: &Allocation,
-        args: &CmdArgs,
-        conf: &NetConf,
-    ) -> Result<Option<Ipv4Addr>> {
-        if alloc.gateway.is_some() || alloc.routes.as_ref().is_some_and(|r| !r.is_empty()) {
-            return Ok(alloc.gateway);
-        }
-        let inside = addrs.iter().find(|a| alloc.address.contains(&a.addr()));
-        if let Some(a) = inside.or(addrs.first()) {
-            return Ok(Some(a.addr()));
-        }
-        let subnet = alloc.address.trunc();
-        let cidr = if conf.ipam.ipam_type.is_empty() {
-            self.client.allocate(crate::EXPOSE_ID, Some(subnet))
-        } else {
-            delegate::exec(args, conf, Command::Add, crate::EXPOSE_ID)
-                .and_then(|v| AddResult::parse(&v))
-                .and_then(|r| {
-                    r.ips.first().map(|ip| ip.address).ok_or_else(|| {
-                        Error::new(ErrorKind::Router, "IPAM plugin returned no IP address")
-                    })
-                })
-        }
-        .context("allocate IP address for bridge")?;
-        self.client
-            .expose(cidr, false)
-            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
-        Ok(Some(cidr.addr()))
-    }
-
-    /// With the built-in IPAM the need for a gateway is known before allocating: when the
-    /// bridge has no address yet, expose it first, so that it gets the lowest address of the
-    /// subnet (the `.1` users expect, as after `weave expose`), not the container.
-    /// Returns the address it put on the bridge, if it did.
-    fn expose_bridge_first(
-        &self,
-        bridge_addrs: &[Ipv4Net],
-        conf: &NetConf,
-    ) -> Result<Option<Ipv4Net>> {
-        let needs_gateway =
-            conf.ipam.gateway.is_none() && conf.ipam.routes.as_ref().is_none_or(|r| r.is_empty());
-        if !conf.ipam.ipam_type.is_empty() || !needs_gateway || !bridge_addrs.is_empty() {
-            return Ok(None);
-        }
-        let cidr = self
-            .client
-            .allocate(crate::EXPOSE_ID, conf.ipam.subnet)
-            .context("allocate IP address for bridge")?;
-        self.client
-            .expose(cidr, false)
-            .with_context(|| format!("expose bridge {:?}", conf.bridge))?;
-        Ok(Some(cidr))
-    }
-
-    /// Best-effort undo of a failed ADD; the original error is what the runtime sees.
-    fn undo(
-        &self,
-        rt: &tokio::runtime::Runtime,
-        host: &Netlink,
-        args: &CmdArgs,
-        conf: &NetConf,
-        id: &str,
-    ) {
-        let host_veth = host_veth_name(&args.container_id, &args.ifname);
-        if let Err(e) = rt.block_on(host.delete_link(&host_veth)) {
-            tracing::warn!("undo ADD: {e}");
-        }
-        if let Err(e) = self.release(args, conf, id) {
-            tracing::warn!("undo ADD: {e}");
-        }
-        if conf.ipam.ipam_type.is_empty() {
-            return; // the release dropped the attachment too
-        }
-        if let Err(e) = self
-            .client
-            .unregister_attachment(&args.container_id, &args.ifname)
-        {
-            if e.kind() != ErrorKind::NotFound {
-                tracing::warn!("undo ADD: {e}");
-            }
-        }
     }
 }
 
@@ -232,8 +312,9 @@ fn bridge_missing(name: &str) -> Error {
 }
 
 impl CniPlugin for WeaveNet {
+    /// Opens the namespaces, then [`WeaveNet::add_in`] does the work.
     fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<AddResult> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         reject_unsupported(conf)?;
         let netns_path = require_netns(args)?;
         let container_ns = open_container_ns(netns_path)?;
@@ -252,145 +333,23 @@ impl CniPlugin for WeaveNet {
                 "runtimeConfig.portMappings are ignored by weave-net; chain the portmap plugin"
             );
         }
-
-        let mut bridge_addrs = rt.block_on(host.addresses_v4(bridge.index))?;
-        self.expose_bridge_first(&bridge_addrs, conf)?
-            .into_iter()
-            .for_each(|a| bridge_addrs.push(a));
-        let id = ipam_id(&args.container_id, &args.ifname);
-        let host_veth = host_veth_name(&args.container_id, &args.ifname);
-        let netns_str = netns_path.display().to_string();
-        // Recorded by the router with the allocation, before any kernel change, so leftovers
-        // of a crash can be found (GC); the router fills in the address and MAC.
-        let mut record = Attachment {
-            container_id: args.container_id.clone(),
-            ifname: args.ifname.clone(),
-            host_veth: host_veth.clone(),
-            mac: String::new(),
-            ips: Vec::new(),
-            netns: netns_str.clone(),
-            ipam_id: id.clone(),
+        let cx = AddContext {
+            args,
+            conf,
+            rt: &rt,
+            sides: Sides {
+                host_ns: &host_ns,
+                host: &host,
+                container_ns: &container_ns,
+                container: &container,
+            },
+            bridge,
+            ipam: Ipam::of(&self.client, args, conf),
+            id: ipam_id(&args.container_id, &args.ifname),
+            host_veth: host_veth_name(&args.container_id, &args.ifname),
+            netns: netns_path.display().to_string(),
         };
-        let sides = Sides {
-            host_ns: &host_ns,
-            host: &host,
-            container_ns: &container_ns,
-            container: &container,
-        };
-        let link = LinkRequest {
-            host_veth: &host_veth,
-            ifname: &args.ifname,
-            mtu: if conf.mtu > 0 { conf.mtu } else { bridge.mtu },
-            bridge_index: bridge.index,
-            hairpin: conf.hairpin_mode,
-        };
-        // The router call and the veth creation do not depend on each other: overlap them
-        // (each takes about a millisecond; together they were most of an ADD).
-        let overlap = started.elapsed();
-        let (alloc, prepared, router, veth) = std::thread::scope(|scope| {
-            let allocating = scope.spawn(|| {
-                let a = self.allocate(args, conf, &id, &record);
-                (a, started.elapsed())
-            });
-            let prepared = rt.block_on(prepare(&sides, &link));
-            let veth = started.elapsed();
-            let (alloc, router) = allocating.join().unwrap_or_else(|_| {
-                let e = Error::new(ErrorKind::Internal, "allocation thread panicked");
-                (Err(e), started.elapsed())
-            });
-            (alloc, prepared, router, veth)
-        });
-        let (alloc, prepared) = match (alloc, prepared) {
-            (Ok(a), Ok(p)) => (a, p),
-            (Err(e), prepared) => {
-                if prepared.is_ok_and(|p| p.created()) {
-                    rt.block_on(undo_prepare(&sides, &host_veth));
-                }
-                return Err(e);
-            }
-            (Ok(_), Err(e)) => {
-                // prepare removed what it made (it fails only while creating); give the
-                // address back.
-                self.undo(&rt, &host, args, conf, &id);
-                return Err(e);
-            }
-        };
-        let preexisting = !prepared.created();
-        let delegated = !conf.ipam.ipam_type.is_empty();
-        let attached = (|| {
-            let gateway = self.gateway(&bridge_addrs, &alloc, args, conf)?;
-            let req = AttachRequest {
-                host_veth: &host_veth,
-                ifname: &args.ifname,
-                mtu: link.mtu,
-                bridge_index: bridge.index,
-                hairpin: conf.hairpin_mode,
-                address: alloc.address,
-                gateway,
-                routes: alloc.routes.as_deref(),
-            };
-            let attached = rt.block_on(finish(&sides, &req, prepared))?;
-            record.mac = format_mac(&attached.container.mac);
-            record.ips = vec![alloc.address.to_string()];
-            let mut dns_domain = alloc.dns_domain.clone();
-            if delegated {
-                // The router did not see this allocation: tell it about the attachment.
-                dns_domain = self
-                    .client
-                    .register_attachment(&record)
-                    .context("register attachment")?;
-            }
-            Ok((attached, gateway, dns_domain))
-        })();
-        // Mesos port mappings, last: their failure (e.g. a taken host port) undoes the
-        // attachment above and leaves no rule behind. No mappings: no work at all.
-        let attached = attached.and_then(|a| {
-            super::portmap::add(args, conf, alloc.address)?;
-            Ok(a)
-        });
-        let (attached, gateway, dns_domain) = match attached {
-            Ok(a) => a,
-            Err(e) => {
-                // A repeated ADD found a working interface: leave it (and its address) alone.
-                if !preexisting {
-                    self.undo(&rt, &host, args, conf, &id);
-                }
-                return Err(e);
-            }
-        };
-
-        // WEAVE_DEBUG=1 shows where an ADD spends its time.
-        tracing::debug!(
-            "add timing: overlap from {overlap:?}, router answered at {router:?}, veth ready at \
-             {veth:?}, configured at {:?}",
-            started.elapsed()
-        );
-        let mut interfaces = Vec::new();
-        if let Some(h) = &attached.host {
-            interfaces.push(Interface {
-                name: h.name.clone(),
-                mac: format_mac(&h.mac),
-                sandbox: None,
-                mtu: None,
-            });
-        }
-        interfaces.push(Interface {
-            name: args.ifname.clone(),
-            mac: record.mac.clone(),
-            sandbox: Some(netns_str),
-            mtu: None,
-        });
-        let container_index = interfaces.len() - 1;
-        Ok(AddResult {
-            interfaces,
-            ips: vec![IpConfig {
-                address: alloc.address,
-                gateway,
-                interface: Some(container_index),
-            }],
-            routes: attached.routes,
-            dns: result_dns(conf, dns_domain.as_deref(), gateway),
-        })
+        self.add_in(&cx, started)
     }
 
     fn del(&self, args: &CmdArgs, conf: &NetConf) -> Result<()> {
@@ -418,17 +377,11 @@ impl CniPlugin for WeaveNet {
         if let Err(e) = rt.block_on(detach(&host, container.as_ref(), &args.ifname, &host_veth)) {
             tracing::warn!("remove interface {:?}: {e}", args.ifname);
         }
-        self.release(args, conf, &ipam_id(&args.container_id, &args.ifname))?;
-        if conf.ipam.ipam_type.is_empty() {
-            // The router dropped the attachment with its addresses.
-            return Ok(());
-        }
-        match self
-            .client
-            .unregister_attachment(&args.container_id, &args.ifname)
-        {
+        let ipam = Ipam::of(&self.client, args, conf);
+        // With the router's IPAM, this also drops the attachment recorded with the address.
+        ipam.release(&ipam_id(&args.container_id, &args.ifname))?;
+        match ipam.unregister_attachment(&args.container_id, &args.ifname) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) if e.kind() == ErrorKind::TryAgainLater => Err(e),
             Err(e) => {
                 tracing::warn!("{e}");
@@ -458,31 +411,7 @@ impl CniPlugin for WeaveNet {
             ),
             None => None,
         };
-        let expected = if conf.ipam.ipam_type.is_empty() {
-            let owned = self.client.lookup(&id, conf.ipam.subnet).context("check")?;
-            match expected {
-                Some(a) if !owned.contains(&a) => {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "check: router has no allocation of {a} for {id:?} (it has {owned:?})"
-                        ),
-                    ))
-                }
-                Some(a) => a,
-                None => *owned.first().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!("check: router has no address for {id:?}"),
-                    )
-                })?,
-            }
-        } else {
-            delegate::exec(args, conf, Command::Check, &id)?;
-            expected.ok_or_else(|| {
-                Error::new(ErrorKind::InvalidConfig, "check: prevResult has no address")
-            })?
-        };
+        let expected = Ipam::of(&self.client, args, conf).expected_address(&id, expected)?;
         let have = rt.block_on(container.addresses_v4(link.index))?;
         if !have.contains(&expected) {
             return Err(Error::new(
@@ -589,7 +518,7 @@ pub(crate) fn router_ready(client: &Client) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+mod dns_tests {
     use super::*;
 
     #[test]

@@ -1,16 +1,19 @@
-//! N simulated hosts for the real Mesos fixture: namespaces `wvt-mm<k>-<pid>` whose `ul0`
-//! veths (198.18.0.k/24) hang off one bridge in `wvt-mmul-<pid>`. Each host runs its own
-//! `weaver` (meshed with the others, own data dir) and, once started, one agent-only fixture
-//! instance whose only CNI config is `weave setup` output; host 1 also runs a master-only
-//! instance. Everything (instances, routers, namespaces) is removed on drop, even after a
-//! panic.
+//! N simulated hosts for the real Mesos fixture, built by the shared kit
+//! (`weave_testkit::Cluster`): namespaces `wvt-mm<k>-*` whose `ul0` veths (198.18.0.k/24)
+//! hang off one bridge in `wvt-mmul-*`. Each host runs its own `weaver` (meshed with the
+//! others, own data dir) and, once started, one agent-only fixture instance whose only CNI
+//! config is `weave setup` output; host 1 also runs a master-only instance. Everything
+//! (instances, routers, namespaces) is removed on drop, even after a panic.
 
-use super::{bin, fixture_script, router_get, run, start_instance, stop_instance, weave_setup};
+use super::{fixture_script, router_get, run, start_instance, stop_instance, weave_setup};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weave_mesos::http::Connector;
 use weave_mesos::operator::OperatorClient;
+use weave_testkit::{Cluster, ClusterSpec, Netns, Router};
+
+/// The harness tests' underlay (RFC 2544 benchmarking space).
+const SUBNET: [u8; 3] = [198, 18, 0];
 
 pub const MASTER_PORT: u16 = 5050;
 pub const AGENT_PORT: u16 = 5051;
@@ -30,7 +33,7 @@ pub struct Host {
     pub datadir: tempfile::TempDir,
     pub bin_dir: tempfile::TempDir,
     pub conf_dir: tempfile::TempDir,
-    router: Option<Child>,
+    router: Option<Router>,
     peers: Vec<String>,
 }
 
@@ -39,43 +42,31 @@ impl Host {
     /// with the same data dir is the same peer); waits until its API answers.
     pub fn start_router(&mut self) {
         assert!(self.router.is_none(), "router on host {} runs", self.k);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.datadir.path().join("weaver.log"))
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(bin("weaver"))
-            .arg("--datadir")
-            .arg(self.datadir.path())
-            .args(["--name", &format!("02:00:00:00:4d:{:02x}", self.k)])
-            .args(["--nickname", &format!("mm{}", self.k), "--fast-mesh-timers"])
-            .args(&self.peers)
-            // Sweep for vanished containers every half second instead of every 30 s.
-            .env("WEAVE_SWEEP_INTERVAL_MS", "500")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.router = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.get("/status").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "router on host {} silent",
-                self.k
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let mut args = vec![
+            "--name".to_string(),
+            format!("02:00:00:00:4d:{:02x}", self.k),
+            "--nickname".to_string(),
+            format!("mm{}", self.k),
+            "--fast-mesh-timers".to_string(),
+        ];
+        args.extend(self.peers.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut r = Router::new(&self.netns, Some(self.datadir.path()), &refs).unwrap();
+        r.log_name = "weaver.log".into();
+        r.quiet_status = false;
+        // Sweep for vanished containers every half second instead of every 30 s.
+        r.env = vec![("WEAVE_SWEEP_INTERVAL_MS".into(), "500".into())];
+        let started = r.try_spawn();
+        self.router = Some(r);
+        if let Err(e) = started {
+            panic!("router on host {} silent: {e}", self.k);
         }
     }
 
     /// Kills the router (SIGKILL: no goodbye to the mesh, state stays in the data dir).
     pub fn stop_router(&mut self) {
         if let Some(mut r) = self.router.take() {
-            let _ = r.kill();
-            let _ = r.wait();
+            r.kill9();
         }
     }
 
@@ -169,10 +160,10 @@ fn run_dir(instance: &str) -> PathBuf {
 pub struct Hosts {
     pub hosts: Vec<Host>,
     pub master_instance: String,
-    underlay: String,
     started: Vec<String>,
     /// Container namespaces a test made itself (deleted on drop too).
-    extra_netns: Vec<String>,
+    extra_netns: Vec<Netns>,
+    cluster: Cluster,
 }
 
 impl Hosts {
@@ -180,50 +171,31 @@ impl Hosts {
     /// `weave setup` output in its CNI dirs. No Mesos yet.
     pub fn new(n: usize) -> Hosts {
         let pid = std::process::id();
-        let underlay = format!("wvt-mmul-{pid}");
+        let spec = ClusterSpec {
+            subnet: SUBNET,
+            ..ClusterSpec::test("mm")
+        };
+        let cluster = Cluster::build(spec, n).unwrap_or_else(|e| panic!("{e}"));
         let mut hs = Hosts {
             hosts: Vec::new(),
             master_instance: format!("wvt-mm-{pid}-m"),
-            underlay: underlay.clone(),
             started: Vec::new(),
             extra_netns: Vec::new(),
+            cluster,
         };
-        run(10, &["ip", "netns", "add", &underlay]);
-        let ul = |cmd: &str| {
-            let mut args = vec!["ip", "-n", &underlay];
-            args.extend(cmd.split_whitespace());
-            run(10, &args);
-        };
-        ul("link add mmbr type bridge");
-        ul("link set mmbr up");
         for k in 1..=n {
-            let netns = format!("wvt-mm{k}-{pid}");
-            let ip = underlay_ip(k);
-            run(10, &["ip", "netns", "add", &netns]);
             let h = Host {
                 k,
-                netns: netns.clone(),
-                ip: ip.clone(),
+                netns: hs.cluster.host(k).ns.name.clone(),
+                ip: underlay_ip(k),
                 agent: format!("wvt-mm-{pid}-a{k}"),
                 datadir: tempfile::tempdir().unwrap(),
                 bin_dir: tempfile::tempdir().unwrap(),
                 conf_dir: tempfile::tempdir().unwrap(),
                 router: None,
-                peers: (1..=n).filter(|j| *j != k).map(underlay_ip).collect(),
+                peers: hs.cluster.peers_of(k),
             };
             hs.hosts.push(h);
-            ul(&format!(
-                "link add mm{k} master mmbr type veth peer name ul0 netns {netns}"
-            ));
-            ul(&format!("link set mm{k} up"));
-            let hn = |cmd: &str| {
-                let mut args = vec!["ip", "-n", &netns];
-                args.extend(cmd.split_whitespace());
-                run(10, &args);
-            };
-            hn("link set lo up");
-            hn(&format!("addr add {ip}/24 dev ul0"));
-            hn("link set ul0 up");
         }
         for h in &mut hs.hosts {
             weave_setup(h.bin_dir.path(), h.conf_dir.path());
@@ -241,11 +213,11 @@ impl Hosts {
         &mut self.hosts[k - 1]
     }
 
-    /// A new empty namespace `wvt-mm<tag>-<pid>`, deleted on drop; returns its name.
+    /// A new empty namespace `wvt-mm<tag>-*`, deleted on drop; returns its name.
     pub fn add_netns(&mut self, tag: &str) -> String {
-        let name = format!("wvt-mm{tag}-{}", std::process::id());
-        run(10, &["ip", "netns", "add", &name]);
-        self.extra_netns.push(name.clone());
+        let ns = self.cluster.spec.netns(tag).unwrap();
+        let name = ns.name.clone();
+        self.extra_netns.push(ns);
         name
     }
 
@@ -343,20 +315,7 @@ impl Drop for Hosts {
         for h in &mut self.hosts {
             h.stop_router();
         }
-        let all = self
-            .hosts
-            .iter()
-            .map(|h| h.netns.clone())
-            .chain(self.extra_netns.drain(..))
-            .chain([self.underlay.clone()])
-            .collect::<Vec<_>>();
-        for ns in all {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
+        // Then the namespaces: the test's own, the hosts and the underlay (the kit's guards).
+        self.extra_netns.clear();
     }
 }

@@ -6,7 +6,7 @@
 pub mod hosts;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weave_mesos::driver::{parse_resources, AgentChoice, Driver, TaskSpec};
 use weave_mesos::http::{self, Connector, Request, Url};
@@ -25,15 +25,8 @@ pub fn fixture_script() -> PathBuf {
 
 /// The root crate's binaries (`weave`, `weaver`, `weave-net`) in this test's target dir.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: run `cargo build --workspace --bins` first",
-        p.display()
-    );
-    p
+    weave_testkit::bins::find(name)
+        .unwrap_or_else(|| panic!("{name} missing: run `cargo build --workspace --bins` first"))
 }
 
 /// Runs `cmd` under `timeout secs`; panics with its output unless it succeeds.
@@ -78,21 +71,15 @@ pub fn task(name: &str, command: &str, agent: AgentChoice) -> TaskSpec {
 /// GET on the router API (127.0.0.1:6784) inside `netns`: `(status, body)`, or None when
 /// nothing answers.
 pub fn router_get(netns: &str, path: &str) -> Option<(u16, String)> {
-    let req = Request {
-        method: "GET",
-        url: Url::parse(&format!("http://127.0.0.1:6784{path}")).unwrap(),
-        headers: vec![],
-        body: vec![],
-    };
-    let conn = Connector::for_netns_name(netns);
-    let r = http::fetch(
-        &conn,
-        &req,
-        Instant::now() + Duration::from_secs(3),
-        1 << 20,
+    let url = Url::parse(&format!("http://127.0.0.1:6784{path}"), 6784).unwrap();
+    let client = http::blocking::Client::new(
+        http::Client::new()
+            .with_connector(Connector::for_netns_name(netns))
+            .with_timeouts(Duration::from_secs(3), Duration::from_secs(3)),
     )
-    .ok()?;
-    Some((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
+    .unwrap();
+    let r = client.fetch(&Request::get(url), 1 << 20).ok()?;
+    Some((r.head.status, r.text()))
 }
 
 /// `weave setup --cni-bin-dir BIN --cni-conf-dir CONF`; asserts the one conflist it writes.
@@ -112,19 +99,14 @@ pub fn weave_setup(bin_dir: &Path, conf_dir: &Path) {
     assert_eq!(confs, ["10-weave.conflist"]);
 }
 
-/// Spawns `weaver --datadir DIR` in `netns` (stderr to DIR/weaver.log); the caller keeps the
-/// child before [`wait_router`] so that its drop guard kills it even if the wait fails.
+/// Starts `weaver --datadir DIR` in `netns` (log DIR/weaver.log) through the kit and waits
+/// until it answers; the caller owns the child (the namespace's guard kills it in any case).
 pub fn spawn_weaver(netns: &str, datadir: &Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", netns])
-        .arg(bin("weaver"))
-        .arg("--datadir")
-        .arg(datadir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(datadir.join("weaver.log")).unwrap())
-        .spawn()
-        .unwrap()
+    let mut r = weave_testkit::Router::new(netns, Some(datadir), &[]).unwrap();
+    r.log_name = "weaver.log".into();
+    r.quiet_status = false;
+    r.spawn();
+    r.into_child().expect("router running")
 }
 
 /// Waits up to 15 s until the router in `netns` answers `GET /status` with 200.

@@ -10,6 +10,7 @@ use super::merge::MergeError;
 use super::messages::{AllocError, Gossip, InitMode, Output, Unicast};
 use super::paxos::{Paxos, ProposalId};
 use super::space::Space;
+use crate::ipam::tracked::Tracked;
 use crate::peer::PeerName;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -31,6 +32,25 @@ struct OutstandingRequest {
     sent_at: u64,
 }
 
+/// What a batch may change in an [`Allocator`] besides its tracked maps.
+#[derive(Debug)]
+pub struct Checkpoint {
+    ring: Ring,
+    space_owned: Vec<AddrRange>,
+    paxos: Paxos,
+    pending: Vec<Pending>,
+    request: Option<OutstandingRequest>,
+    tried: BTreeSet<(PeerName, AddrRange)>,
+    reachable: Option<BTreeSet<PeerName>>,
+    wants_ring: bool,
+    now: u64,
+    last_paxos_progress: (ProposalId, u64),
+    rng_draws: u64,
+    ring_dirty: bool,
+    paxos_dirty: bool,
+    outputs: Vec<Output>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Allocator {
     pub(super) me: PeerName,
@@ -39,7 +59,7 @@ pub struct Allocator {
     pub(super) space: Space,
     pub(super) paxos: Paxos,
     /// Container id → its addresses, in allocation order.
-    pub(super) owned: BTreeMap<String, Vec<u32>>,
+    pub(super) owned: Tracked<String, Vec<u32>>,
     pub(super) pending: Vec<Pending>,
     request: Option<OutstandingRequest>,
     /// (Donor, range) pairs that were denied or unanswered during the current search.
@@ -70,7 +90,7 @@ impl Allocator {
             ring: Ring::new(universe, me),
             space: Space::new(),
             paxos,
-            owned: BTreeMap::new(),
+            owned: Tracked::default(),
             pending: Vec::new(),
             request: None,
             tried: BTreeSet::new(),
@@ -118,7 +138,53 @@ impl Allocator {
 
     /// Container id → addresses it holds.
     pub fn allocations(&self) -> &BTreeMap<String, Vec<u32>> {
-        &self.owned
+        self.owned.as_map()
+    }
+
+    /// The ids whose addresses changed since the last [`Allocator::checkpoint`].
+    pub fn changed_ids(&self) -> impl Iterator<Item = &String> {
+        self.owned.changed()
+    }
+
+    /// Starts a batch: what it changes can be taken back with [`Allocator::rollback`].
+    /// Costs what the ring and the waiting requests hold, not the allocations.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        self.owned.settle();
+        Checkpoint {
+            ring: self.ring.clone(),
+            space_owned: self.space.checkpoint(),
+            paxos: self.paxos.clone(),
+            pending: self.pending.clone(),
+            request: self.request,
+            tried: self.tried.clone(),
+            reachable: self.reachable.clone(),
+            wants_ring: self.wants_ring,
+            now: self.now,
+            last_paxos_progress: self.last_paxos_progress,
+            rng_draws: self.rng_draws,
+            ring_dirty: self.ring_dirty,
+            paxos_dirty: self.paxos_dirty,
+            outputs: self.outputs.clone(),
+        }
+    }
+
+    /// Takes the batch since `cp` back.
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.owned.rollback();
+        self.space.rollback(cp.space_owned);
+        self.ring = cp.ring;
+        self.paxos = cp.paxos;
+        self.pending = cp.pending;
+        self.request = cp.request;
+        self.tried = cp.tried;
+        self.reachable = cp.reachable;
+        self.wants_ring = cp.wants_ring;
+        self.now = cp.now;
+        self.last_paxos_progress = cp.last_paxos_progress;
+        self.rng_draws = cp.rng_draws;
+        self.ring_dirty = cp.ring_dirty;
+        self.paxos_dirty = cp.paxos_dirty;
+        self.outputs = cp.outputs;
     }
 
     /// Ids waiting for an address, with the range they wait on.
@@ -444,10 +510,12 @@ impl Allocator {
     /// Our space follows the ring; then waiting allocations may go ahead.
     fn after_ring_change(&mut self) {
         let dropped = self.space.set_owned(self.ring.owned_ranges(self.me));
-        for addrs in self.owned.values_mut() {
-            addrs.retain(|a| !dropped.contains(a));
+        if !dropped.is_empty() {
+            self.owned.update_all(|_, addrs| {
+                addrs.retain(|a| !dropped.contains(a));
+                !addrs.is_empty()
+            });
         }
-        self.owned.retain(|_, addrs| !addrs.is_empty());
         self.serve_pending();
         self.report_free();
     }
@@ -459,7 +527,7 @@ impl Allocator {
             match self.space.allocate(self.pending[i].within) {
                 Some(addr) => {
                     let p = self.pending.remove(i);
-                    self.owned.entry(p.id.clone()).or_default().push(addr);
+                    self.owned.entry_or_default(p.id.clone()).push(addr);
                     self.outputs.push(Output::Allocated { id: p.id, addr });
                 }
                 None => i += 1,

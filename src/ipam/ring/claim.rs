@@ -52,7 +52,7 @@ impl Allocator {
                             peer: self.me,
                         })?;
                 }
-                self.owned.entry(id.to_string()).or_default().push(addr);
+                self.owned.entry_or_default(id.to_string()).push(addr);
                 self.report_free();
                 self.flush();
                 Ok(ClaimOutcome::Claimed)

@@ -10,12 +10,11 @@ pub mod merge;
 pub mod messages;
 pub mod paxos;
 pub mod persist;
-pub mod sim;
 pub mod space;
 
 pub use crate::peer::PeerName;
 pub use addr::{ip, AddrRange};
-pub use allocator::{Allocator, REQUEST_TIMEOUT_TICKS};
+pub use allocator::{Allocator, Checkpoint, REQUEST_TIMEOUT_TICKS};
 pub use claim::ClaimOutcome;
 pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;

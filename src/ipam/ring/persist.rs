@@ -37,7 +37,7 @@ struct PersistedRef<'a> {
 impl Allocator {
     /// The durable state as JSON bytes. Write it after every call that changed anything.
     pub fn persist(&self) -> Vec<u8> {
-        self.encode(&self.owned)
+        self.encode(self.owned.as_map())
     }
 
     /// [`Allocator::persist`] without the container addresses (`owned` left empty): the ring

@@ -2,13 +2,14 @@
 //! allocated.
 
 use super::addr::AddrRange;
-use std::collections::BTreeSet;
+use crate::ipam::tracked::Tracked;
 
-/// Owned ranges (sorted, disjoint, adjacent ones joined) and the allocated addresses in them.
+/// Owned ranges (sorted, disjoint, adjacent ones joined) and the allocated addresses in them
+/// (a set whose changes are [`Tracked`], so a failed batch can be taken back).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Space {
     owned: Vec<AddrRange>,
-    allocated: BTreeSet<u32>,
+    allocated: Tracked<u32, ()>,
 }
 
 impl Space {
@@ -21,7 +22,7 @@ impl Space {
     }
 
     pub fn allocated(&self) -> impl Iterator<Item = u32> + '_ {
-        self.allocated.iter().copied()
+        self.allocated.keys().copied()
     }
 
     pub fn owns(&self, addr: u32) -> bool {
@@ -34,7 +35,7 @@ impl Space {
         self.owned = owned;
         let dropped: Vec<u32> = self
             .allocated
-            .iter()
+            .keys()
             .copied()
             .filter(|a| !self.owns(*a))
             .collect();
@@ -54,7 +55,7 @@ impl Space {
             .filter(|r| !r.is_empty())
         {
             let mut cursor = r.start;
-            for &a in self.allocated.range(r.start..r.end) {
+            for &a in self.allocated.range(r.start..r.end).map(|(a, _)| a) {
                 if a > cursor {
                     out.push(AddrRange::new(cursor, a));
                 }
@@ -76,7 +77,7 @@ impl Space {
     /// Allocates the lowest free address inside `within`.
     pub fn allocate(&mut self, within: AddrRange) -> Option<u32> {
         let addr = self.free_ranges(within).first()?.start;
-        self.allocated.insert(addr);
+        self.allocated.insert(addr, ());
         Some(addr)
     }
 
@@ -88,7 +89,7 @@ impl Space {
                 super::addr::ip(addr)
             ));
         }
-        if !self.allocated.insert(addr) {
+        if self.allocated.insert(addr, ()).is_some() {
             return Err(format!(
                 "address {} is already allocated",
                 super::addr::ip(addr)
@@ -98,11 +99,23 @@ impl Space {
     }
 
     pub fn free(&mut self, addr: u32) -> Result<(), String> {
-        if self.allocated.remove(&addr) {
+        if self.allocated.remove(&addr).is_some() {
             Ok(())
         } else {
             Err(format!("address {} not allocated", super::addr::ip(addr)))
         }
+    }
+
+    /// The owned ranges and the undo record of the allocated set, to take a batch back.
+    pub(super) fn checkpoint(&mut self) -> Vec<AddrRange> {
+        self.allocated.settle();
+        self.owned.clone()
+    }
+
+    /// Back to the checkpoint: its owned ranges, and the allocated set as it was.
+    pub(super) fn rollback(&mut self, owned: Vec<AddrRange>) {
+        self.owned = owned;
+        self.allocated.rollback();
     }
 
     /// Gives away part of our free space inside `within`: the upper half of the largest free

@@ -1,13 +1,14 @@
-//! HTTP client and operator client against a scripted server on loopback: real TCP,
-//! canned answers, so redirects, auth, errors and chunking are tested without a master.
+//! The operator client against a scripted server on loopback: real TCP, canned answers, so
+//! redirects, auth and errors are tested without a master.
 
 use super::*;
-use crate::operator::OperatorClient;
-use crate::proto::v1::master::{response, Response};
+use crate::proto::v1::master::Response;
 use crate::proto::Encoding;
 use prost::Message;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Serves one canned answer per connection, in order; returns the raw requests it got.
 fn serve(answers: Vec<Vec<u8>>) -> (u16, JoinHandle<Vec<String>>) {
@@ -73,61 +74,6 @@ fn health_answer(healthy: bool) -> Vec<u8> {
 }
 
 #[test]
-fn url_forms() {
-    let u = Url::parse("http://10.0.0.1:5050").unwrap();
-    assert_eq!(
-        (u.host.as_str(), u.port, u.path.as_str()),
-        ("10.0.0.1", 5050, "/")
-    );
-    assert_eq!(Url::parse("master.local").unwrap().port, 5050);
-    assert_eq!(Url::parse("h:81/x?y").unwrap().path, "/x?y");
-    let j = u.join_location("//192.0.2.2:5051/api/v1").unwrap();
-    assert_eq!(j.to_string(), "http://192.0.2.2:5051/api/v1");
-    assert_eq!(
-        u.join_location("/api/v1").unwrap().to_string(),
-        "http://10.0.0.1:5050/api/v1"
-    );
-    assert!(Url::parse("https://x").is_err());
-    assert!(Url::parse("h:notaport").is_err());
-}
-
-#[test]
-fn base64_matches_rfc4648_vectors() {
-    for (i, o) in [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ] {
-        assert_eq!(base64(i.as_bytes()), o);
-    }
-}
-
-#[test]
-fn chunked_body_is_reassembled() {
-    let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: y\r\n\r\n";
-    let (port, server) = serve(vec![body.to_vec()]);
-    let req = Request {
-        method: "GET",
-        url: Url::parse(&format!("127.0.0.1:{port}")).unwrap(),
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    let resp = fetch(
-        &Connector::direct(),
-        &req,
-        Instant::now() + Duration::from_secs(5),
-        1024,
-    )
-    .unwrap();
-    assert_eq!(resp.body, b"hello world");
-    server.join().unwrap();
-}
-
-#[test]
 fn operator_call_sends_exact_content_type_and_basic_auth() {
     let (port, server) = serve(vec![health_answer(true)]);
     let client = OperatorClient::new(&format!("http://127.0.0.1:{port}"))
@@ -146,10 +92,8 @@ fn operator_call_sends_exact_content_type_and_basic_auth() {
         "{req}"
     );
     assert!(
-        req.contains(&format!(
-            "\r\nAuthorization: Basic {}\r\n",
-            base64(b"ops:s3cret")
-        )),
+        // base64("ops:s3cret")
+        req.contains("\r\nAuthorization: Basic b3BzOnMzY3JldA==\r\n"),
         "{req}"
     );
     // The body is Call{type: GET_HEALTH}: field 1, varint 1.

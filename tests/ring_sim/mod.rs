@@ -2,14 +2,18 @@
 //! loses, duplicates and reorders messages, partitions and heals, restarts peers from their
 //! persisted state, and checks the safety invariants after every step. Shared by the
 //! randomized test (tests/ipam_ring_sim.rs) and the scale benchmark (benches/scale.rs), so
-//! both measure the same thing. Pure: no I/O, no clocks.
+//! both measure the same thing. Pure: no I/O, no clocks. Kept out of the library: nothing
+//! the daemon ships needs it.
 
-use super::{AddrRange, Allocator, Gossip, InitMode, Output, PeerName, Unicast};
+// Each of the two users takes part of it.
+#![allow(dead_code)]
+
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use weave::ipam::ring::{AddrRange, Allocator, Gossip, InitMode, Output, PeerName, Unicast};
 
 pub enum Payload {
     /// Shared: one broadcast goes to many peers.
