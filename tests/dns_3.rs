@@ -140,6 +140,54 @@ fn names_are_answered_everywhere_and_survive_a_partition_3() {
         "3 names registered on 3 routers answered by all 3 DNS servers in {:.2}s",
         t0.elapsed().as_secs_f64()
     );
+    // The `weave` command: dns-add on h1 (an address outside any container), dns-lookup on
+    // h3, `status dns` lists it with its owner, dns-remove takes it away everywhere.
+    let weave = |k: usize, args: &[&str]| -> (i32, String) {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.host(k).ns.name,
+                env!("CARGO_BIN_EXE_weave"),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (rc, out) = weave(1, &["dns-add", "10.32.9.9", "-h", "cli.weave.local"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(eventually(Duration::from_secs(10), || weave(
+        3,
+        &["dns-lookup", "cli.weave.local"]
+    ) == (
+        0,
+        "10.32.9.9\n".to_string()
+    )));
+    let (rc, status) = weave(3, &["status", "dns"]);
+    assert_eq!(rc, 0, "{status}");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("cli.weave.local"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("10.32.9.9") && line.contains("weave:extern") && line.ends_with("(h1)"),
+        "{status}"
+    );
+    println!("weave status dns on h3: {line}");
+    let (rc, out) = weave(1, &["dns-remove", "10.32.9.9", "-h", "cli.weave.local"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(eventually(Duration::from_secs(10), || weave(
+        3,
+        &["dns-lookup", "cli.weave.local"]
+    )
+    .0 == 1));
+
     // Two instances under one name: both addresses.
     put_name(&c, 2, &names[0].1, names[0].2, "svc.weave.local");
     put_name(&c, 3, &names[2].1, names[2].2, "svc.weave.local");
