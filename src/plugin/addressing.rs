@@ -123,9 +123,20 @@ impl<'a> Ipam<'a> {
     pub fn register_attachment(&self, record: &Attachment) -> Result<Option<String>> {
         match self {
             Ipam::Router { .. } => Ok(None),
-            Ipam::Delegated { client, .. } => client
-                .register_attachment(record)
-                .context("register attachment"),
+            Ipam::Delegated { client, .. } => match client.register_attachment(record) {
+                // Weave Net's router (a rolling upgrade from it) has no /cni/attachments:
+                // attach without the record; only GC's view of this attachment is lost.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    tracing::warn!(
+                        "router has no /cni/attachments (Weave Net's router?): attachment \
+                         {}/{} not recorded; CNI GC will not know it",
+                        record.container_id,
+                        record.ifname
+                    );
+                    Ok(None)
+                }
+                r => r.context("register attachment"),
+            },
         }
     }
 

@@ -430,7 +430,17 @@ impl CniPlugin for WeaveNet {
     }
 
     fn gc(&self, conf: &NetConf, valid: &[GcAttachment]) -> Result<()> {
-        let attachments = self.client.attachments()?;
+        let attachments = match self.client.attachments() {
+            // Weave Net's router keeps no attachment list: GC the rest without it.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::warn!(
+                    "router has no /cni/attachments (Weave Net's router?): GC without the \
+                     router's attachment list (orphan veths and port mappings only)"
+                );
+                Vec::new()
+            }
+            r => r?,
+        };
         let stale: Vec<&Attachment> = attachments
             .iter()
             .filter(|a| {
