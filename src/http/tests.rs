@@ -6,7 +6,6 @@ use super::blocking;
 use super::*;
 use std::io::Write;
 use std::net::TcpListener;
-use std::thread::JoinHandle;
 
 use weave_testkit::canned_http::{answer, read_request, serve};
 
@@ -234,7 +233,7 @@ mod tls {
     ) -> (
         u16,
         String,
-        JoinHandle<Vec<std::result::Result<String, String>>>,
+        std::thread::JoinHandle<Vec<std::result::Result<String, String>>>,
     ) {
         let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert_pem = key.cert.pem();
