@@ -35,7 +35,7 @@ pub struct Header {
 
 /// Why a datagram was not accepted; each is counted as a drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Drop {
+pub enum Reject {
     /// Shorter than a header and a tag.
     Truncated,
     /// Longer than any datagram we send.
@@ -54,29 +54,29 @@ pub enum Drop {
     NotPeer,
 }
 
-impl Drop {
-    pub const ALL: [Drop; 8] = [
-        Drop::Truncated,
-        Drop::Oversized,
-        Drop::UnknownType,
-        Drop::StaleSession,
-        Drop::UnknownEpoch,
-        Drop::Replayed,
-        Drop::Forged,
-        Drop::NotPeer,
+impl Reject {
+    pub const ALL: [Reject; 8] = [
+        Reject::Truncated,
+        Reject::Oversized,
+        Reject::UnknownType,
+        Reject::StaleSession,
+        Reject::UnknownEpoch,
+        Reject::Replayed,
+        Reject::Forged,
+        Reject::NotPeer,
     ];
 
     /// Its name in status output and metrics labels.
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Truncated => "truncated",
-            Drop::Oversized => "oversized",
-            Drop::UnknownType => "unknown_type",
-            Drop::StaleSession => "stale_session",
-            Drop::UnknownEpoch => "unknown_epoch",
-            Drop::Replayed => "replayed",
-            Drop::Forged => "forged",
-            Drop::NotPeer => "not_peer",
+            Reject::Truncated => "truncated",
+            Reject::Oversized => "oversized",
+            Reject::UnknownType => "unknown_type",
+            Reject::StaleSession => "stale_session",
+            Reject::UnknownEpoch => "unknown_epoch",
+            Reject::Replayed => "replayed",
+            Reject::Forged => "forged",
+            Reject::NotPeer => "not_peer",
         }
     }
 }
@@ -93,15 +93,15 @@ impl Header {
 
     /// Reads the header of a whole datagram and checks its length; the ciphertext and tag are
     /// `datagram[HEADER_LEN..]`.
-    pub fn decode(datagram: &[u8]) -> Result<Header, Drop> {
+    pub fn decode(datagram: &[u8]) -> Result<Header, Reject> {
         if datagram.len() < OVERHEAD {
-            return Err(Drop::Truncated);
+            return Err(Reject::Truncated);
         }
         if datagram.len() > MAX_DATAGRAM {
-            return Err(Drop::Oversized);
+            return Err(Reject::Oversized);
         }
         if datagram[0] != TYPE_FRAME {
-            return Err(Drop::UnknownType);
+            return Err(Reject::UnknownType);
         }
         let b = |r: std::ops::Range<usize>| &datagram[r];
         Ok(Header {
@@ -161,27 +161,27 @@ mod tests {
     #[test]
     fn bad_lengths_and_types_are_refused() {
         for n in 0..OVERHEAD {
-            assert_eq!(Header::decode(&vec![TYPE_FRAME; n]), Err(Drop::Truncated));
+            assert_eq!(Header::decode(&vec![TYPE_FRAME; n]), Err(Reject::Truncated));
         }
         assert!(Header::decode(&vec![TYPE_FRAME; MAX_DATAGRAM]).is_ok());
         assert_eq!(
             Header::decode(&vec![TYPE_FRAME; MAX_DATAGRAM + 1]),
-            Err(Drop::Oversized)
+            Err(Reject::Oversized)
         );
         for t in (0..=255u8).filter(|t| *t != TYPE_FRAME) {
             let mut d = [0u8; OVERHEAD];
             d[0] = t;
-            assert_eq!(Header::decode(&d), Err(Drop::UnknownType));
+            assert_eq!(Header::decode(&d), Err(Reject::UnknownType));
         }
         // A VXLAN header (flags 0x08) is not one of ours.
         let mut vx = [0u8; 64];
         vx[0] = 0x08;
-        assert_eq!(Header::decode(&vx), Err(Drop::UnknownType));
+        assert_eq!(Header::decode(&vx), Err(Reject::UnknownType));
     }
 
     #[test]
     fn drop_names_are_distinct() {
-        let names: std::collections::BTreeSet<_> = Drop::ALL.iter().map(|d| d.name()).collect();
-        assert_eq!(names.len(), Drop::ALL.len());
+        let names: std::collections::BTreeSet<_> = Reject::ALL.iter().map(|d| d.name()).collect();
+        assert_eq!(names.len(), Reject::ALL.len());
     }
 }

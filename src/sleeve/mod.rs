@@ -13,6 +13,6 @@ pub mod keys;
 pub mod replay;
 pub mod session;
 
-pub use datagram::{Drop, Header, OVERHEAD};
+pub use datagram::{Header, Reject, OVERHEAD};
 pub use keys::SessionKeys;
 pub use session::{Limits, Opener, SealError, Sealer};

@@ -8,7 +8,7 @@
 //! epoch authenticates, and keeps the previous epoch's key a short while for datagrams still
 //! in flight.
 
-use super::datagram::{Drop, Header, HEADER_LEN, MAX_FRAME, OVERHEAD, TAG_LEN};
+use super::datagram::{Header, Reject, HEADER_LEN, MAX_FRAME, OVERHEAD, TAG_LEN};
 use super::keys::{ratchet, SESSION_MASK};
 use super::replay::ReplayWindow;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -181,10 +181,10 @@ impl Opener {
     /// `datagram[HEADER_LEN..HEADER_LEN + n]` for the returned `n`. Nothing changes on
     /// failure (a forged datagram neither moves the window nor the epoch), except that a
     /// previous epoch past its grace is forgotten.
-    pub fn open(&mut self, now: Instant, datagram: &mut [u8]) -> Result<usize, Drop> {
+    pub fn open(&mut self, now: Instant, datagram: &mut [u8]) -> Result<usize, Reject> {
         let h = Header::decode(datagram)?;
         if h.session != self.session {
-            return Err(Drop::StaleSession);
+            return Err(Reject::StaleSession);
         }
         if let Some((_, since)) = &self.previous {
             if now.saturating_duration_since(*since) >= PREVIOUS_EPOCH_GRACE {
@@ -192,18 +192,18 @@ impl Opener {
             }
         }
         let (head, body) = datagram.split_at_mut(HEADER_LEN);
-        let open = |key: &LessSafeKey, body: &mut [u8]| -> Result<usize, Drop> {
+        let open = |key: &LessSafeKey, body: &mut [u8]| -> Result<usize, Reject> {
             key.open_in_place(
                 Nonce::assume_unique_for_key(h.nonce()),
                 Aad::from(&head[..]),
                 body,
             )
             .map(|plain| plain.len())
-            .map_err(|_| Drop::Forged)
+            .map_err(|_| Reject::Forged)
         };
         if h.epoch == self.current.epoch {
             if !self.current.window.check(h.counter) {
-                return Err(Drop::Replayed);
+                return Err(Reject::Replayed);
             }
             let n = open(&self.current.key, body)?;
             self.current.window.mark(h.counter);
@@ -211,7 +211,7 @@ impl Opener {
         }
         if let Some((prev, _)) = self.previous.as_mut().filter(|(p, _)| p.epoch == h.epoch) {
             if !prev.window.check(h.counter) {
-                return Err(Drop::Replayed);
+                return Err(Reject::Replayed);
             }
             let n = open(&prev.key, body)?;
             prev.window.mark(h.counter);
@@ -219,7 +219,7 @@ impl Opener {
         }
         let ahead = h.epoch.wrapping_sub(self.current.epoch);
         if h.epoch <= self.current.epoch || ahead > MAX_EPOCH_SKIP {
-            return Err(Drop::UnknownEpoch);
+            return Err(Reject::UnknownEpoch);
         }
         // A later epoch: derive its key without committing, and move only if it authenticates.
         let mut chain = self.next_chain;

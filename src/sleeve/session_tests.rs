@@ -16,7 +16,7 @@ fn frame(i: usize, len: usize) -> Vec<u8> {
 }
 
 /// Opens a copy of `d`; the frame on success.
-fn open(o: &mut Opener, now: Instant, d: &[u8]) -> Result<Vec<u8>, Drop> {
+fn open(o: &mut Opener, now: Instant, d: &[u8]) -> Result<Vec<u8>, Reject> {
     let mut d = d.to_vec();
     let n = o.open(now, &mut d)?;
     Ok(d[HEADER_LEN..HEADER_LEN + n].to_vec())
@@ -67,15 +67,15 @@ fn every_single_bit_flip_is_dropped_and_moves_nothing() {
             let r = open(&mut o, t, &bad);
             assert!(r.is_err(), "flip of byte {byte} bit {bit} accepted");
             let want = match byte {
-                0 => Drop::UnknownType,
-                1..=3 => Drop::StaleSession,
-                4..=7 => Drop::UnknownEpoch,
-                _ => Drop::Forged,
+                0 => Reject::UnknownType,
+                1..=3 => Reject::StaleSession,
+                4..=7 => Reject::UnknownEpoch,
+                _ => Reject::Forged,
             };
             // A flipped low epoch bit may name a near-future epoch: still not authentic.
             let got = r.unwrap_err();
             assert!(
-                got == want || (want == Drop::UnknownEpoch && got == Drop::Forged),
+                got == want || (want == Reject::UnknownEpoch && got == Reject::Forged),
                 "byte {byte} bit {bit}: {got:?}"
             );
         }
@@ -95,15 +95,15 @@ fn truncated_or_extended_datagrams_are_dropped() {
     for n in 0..d.len() {
         let r = open(&mut o, t, &d[..n]);
         let want = if n < OVERHEAD {
-            Drop::Truncated
+            Reject::Truncated
         } else {
-            Drop::Forged
+            Reject::Forged
         };
         assert_eq!(r, Err(want), "prefix of {n} bytes");
     }
     let mut longer = d.clone();
     longer.push(0);
-    assert_eq!(open(&mut o, t, &longer), Err(Drop::Forged));
+    assert_eq!(open(&mut o, t, &longer), Err(Reject::Forged));
     assert!(open(&mut o, t, &d).is_ok());
 }
 
@@ -119,7 +119,7 @@ fn replays_are_dropped_and_reordering_is_not() {
         assert_eq!(open(&mut o, t, d).unwrap(), frame(i, 60));
     }
     for d in &ds {
-        assert_eq!(open(&mut o, t, d), Err(Drop::Replayed));
+        assert_eq!(open(&mut o, t, d), Err(Reject::Replayed));
     }
 }
 
@@ -129,15 +129,15 @@ fn other_keys_and_sessions_are_refused() {
     let mut s = Sealer::new(&[1; 32], SESSION, Limits::default(), t);
     let mut o = Opener::new(&[2; 32], SESSION);
     let d = seal_vec(&mut s, t, b"hello").unwrap();
-    assert_eq!(open(&mut o, t, &d), Err(Drop::Forged));
+    assert_eq!(open(&mut o, t, &d), Err(Reject::Forged));
     // The same key under another session id (a restarted peer's old datagrams).
     let mut o = Opener::new(&[1; 32], SESSION ^ 1);
-    assert_eq!(open(&mut o, t, &d), Err(Drop::StaleSession));
+    assert_eq!(open(&mut o, t, &d), Err(Reject::StaleSession));
     // The opposite direction's datagram does not open (reflection).
     let mut back = Sealer::new(&[2; 32], SESSION, Limits::default(), t);
     let mut o = Opener::new(&[1; 32], SESSION);
     let r = seal_vec(&mut back, t, b"hello").unwrap();
-    assert_eq!(open(&mut o, t, &r), Err(Drop::Forged));
+    assert_eq!(open(&mut o, t, &r), Err(Reject::Forged));
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn lost_rekeys_are_skipped_up_to_the_limit() {
         seal_vec(&mut s, t, b"lost").unwrap();
     }
     let d = seal_vec(&mut s, t, b"too far").unwrap();
-    assert_eq!(open(&mut o, t, &d), Err(Drop::UnknownEpoch));
+    assert_eq!(open(&mut o, t, &d), Err(Reject::UnknownEpoch));
     assert_eq!(o.epoch(), MAX_EPOCH_SKIP);
 }
 
@@ -223,8 +223,8 @@ fn previous_epoch_is_accepted_during_its_grace_only() {
     assert_eq!(o.epoch(), 1);
     // Late datagram of epoch 0: accepted once, within the grace.
     assert_eq!(open(&mut o, t, &e0[1]).unwrap(), b"old");
-    assert_eq!(open(&mut o, t, &e0[1]), Err(Drop::Replayed));
-    assert_eq!(open(&mut o, t, &e0[0]), Err(Drop::Replayed));
+    assert_eq!(open(&mut o, t, &e0[1]), Err(Reject::Replayed));
+    assert_eq!(open(&mut o, t, &e0[0]), Err(Reject::Replayed));
     // After the grace, epoch 0 is gone.
     let (mut s2, mut o2) = pair(limits, t);
     let e0: Vec<_> = (0..2)
@@ -233,7 +233,7 @@ fn previous_epoch_is_accepted_during_its_grace_only() {
     let e1 = seal_vec(&mut s2, t, b"new").unwrap();
     assert!(open(&mut o2, t, &e1).is_ok());
     let late = t + PREVIOUS_EPOCH_GRACE;
-    assert_eq!(open(&mut o2, late, &e0[0]), Err(Drop::UnknownEpoch));
+    assert_eq!(open(&mut o2, late, &e0[0]), Err(Reject::UnknownEpoch));
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn a_forged_future_epoch_does_not_move_the_opener() {
     let d = seal_vec(&mut s, t, b"genuine").unwrap();
     let mut forged = d.clone();
     forged[4..8].copy_from_slice(&1u32.to_be_bytes());
-    assert_eq!(open(&mut o, t, &forged), Err(Drop::Forged));
+    assert_eq!(open(&mut o, t, &forged), Err(Reject::Forged));
     assert_eq!((o.epoch(), o.rekeys()), (0, 0));
     assert!(open(&mut o, t, &d).is_ok());
 }
@@ -295,7 +295,7 @@ fn random_loss_reorder_and_duplication_deliver_each_frame_at_most_once() {
                     assert!(delivered.insert(j), "frame {j} delivered twice");
                 }
                 Err(e) => assert!(
-                    matches!(e, Drop::Replayed | Drop::UnknownEpoch),
+                    matches!(e, Reject::Replayed | Reject::UnknownEpoch),
                     "frame {j}: {e:?}"
                 ),
             }
