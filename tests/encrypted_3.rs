@@ -425,3 +425,65 @@ fn bad_datagrams_are_dropped_rekeys_keep_tcp_and_a_restart_brings_new_keys_3() {
     );
     assert_full_matrix(&mut c, "after kill -9 of h2's router");
 }
+
+/// `/report`'s `Router.DataPaths` of host k: peer name → path.
+fn data_paths(c: &Cluster, k: usize) -> serde_json::Map<String, serde_json::Value> {
+    report(c, k)["Router"]["DataPaths"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn trusted_subnets_use_vxlan_and_a_wrong_password_gets_no_path_4() {
+    let mut c = Cluster::new(4);
+    let (h1, h2) = (hosts::underlay_ip(1), hosts::underlay_ip(2));
+    let trusted = format!("{h1}/32,{h2}/32");
+    let right = ["--password", "right"];
+    c.start_meshed_router(1, &[&right[..], &["--trusted-subnets", &trusted]].concat());
+    c.start_meshed_router(2, &[&right[..], &["--trusted-subnets", &trusted]].concat());
+    c.start_meshed_router(3, &right);
+    c.start_meshed_router(4, &["--password", "wrong"]);
+    for k in 1..=3 {
+        let (code, body) = req(router(&c, k), "GET", "/ring");
+        assert_eq!(code, 200, "ring on h{k}: {body}");
+    }
+    containers(&mut c);
+    let mut cap = Capture::start(&c.underlay);
+    assert_full_matrix(&mut c, "h1, h2 trusted; h3 encrypted");
+    cap.finish();
+    let name = hosts::mesh_peer_name;
+    let p1 = data_paths(&c, 1);
+    let p3 = data_paths(&c, 3);
+    println!("h1's paths: {p1:?}\nh3's paths: {p3:?}");
+    assert_eq!(p1[&name(2)], "vxlan", "{p1:?}");
+    assert_eq!(p1[&name(3)], "encrypted", "{p1:?}");
+    assert_eq!(
+        (p3[&name(1)].as_str(), p3[&name(2)].as_str()),
+        (Some("encrypted"), Some("encrypted"))
+    );
+    // VXLAN only between the trusted pair; h3's traffic only encrypted.
+    let h3 = hosts::underlay_ip(3);
+    let (vx12, vx3, enc3) = (
+        cap.count(&format!(
+            "udp port {VXLAN_PORT} and host {h1} and host {h2}"
+        )),
+        cap.count(&format!("udp port {VXLAN_PORT} and host {h3}")),
+        cap.count(&format!("udp port {SLEEVE_PORT} and host {h3}")),
+    );
+    println!("capture: {vx12} VXLAN h1<->h2, {vx3} VXLAN with h3, {enc3} encrypted with h3");
+    assert!(vx12 > 0 && enc3 > 0, "{vx12} {enc3}");
+    assert_eq!(vx3, 0);
+    // The wrong password: no mesh connection, so no keys and no data path either way.
+    for k in 1..=3 {
+        assert!(
+            !data_paths(&c, k).contains_key(&name(4)),
+            "h{k} has a path to h4"
+        );
+    }
+    assert!(data_paths(&c, 4).is_empty(), "{:?}", data_paths(&c, 4));
+}
