@@ -32,21 +32,19 @@ struct Capture {
 
 impl Capture {
     fn start(underlay: &Netns) -> Capture {
+        Capture::start_in(underlay, "any", &[])
+    }
+
+    /// tcpdump on `iface` of `ns` with `filter` words.
+    fn start_in(ns: &Netns, iface: &str, filter: &[&str]) -> Capture {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("underlay.pcap");
+        let file = dir.path().join("capture.pcap");
         let guard = Guard::spawn(
             Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &underlay.name,
-                    "tcpdump",
-                    "-i",
-                    "any",
-                    "-U",
-                ])
+                .args(["netns", "exec", &ns.name, "tcpdump", "-i", iface, "-U"])
                 .args(["-s", "0", "-w"])
                 .arg(&file)
+                .args(filter)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -321,26 +319,10 @@ fn bad_datagrams_are_dropped_rekeys_keep_tcp_and_a_restart_brings_new_keys_3() {
     let (h1, h2) = (c.host(1).ip, c.host(2).ip);
 
     // A genuine datagram from h2 to h1, captured on h1's underlay interface.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("h1.pcap");
-    let mut dump = Guard::spawn(
-        Command::new("ip")
-            .args(["netns", "exec", &c.host(1).ns.name, "tcpdump", "-i"])
-            .arg(hosts::UNDERLAY_DEV)
-            .args(["-U", "-s", "0", "-c", "20", "-w"])
-            .arg(&file)
-            .arg(format!("udp and src host {h2} and dst port {SLEEVE_PORT}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    for _ in 0..3 {
-        assert_full_matrix(&mut c, "traffic for the capture");
-    }
-    dump.stop(Duration::from_secs(2));
-    let pcap = std::fs::read(&file).unwrap();
+    let filter = format!("udp and src host {h2} and dst port {SLEEVE_PORT}");
+    let mut cap = Capture::start_in(&c.host(1).ns, hosts::UNDERLAY_DEV, &[&filter]);
+    assert_full_matrix(&mut c, "traffic for the capture");
+    let pcap = cap.finish();
     let genuine = sleeve_payloads(&pcap, h2, h1);
     assert!(!genuine.is_empty(), "no datagram from h2 captured");
     let d = genuine.last().unwrap().clone();
@@ -405,6 +387,17 @@ fn bad_datagrams_are_dropped_rekeys_keep_tcp_and_a_restart_brings_new_keys_3() {
     assert!(j["error"].is_null(), "{out}");
     assert!(sent > 1_000_000, "{out}");
     assert!(rekeys > rekeys_before + 10, "{rekeys_before} -> {rekeys}");
+
+    // A path MTU too small for an encrypted frame: dropped, counted and logged, not silent.
+    c.host(1).ns.sh("ip link set ul0 mtu 1200");
+    let _ = c.containers[0]
+        .ns
+        .try_sh(&format!("ping -c 2 -W 1 -s 1300 {}", c.containers[1].ip));
+    c.host(1).ns.sh("ip link set ul0 mtu 1500");
+    let pmtu = drops(&c, 1, 2)["pmtu"].as_u64().unwrap_or(0);
+    println!("pmtu drops on h1 towards h2: {pmtu}");
+    assert!(pmtu >= 1, "{}", drops(&c, 1, 2));
+    assert!(router(&c, 1).log().contains("does not fit the path MTU"));
 
     // kill -9 of h2's router: it comes back with new keys and traffic resumes.
     let session = |c: &Cluster| {
