@@ -129,6 +129,9 @@ impl EncryptedOverlay {
         let udp = UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
             .with_context(|| format!("bind encrypted path to udp port {port}"))?;
         set_pmtu_discovery(&udp)?;
+        udp.set_nonblocking(true)
+            .context("make the encrypted path's socket non-blocking")?;
+        set_nonblocking(&tap)?;
         let shared = Arc::new(Shared {
             tap,
             udp,
@@ -238,16 +241,36 @@ fn set_pmtu_discovery(udp: &UdpSocket) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `fd` is readable or [`POLL`] passes; true when readable.
-fn readable(fd: &impl AsRawFd) -> bool {
+fn set_nonblocking(f: &File) -> Result<()> {
+    // SAFETY: fcntl on our own descriptor.
+    let rc = unsafe {
+        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::kernel(
+            e.raw_os_error().unwrap_or(0),
+            format!("make {TAP_NAME} non-blocking: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable or [`POLL`] passes.
+fn readable(fd: &impl AsRawFd) {
+    wait_for(fd, libc::POLLIN);
+}
+
+/// Waits until `fd` has one of `events` or [`POLL`] passes.
+fn wait_for(fd: &impl AsRawFd, events: libc::c_short) {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, POLL.as_millis() as libc::c_int) };
-    n > 0 && p.revents & libc::POLLIN != 0
+    unsafe { libc::poll(&mut p, 1, POLL.as_millis() as libc::c_int) };
 }
 
 /// TAP → peers.
@@ -256,11 +279,14 @@ fn outbound(s: &Shared) {
     let mut copy = vec![0u8; MAX_DATAGRAM];
     let room = MAX_DATAGRAM - crate::sleeve::OVERHEAD;
     while !s.stop.load(Relaxed) {
-        if !readable(&s.tap) {
-            continue;
-        }
+        // Non-blocking: poll only when the queue is empty, so a busy path costs one read per
+        // frame rather than a poll and a read.
         let n = match (&s.tap).read(&mut buf[HEADER_LEN..HEADER_LEN + room]) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable(&s.tap);
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
@@ -317,7 +343,19 @@ fn send(s: &Shared, p: &PeerLink, buf: &mut [u8], n: usize) {
             return;
         }
     };
-    match s.udp.send_to(&buf[..len], p.addr) {
+    let mut sent = s.udp.send_to(&buf[..len], p.addr);
+    // The socket is non-blocking (for the receiver's sake): wait for room as a blocking send
+    // would, so a full send buffer slows the sender down instead of dropping.
+    for _ in 0..50 {
+        match &sent {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait_for(&s.udp, libc::POLLOUT);
+                sent = s.udp.send_to(&buf[..len], p.addr);
+            }
+            _ => break,
+        }
+    }
+    match sent {
         Ok(_) => {
             p.counters.tx_packets.fetch_add(1, Relaxed);
             p.counters.tx_bytes.fetch_add(n as u64, Relaxed);
@@ -342,11 +380,12 @@ fn send(s: &Shared, p: &PeerLink, buf: &mut [u8], n: usize) {
 fn inbound(s: &Shared) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     while !s.stop.load(Relaxed) {
-        if !readable(&s.udp) {
-            continue;
-        }
         let (n, from) = match s.udp.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable(&s.udp);
+                continue;
+            }
             Err(e) => {
                 tracing::debug!("encrypted path: receive: {e}");
                 continue;
