@@ -417,6 +417,29 @@ fn bad_datagrams_are_dropped_rekeys_keep_tcp_and_a_restart_brings_new_keys_3() {
         router(&c, 1).log()
     );
     assert_full_matrix(&mut c, "after kill -9 of h2's router");
+
+    // A partition: h3 drops off the underlay until the mesh notices, then comes back; the
+    // new connections bring new keys and traffic flows again.
+    let h3_sessions = |c: &Cluster| {
+        router(c, 1)
+            .log()
+            .lines()
+            .filter(|l| l.contains("encrypted path: keys for") && l.contains("(h3)"))
+            .count()
+    };
+    let before = h3_sessions(&c);
+    c.cut_link(3);
+    assert!(
+        eventually(Duration::from_secs(20), || !data_paths(&c, 1)
+            .contains_key(&hosts::mesh_peer_name(3))),
+        "h1 kept a path to the cut-off h3"
+    );
+    c.repair_link(3);
+    assert!(
+        eventually(Duration::from_secs(30), || h3_sessions(&c) > before),
+        "no new keys for h3 after the partition"
+    );
+    assert_full_matrix(&mut c, "after the partition healed");
 }
 
 /// `/report`'s `Router.DataPaths` of host k: peer name → path.
