@@ -4,6 +4,8 @@
 //! - a plain kernel VXLAN set up by hand with `ip`/`bridge` commands (same MTU, learning and
 //!   flood entry), in its own namespaces, in the same run;
 //! - the raw underlay veth between the two hosts (the ceiling);
+//! - ours with `--password` on a third pair: the encrypted user-space path (TAP + UDP,
+//!   ChaCha20-Poly1305), with the CPU the two routers use during the single-stream run;
 //! - ours again on a second pair of hosts whose router iptables rules are flushed and
 //!   bridge-nf-call-iptables is off: it shows how much of any gap is netfilter (the router's
 //!   NAT/forward rules make every bridged frame and every VXLAN packet pass conntrack), not
@@ -33,6 +35,49 @@ struct Path<'a> {
     client: &'a str,
     server: &'a str,
     addr: Ipv4Addr,
+    /// The routers' pids, whose CPU the single-stream run measures (none: not measured).
+    routers: Vec<u32>,
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn router_pids(c: &Cluster) -> Vec<u32> {
+    c.hosts
+        .iter()
+        .filter_map(|h| h.router.as_ref()?.child.as_ref().map(|ch| ch.id()))
+        .collect()
+}
+
+/// Ours with a password on two fresh meshed hosts (the encrypted path), one container each.
+fn encrypted_pair() -> Cluster {
+    let mut c = Cluster::new(2);
+    for k in 1..=2 {
+        c.start_meshed_router(k, &["--password", "wvt-bench-password"]);
+    }
+    for k in 1..=2 {
+        let r = c.host(k).router.as_ref().unwrap();
+        let ok = (0..80).any(|_| {
+            let (code, _) = hosts::req(r, "GET", "/ring");
+            code == 200 || {
+                std::thread::sleep(Duration::from_millis(250));
+                false
+            }
+        });
+        assert!(ok, "no IPAM ring on encrypted host {k}");
+    }
+    c.add_container(1, "a");
+    c.add_container(2, "b");
+    c
 }
 
 /// An `iperf3 -s` inside a namespace, killed on drop.
@@ -174,6 +219,8 @@ struct Row {
     tcp1: Vec<f64>,
     tcp4: Vec<f64>,
     ping: Vec<f64>,
+    /// Both routers' CPU during the single-stream run, % of one core.
+    cpu: Vec<f64>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -216,6 +263,7 @@ fn main() {
         .parse()
         .unwrap();
     let hand = HandVxlan::new(mtu);
+    let enc = encrypted_pair();
 
     let paths = [
         (
@@ -224,6 +272,7 @@ fn main() {
                 client: &ours.containers[a].ns.name,
                 server: &ours.containers[b].ns.name,
                 addr: ours.containers[b].ip,
+                routers: router_pids(&ours),
             },
         ),
         (
@@ -232,6 +281,7 @@ fn main() {
                 client: &hand.containers[0].name,
                 server: &hand.containers[1].name,
                 addr: "10.99.0.2".parse().unwrap(),
+                routers: vec![],
             },
         ),
         (
@@ -240,6 +290,7 @@ fn main() {
                 client: &bare.containers[a].ns.name,
                 server: &bare.containers[b].ns.name,
                 addr: bare.containers[b].ip,
+                routers: vec![],
             },
         ),
         (
@@ -248,6 +299,16 @@ fn main() {
                 client: &ours.host(1).ns.name,
                 server: &ours.host(2).ns.name,
                 addr: underlay_ip(2),
+                routers: vec![],
+            },
+        ),
+        (
+            "encrypted (ours)",
+            Path {
+                client: &enc.containers[0].ns.name,
+                server: &enc.containers[1].ns.name,
+                addr: enc.containers[1].ip,
+                routers: router_pids(&enc),
             },
         ),
     ];
@@ -258,6 +319,7 @@ fn main() {
             tcp1: vec![],
             tcp4: vec![],
             ping: vec![],
+            cpu: vec![],
         })
         .collect();
     // Warm up ARP/FDB on every path, then interleave the variants round by round so a noisy
@@ -271,7 +333,12 @@ fn main() {
         for i in 0..paths.len() {
             let v = (i + round) % paths.len();
             let p = &paths[v].1;
+            let cpu0: f64 = p.routers.iter().map(|&pid| cpu_seconds(pid)).sum();
             rows[v].tcp1.push(iperf(p, 1, seconds));
+            if !p.routers.is_empty() {
+                let used = p.routers.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>() - cpu0;
+                rows[v].cpu.push(100.0 * used / f64::from(seconds));
+            }
             rows[v].tcp4.push(iperf(p, 4, seconds));
             rows[v].ping.push(ping_ms(p, pings));
         }
@@ -281,21 +348,42 @@ fn main() {
         "\ncross-host data plane, 2 hosts, MTU {mtu}, median of {rounds} round(s) of {seconds} s"
     );
     println!(
-        "{:<20} {:>14} {:>14} {:>12}",
-        "path", "tcp 1 (Gb/s)", "tcp 4 (Gb/s)", "ping (ms)"
+        "{:<20} {:>14} {:>14} {:>12} {:>16}",
+        "path", "tcp 1 (Gb/s)", "tcp 4 (Gb/s)", "ping (ms)", "router cpu (%)"
     );
     let mut report = serde_json::Map::new();
     for r in &rows {
         let (t1, t4, p) = (median(&r.tcp1), median(&r.tcp4), median(&r.ping));
-        println!("{:<20} {t1:>14.2} {t4:>14.2} {p:>12.3}", r.name);
+        let cpu = (!r.cpu.is_empty()).then(|| median(&r.cpu));
+        let cpu_text = cpu.map_or("-".to_string(), |c| format!("{c:.0}"));
+        println!(
+            "{:<20} {t1:>14.2} {t4:>14.2} {p:>12.3} {cpu_text:>16}",
+            r.name
+        );
         report.insert(
             r.name.to_string(),
             serde_json::json!({
                 "tcp1_gbps": t1, "tcp4_gbps": t4, "ping_avg_ms": p,
                 "tcp1_runs": r.tcp1, "tcp4_runs": r.tcp4, "ping_runs": r.ping,
+                "router_cpu_pct_tcp1": cpu,
             }),
         );
     }
+    // The encrypted path against our plain VXLAN (index 0) in the same run.
+    let e = rows.len() - 1;
+    let over_ours = |f: fn(&Row) -> &Vec<f64>| median(f(&rows[e])) / median(f(&rows[0]));
+    let (e1, e4) = (over_ours(|r| &r.tcp1), over_ours(|r| &r.tcp4));
+    let added_ms = median(&rows[e].ping) - median(&rows[0].ping);
+    println!(
+        "{:<20} {e1:>14.3} {e4:>14.3} {added_ms:>+12.3}   (target: tcp 1 >= 0.3: {}; added latency < 0.1 ms: {})",
+        "encrypted/ours",
+        if e1 >= 0.3 { "ok" } else { "BELOW" },
+        if added_ms < 0.1 { "ok" } else { "ABOVE" }
+    );
+    report.insert(
+        "ratio_encrypted_over_ours".into(),
+        serde_json::json!({"tcp1": e1, "tcp4": e4, "added_ping_ms": added_ms, "target_tcp1": 0.3}),
+    );
     let ratio = |i: usize, f: fn(&Row) -> &Vec<f64>| median(f(&rows[i])) / median(f(&rows[1]));
     let (r1, r4) = (ratio(0, |r| &r.tcp1), ratio(0, |r| &r.tcp4));
     let (b1, b4) = (ratio(2, |r| &r.tcp1), ratio(2, |r| &r.tcp4));

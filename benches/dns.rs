@@ -16,7 +16,7 @@ mod common;
 
 use common::{arg, flag, report, Row, Target};
 use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -112,16 +112,7 @@ fn ask(server: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     let mut buf = [0u8; 1500];
     let n = s.recv(&mut buf).ok()?;
     let r = Message::from_vec(&buf[..n]).ok()?;
-    let mut v: Vec<Ipv4Addr> = r
-        .answers
-        .iter()
-        .filter_map(|a| match &a.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    Some(v)
+    Some(weave::dns::answer::a_addresses(&r))
 }
 
 /// What one dnsperf run printed.

@@ -19,6 +19,7 @@
 
 use crate::api::server;
 use crate::dataplane::kernel::{KernelDataPlane, KernelOptions};
+use crate::dataplane::path::PathPolicy;
 use crate::dataplane::{vxlan, DataPlane};
 use crate::dns::Dns;
 use crate::ipam::core::{self as ipam_core, Core};
@@ -199,8 +200,42 @@ async fn kernel_plane(config: &Config) -> Result<KernelDataPlane> {
             .filter(|a| a.ip().is_loopback())
             .map(|a| a.port()),
         range: config.ipalloc_range,
+        policy: path_policy(config)?,
+        encrypted_port: config.port,
+        rekey: crate::sleeve::Limits {
+            packets: config
+                .mesh
+                .rekey_after_packets
+                .unwrap_or(crate::sleeve::Limits::default().packets),
+            ..Default::default()
+        },
     })
     .await
+}
+
+/// With a password, container traffic is encrypted except to peers in trusted subnets.
+fn path_policy(config: &Config) -> Result<PathPolicy> {
+    let trusted = config
+        .mesh
+        .trusted_subnets
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>().map_err(|e| {
+                crate::Error::new(
+                    crate::ErrorKind::InvalidConfig,
+                    format!("parse trusted subnet {s:?}: {e}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PathPolicy {
+        encrypt: config
+            .mesh
+            .password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty()),
+        trusted,
+    })
 }
 
 /// The DNS records on their channel, persisted in the data dir, gossiped at the mesh's

@@ -15,6 +15,7 @@
 //!   trait with a kernel and an in-memory implementation.
 //! - [`mesh`]: the peer mesh over TCP 6783 (handshake, Noise encryption, topology, gossip
 //!   channels).
+//! - [`sleeve`]: the encrypted data path's pure core (datagram, keys, replay window).
 //! - [`cni`]: CNI spec types, config parsing, result encoding per version, error JSON, env
 //!   dispatch.
 //! - [`netlink`], [`netns`] and [`iptables`]: the only code that touches the kernel, calls
@@ -42,6 +43,7 @@ pub mod netns;
 pub mod peer;
 pub mod plugin;
 pub mod router;
+pub mod sleeve;
 pub mod task;
 
 pub use error::{Context, Error, ErrorKind, Result};

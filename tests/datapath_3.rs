@@ -340,6 +340,7 @@ fn datapath_1_host_follows_live_peers() {
         uid: n,
         address: addr,
         direct: true,
+        data_keys: None,
     };
     let (h2, h3) = (underlay_ip(2), underlay_ip(3));
     let seen = c.host(1).netlink(async move |nl: &Netlink| {

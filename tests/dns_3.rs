@@ -13,7 +13,7 @@ mod hosts;
 
 use common::{cni_env, in_ns, run_plugin, Netns};
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use hosts::{cluster3, established, eventually, mesh_peer_name, req, router, Cluster};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -35,16 +35,10 @@ fn ask_in(ns: &str, server: Ipv4Addr, name: &str) -> Option<(ResponseCode, Vec<I
         let mut buf = [0u8; 1500];
         let n = s.recv(&mut buf).ok()?;
         let r = Message::from_vec(&buf[..n]).ok()?;
-        let mut ips: Vec<Ipv4Addr> = r
-            .answers
-            .iter()
-            .filter_map(|a| match &a.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect();
-        ips.sort();
-        Some((r.metadata.response_code, ips))
+        Some((
+            r.metadata.response_code,
+            weave::dns::answer::a_addresses(&r),
+        ))
     })
 }
 

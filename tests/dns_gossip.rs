@@ -5,7 +5,7 @@
 //! them. (Partitions are exercised with real routers in `dns_3`.)
 
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use weave::dns::forward::Servers;
@@ -61,16 +61,7 @@ async fn resolve(p: &Peer, fqdn: &str) -> Vec<Ipv4Addr> {
         r.metadata.response_code,
         ResponseCode::NoError | ResponseCode::NXDomain
     ));
-    let mut v: Vec<Ipv4Addr> = r
-        .answers
-        .iter()
-        .filter_map(|a| match &a.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
+    weave::dns::answer::a_addresses(&r)
 }
 
 async fn eventually_resolves(peers: &[&Peer], fqdn: &str, want: &[&str]) {

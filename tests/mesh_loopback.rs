@@ -33,6 +33,13 @@ async fn peers(h: &MeshHandle) -> usize {
     h.status().await.unwrap().peers.len()
 }
 
+/// The encrypted data path's keys `h` holds for `peer`.
+fn live_keys(h: &MeshHandle, peer: PeerName) -> weave::sleeve::SessionKeys {
+    let live = h.peers().borrow().clone();
+    let p = live.iter().find(|p| p.name == peer).expect("peer is live");
+    p.data_keys.clone().expect("data keys with a password")
+}
+
 async fn established(h: &MeshHandle) -> usize {
     let s = h.status().await.unwrap();
     s.connections
@@ -234,7 +241,14 @@ async fn passwords_encrypt_and_mismatches_are_refused() {
     );
     assert_eq!(
         st.encryption_text(),
-        "enabled (control plane); data plane: unencrypted VXLAN"
+        "enabled (control plane and container traffic)"
+    );
+    // Both ends hold the same data-path keys for the pair, from the connection's handshake.
+    let (a_name, b_name) = (a.status().await.unwrap().name, st.name);
+    let (ka, kb) = (live_keys(&a, b_name), live_keys(&b, a_name));
+    assert_eq!(
+        (ka.send, ka.recv, ka.session),
+        (kb.recv, kb.send, kb.session)
     );
 
     let mut cw = cfg(3, &[&a]);

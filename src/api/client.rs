@@ -554,6 +554,7 @@ fn decode_chunked(mut rest: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use weave_testkit::canned_http::{answer, serve};
 
     #[test]
     fn address_forms_follow_weave() {
@@ -623,23 +624,21 @@ mod tests {
         drop(l);
     }
 
+    /// A router stand-in answering, one connection each: an address, 400 for an unknown
+    /// container, 503 while not ready.
+    fn serve_allocated_unknown_busy() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        serve(vec![
+            answer("200 OK", &[], b"10.32.0.5/12"),
+            answer("400 Bad Request", &[], b"Delete: no addresses for abc"),
+            answer("503 Service Unavailable", &[], b"not ready"),
+        ])
+    }
+
     #[test]
     fn answers_map_to_kinds() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for answer in [
-                "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n10.32.0.5/12",
-                "HTTP/1.1 400 Bad Request\r\nContent-Length: 28\r\n\r\nDelete: no addresses for abc",
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nnot ready",
-            ] {
-                let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).unwrap();
-                s.write_all(answer.as_bytes()).unwrap();
-            }
-        });
-        let c = Client::new(&addr.to_string());
+        let (port, server) = serve_allocated_unknown_busy();
+        let addr = format!("127.0.0.1:{port}");
+        let c = Client::new(&addr);
         assert_eq!(
             c.allocate("abc", None).unwrap(),
             "10.32.0.5/12".parse::<Ipv4Net>().unwrap()
@@ -669,21 +668,9 @@ mod tests {
         assert_eq!(e.detail(), Some(Detail::Unreachable));
         assert_eq!(e.errno(), Some(libc::ECONNREFUSED), "{e}");
 
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for answer in [
-                "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n10.32.0.5/12",
-                "HTTP/1.1 400 Bad Request\r\nContent-Length: 28\r\n\r\nDelete: no addresses for abc",
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nnot ready",
-            ] {
-                let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).unwrap();
-                s.write_all(answer.as_bytes()).unwrap();
-            }
-        });
-        let c = Client::new(&addr.to_string()).over_shared_http().unwrap();
+        let (port, server) = serve_allocated_unknown_busy();
+        let addr = format!("127.0.0.1:{port}");
+        let c = Client::new(&addr).over_shared_http().unwrap();
         assert_eq!(
             c.allocate("abc", None).unwrap(),
             "10.32.0.5/12".parse::<Ipv4Net>().unwrap()

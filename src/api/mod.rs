@@ -21,6 +21,7 @@ mod names;
 pub mod request;
 pub mod server;
 pub mod status;
+pub mod status_datapath;
 
 pub use crate::attachment::Attachment;
 pub use backend::Backend;

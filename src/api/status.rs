@@ -23,6 +23,8 @@ pub struct View {
     pub datadir: String,
     pub http_addr: String,
     pub dns: DnsView,
+    /// The path carrying each peer's container traffic, and the encrypted path's counters.
+    pub data: super::status_datapath::DataView,
 }
 
 /// weaveDNS as the status pages show it.
@@ -147,7 +149,7 @@ pub fn peers_text(v: &View) -> String {
 pub fn connections_text(v: &View) -> String {
     v.mesh
         .as_ref()
-        .map(|m| m.connections_text())
+        .map(|m| m.connections_text_with(|p| v.data.describe(p)))
         .unwrap_or_default()
 }
 
@@ -258,6 +260,9 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
             }
         }
     }
+    if let Some(router) = doc["Router"].as_object_mut() {
+        v.data.report_into(router);
+    }
     doc
 }
 
@@ -265,6 +270,7 @@ pub fn report(v: &View, owned: &BTreeMap<String, Vec<Ipv4Net>>) -> Value {
 pub fn metrics(v: &View) -> String {
     let mut s = String::new();
     s.push_str(&v.dns.metrics);
+    s.push_str(&v.data.metrics());
     let mut gauge = |name: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in samples {
@@ -412,6 +418,7 @@ mod tests {
                 records: 2,
                 metrics: String::new(),
             },
+            data: Default::default(),
         }
     }
 

@@ -52,7 +52,8 @@ struct Args {
     /// Most mesh connections (0: unlimited).
     #[arg(long, default_value_t = weave::mesh::DEFAULT_CONN_LIMIT)]
     conn_limit: usize,
-    /// Comma-separated CIDRs of trusted networks (recorded and shown).
+    /// Comma-separated CIDRs of trusted networks: with a password, peers there use plain
+    /// VXLAN instead of the encrypted path.
     #[arg(long, value_delimiter = ',')]
     trusted_subnets: Vec<ipnet::IpNet>,
     /// How the IP allocation ring is first created: consensus[=N], seed=<peer names>
@@ -62,6 +63,9 @@ struct Args {
     /// Longest an allocation waits for the ring or for space before answering 503 (ms).
     #[arg(long, default_value_t = 3000, hide = true)]
     ipalloc_wait_ms: u64,
+    /// Datagrams per key on the encrypted path before it rekeys (tests).
+    #[arg(long, env = "WEAVE_REKEY_AFTER_PACKETS", hide = true)]
+    rekey_after_packets: Option<u64>,
     /// Short mesh timers (heartbeat 0.5 s, dead after 3 s, backoff up to 2 s): tests.
     #[arg(long, hide = true)]
     fast_mesh_timers: bool,
@@ -175,6 +179,7 @@ fn config(a: Args) -> Result<Config, String> {
             trusted_subnets: a.trusted_subnets.iter().map(|n| n.to_string()).collect(),
             fast_timers: a.fast_mesh_timers,
             handshake_timeout: a.mesh_handshake_timeout_ms.map(Duration::from_millis),
+            rekey_after_packets: a.rekey_after_packets,
         },
     })
 }

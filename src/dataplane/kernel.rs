@@ -1,11 +1,15 @@
 //! The kernel data plane: the `weave` bridge (netlink), the router's iptables rules (NAT for
 //! exposed addresses, forwarding, the API port guard, no conntrack between containers) and
-//! the overlays behind an [`OverlaySwitch`] (today kernel VXLAN). Needs CAP_NET_ADMIN.
+//! the overlays behind an [`OverlaySwitch`]: the encrypted path when a password is set,
+//! kernel VXLAN otherwise and for trusted subnets ([`PathPolicy`]). Needs CAP_NET_ADMIN.
 
+use super::encrypted::{EncryptedOverlay, EncryptedStats};
+use super::path::{Only, PathPolicy};
 use super::vxlan::{Datapath, VxlanOverlay};
-use super::{iptables, DataPlane, OverlaySwitch, Peer, PlaneFuture};
+use super::{iptables, DataPlane, Overlay, OverlaySwitch, Peer, PlaneFuture};
 use crate::netlink::Netlink;
 use crate::peer::PeerName;
+use crate::sleeve::Limits;
 use crate::task::blocking;
 use crate::{Context, Result};
 use futures::FutureExt;
@@ -24,6 +28,12 @@ pub struct KernelOptions {
     pub protect_port: Option<u16>,
     /// The allocation range (traffic inside it skips conntrack).
     pub range: Ipv4Net,
+    /// Which peers get which path (password, trusted subnets).
+    pub policy: PathPolicy,
+    /// The encrypted path's UDP port (the mesh port, as Weave's sleeve).
+    pub encrypted_port: u16,
+    /// When the encrypted path rekeys.
+    pub rekey: Limits,
 }
 
 /// The bridge, the rules and the VXLAN overlay of this host.
@@ -32,6 +42,7 @@ pub struct KernelDataPlane {
     netlink: Mutex<Netlink>,
     bridge_index: u32,
     switch: OverlaySwitch,
+    encrypted: Option<EncryptedStats>,
 }
 
 impl KernelDataPlane {
@@ -46,15 +57,46 @@ impl KernelDataPlane {
         blocking(move || iptables::configure_base(protect, range))
             .await
             .context("configure iptables")?;
-        // VXLAN on port+1, flooding to every live peer the switch gives it.
-        let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
+        let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
+        let mut encrypted = None;
+        if opts.policy.encrypt {
+            let e = EncryptedOverlay::start(
+                &netlink,
+                bridge.index,
+                opts.mtu,
+                opts.encrypted_port,
+                opts.rekey,
+            )
             .await
-            .context("start data plane")?;
-        let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+            .context("start encrypted data path")?;
+            encrypted = Some(e.stats());
+            overlays.push(Box::new(Only {
+                policy: opts.policy.clone(),
+                inner: Box::new(e),
+            }));
+        }
+        if opts.policy.encrypt && opts.policy.trusted.is_empty() {
+            // No peer may use clear VXLAN, and a device left by a run without password would
+            // let anyone on the underlay inject frames into the bridge: remove it.
+            Datapath::remove(&netlink, opts.udp_port)
+                .await
+                .context("remove the unencrypted data path")?;
+        } else {
+            // VXLAN on port+1, flooding to every live peer the switch gives it.
+            let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
+                .await
+                .context("start data plane")?;
+            let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+            overlays.push(Box::new(Only {
+                policy: opts.policy.clone(),
+                inner: Box::new(vxlan),
+            }));
+        }
         Ok(KernelDataPlane {
             netlink: Mutex::new(netlink),
             bridge_index: bridge.index,
-            switch: OverlaySwitch::new(vec![Box::new(vxlan)]),
+            switch: OverlaySwitch::new(overlays),
+            encrypted,
         })
     }
 }
@@ -106,5 +148,9 @@ impl DataPlane for KernelDataPlane {
 
     fn paths(&self) -> BTreeMap<PeerName, &'static str> {
         self.switch.paths()
+    }
+
+    fn encrypted_stats(&self) -> Option<super::EncryptedReport> {
+        self.encrypted.as_ref().map(|e| e.report())
     }
 }

@@ -17,10 +17,14 @@
 //! Calls return boxed futures so that the router holds an `Arc<dyn DataPlane>` and the
 //! composition root (`crate::daemon`) chooses the implementation at run time.
 
+pub mod encrypted;
 pub mod iptables;
 pub mod kernel;
 pub mod memory;
+pub mod path;
 pub mod vxlan;
+
+pub use encrypted::EncryptedReport;
 
 use crate::error::ErrorList;
 use crate::mesh::LivePeer;
@@ -47,6 +51,9 @@ pub struct Peer {
     pub underlay: Option<IpAddr>,
     /// We hold a mesh connection of our own to it.
     pub direct: bool,
+    /// With a password: the encrypted path's keys for this peer pair (see
+    /// [`crate::sleeve::SessionKeys`]).
+    pub keys: Option<crate::sleeve::SessionKeys>,
 }
 
 /// The host side of the router: everything it asks of the kernel.
@@ -69,6 +76,11 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// The overlay carrying each peer's traffic since the last [`DataPlane::set_peers`].
     fn paths(&self) -> BTreeMap<PeerName, &'static str>;
+
+    /// The encrypted path's counters, when it runs.
+    fn encrypted_stats(&self) -> Option<EncryptedReport> {
+        None
+    }
 }
 
 /// One way of carrying container frames to peers.
@@ -91,6 +103,7 @@ impl From<&LivePeer> for Peer {
             nickname: p.nickname.clone(),
             underlay: p.address,
             direct: p.direct,
+            keys: p.data_keys.clone(),
         }
     }
 }
@@ -193,6 +206,7 @@ mod tests {
             nickname: format!("p{n}"),
             underlay: ip.map(|o| IpAddr::V4(Ipv4Addr::from(o))),
             direct: true,
+            keys: None,
         }
     }
 

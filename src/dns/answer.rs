@@ -252,6 +252,21 @@ pub fn fit_udp(query: &Message, answer: Vec<u8>) -> Vec<u8> {
     encode(&r, None).unwrap_or_default()
 }
 
+/// The IPv4 addresses of the A records in `answer`, sorted: what a client compares when the
+/// server shuffles them.
+pub fn a_addresses(answer: &Message) -> Vec<std::net::Ipv4Addr> {
+    let mut ips: Vec<_> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    ips
+}
+
 #[cfg(test)]
 #[path = "answer_tests.rs"]
 mod tests;

@@ -4,63 +4,10 @@
 
 use super::blocking;
 use super::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
-use std::thread::JoinHandle;
 
-/// Reads one request (head, then as much body as Content-Length says).
-fn read_request(conn: &mut impl Read) -> String {
-    let mut req = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut buf).unwrap_or(0);
-        req.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&req).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            if req.len() >= end + 4 + len {
-                break;
-            }
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&req).to_string()
-}
-
-/// Serves one canned answer per connection, in order; returns the raw requests it got.
-fn serve(answers: Vec<Vec<u8>>) -> (u16, JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for answer in answers {
-            let (mut conn, _) = listener.accept().unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            seen.push(read_request(&mut conn));
-            conn.write_all(&answer).unwrap();
-        }
-        seen
-    });
-    (port, handle)
-}
-
-fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
-    for h in headers {
-        out.push_str(h);
-        out.push_str("\r\n");
-    }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
+use weave_testkit::canned_http::{answer, read_request, serve};
 
 fn client() -> blocking::Client {
     blocking::Client::new(Client::new()).unwrap()
@@ -286,7 +233,7 @@ mod tls {
     ) -> (
         u16,
         String,
-        JoinHandle<Vec<std::result::Result<String, String>>>,
+        std::thread::JoinHandle<Vec<std::result::Result<String, String>>>,
     ) {
         let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert_pem = key.cert.pem();

@@ -27,6 +27,8 @@ struct Conn {
     outbound: bool,
     established: bool,
     encrypted: bool,
+    /// The encrypted data path's keys from this connection's handshake.
+    data_keys: Option<crate::sleeve::SessionKeys>,
     since: Instant,
     target: Option<String>,
     tx: mpsc::Sender<Arc<Vec<u8>>>,
@@ -254,6 +256,7 @@ impl Actor {
             SocketAddr::new(nc.remote.ip(), remote.listen_port)
         };
         let encrypted = nc.hs.session.is_some();
+        let data_keys = nc.hs.session.as_ref().map(|s| s.data_keys().clone());
         tracing::info!(
             "connection {} {} {}({}) established ({})",
             if outbound { "to" } else { "from" },
@@ -279,6 +282,7 @@ impl Actor {
                 outbound,
                 established: false,
                 encrypted,
+                data_keys,
                 since: Instant::now(),
                 target: nc.target.map(|t| t.0),
                 tx: tx.clone(),
@@ -500,6 +504,7 @@ impl Actor {
                         .map(|c| c.remote.ip())
                         .or_else(|| self.topology.address_of(&p.name)),
                     direct: direct.is_some(),
+                    data_keys: direct.and_then(|c| c.data_keys.clone()),
                 }
             })
             .collect();
@@ -575,6 +580,7 @@ impl Actor {
                     c.peer,
                     c.nickname
                 ),
+                peer: Some(c.peer),
             })
             .collect();
         connections.sort_by(|a, b| a.address.cmp(&b.address));

@@ -63,4 +63,7 @@ pub struct LivePeer {
     pub address: Option<IpAddr>,
     /// True when we have a connection of our own to it.
     pub direct: bool,
+    /// With a password: the encrypted data path's keys from our connection to it (new on
+    /// every connection, so a restarted peer brings new ones).
+    pub data_keys: Option<crate::sleeve::SessionKeys>,
 }

@@ -3,11 +3,17 @@
 //!
 //! Both handshake headers and hellos go into the Noise prologue, so a man in the middle who
 //! changes a field (e.g. clears the encryption flag) breaks the handshake. The psk is
-//! SHA-256 of a domain string and the password, as Weave derives its key from SHA-256 too:
-//! a weak password can be guessed offline from a recorded handshake, so use a long one.
+//! PBKDF2-HMAC-SHA256 of the password ([`crate::sleeve::keys::psk_from_password`]): a weak
+//! password can still be guessed offline from a recorded handshake, only more slowly, so use
+//! a long one.
+//!
+//! A finished handshake also yields the encrypted data path's keys for this peer pair
+//! ([`SessionKeys`], derived from the handshake's split), so both sides agree on them and
+//! every new connection (a restarted peer's) gets new ones.
 
 use super::protocol::{ProtocolError, MAX_FRAME};
-use sha2::{Digest, Sha256};
+pub use crate::sleeve::keys::psk_from_password;
+use crate::sleeve::SessionKeys;
 use snow::{HandshakeState, TransportState};
 
 pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
@@ -17,14 +23,6 @@ const TAG_LEN: usize = 16;
 const CHUNK: usize = NOISE_MAX - TAG_LEN;
 /// Longest sealed frame: a full plaintext frame plus per-chunk length and tag.
 pub const MAX_SEALED_FRAME: usize = MAX_FRAME + (MAX_FRAME / CHUNK + 1) * (2 + TAG_LEN);
-
-/// The Noise pre-shared key for a password.
-pub fn psk_from_password(password: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"weave-rs mesh psk v1\0");
-    h.update(password);
-    h.finalize().into()
-}
 
 fn builder_error(e: snow::Error) -> ProtocolError {
     ProtocolError::Invalid(format!("noise setup: {e}"))
@@ -56,8 +54,7 @@ impl Initiator {
         self.state
             .read_message(reply, &mut buf)
             .map_err(|_| password_mismatch())?;
-        let t = self.state.into_transport_mode().map_err(builder_error)?;
-        Ok(Session { t })
+        Session::from_handshake(self.state)
     }
 }
 
@@ -80,8 +77,7 @@ pub fn respond(
     let mut msg = vec![0u8; 256];
     let n = state.write_message(&[], &mut msg).map_err(builder_error)?;
     msg.truncate(n);
-    let t = state.into_transport_mode().map_err(builder_error)?;
-    Ok((Session { t }, msg))
+    Ok((Session::from_handshake(state)?, msg))
 }
 
 pub fn password_mismatch() -> ProtocolError {
@@ -92,9 +88,24 @@ pub fn password_mismatch() -> ProtocolError {
 /// reordered or altered frame fails authentication and closes the connection).
 pub struct Session {
     t: TransportState,
+    data_keys: SessionKeys,
 }
 
 impl Session {
+    fn from_handshake(mut state: HandshakeState) -> Result<Session, ProtocolError> {
+        let initiator = state.is_initiator();
+        let hash = state.get_handshake_hash().to_vec();
+        let (c1, c2) = state.dangerously_get_raw_split();
+        let data_keys = SessionKeys::from_handshake((&c1, &c2), &hash, initiator);
+        let t = state.into_transport_mode().map_err(builder_error)?;
+        Ok(Session { t, data_keys })
+    }
+
+    /// This peer pair's keys for the encrypted data path.
+    pub fn data_keys(&self) -> &SessionKeys {
+        &self.data_keys
+    }
+
     /// The frame body for `plain`: chunks of `[u16 length][noise message]`.
     pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
         if plain.len() > MAX_FRAME {
@@ -177,6 +188,25 @@ mod tests {
             assert_eq!(a.open(&back).unwrap(), plain);
         }
         assert!(a.seal(&vec![0; MAX_FRAME + 1]).is_err());
+    }
+
+    #[test]
+    fn both_sides_derive_matching_data_keys_and_each_handshake_new_ones() {
+        let (a, b) = pair(b"pw", b"pw").unwrap();
+        let (ka, kb) = (a.data_keys(), b.data_keys());
+        assert_eq!(ka.send, kb.recv);
+        assert_eq!(ka.recv, kb.send);
+        assert_eq!(ka.session, kb.session);
+        assert_ne!(ka.send, ka.recv);
+        let (c, _) = pair(b"pw", b"pw").unwrap();
+        assert_ne!(c.data_keys().send, ka.send, "a new handshake reuses keys");
+        assert_ne!(c.data_keys().recv, ka.recv);
+        // The data keys seal and open across the pair.
+        let t = std::time::Instant::now();
+        let mut s = crate::sleeve::Sealer::new(&ka.send, ka.session, Default::default(), t);
+        let mut o = crate::sleeve::Opener::new(&kb.recv, kb.session);
+        let mut d = crate::sleeve::session::seal_vec(&mut s, t, b"frame").unwrap();
+        assert_eq!(o.open(t, &mut d), Ok(5));
     }
 
     #[test]

@@ -254,6 +254,7 @@ impl Maker {
                     outbound: true,
                     state: state.into(),
                     info,
+                    peer: None,
                 }
             })
             .collect()

@@ -14,6 +14,8 @@ pub struct ConnectionStatus {
     /// established, pending, retrying, failed or connecting.
     pub state: String,
     pub info: String,
+    /// The peer at the other end, once handshaken.
+    pub peer: Option<PeerName>,
 }
 
 /// A snapshot of the mesh.
@@ -51,8 +53,10 @@ impl MeshStatus {
 
     /// `Encryption:` says which planes are protected, so nobody assumes more than is true.
     pub fn encryption_text(&self) -> &'static str {
-        if self.encryption {
-            "enabled (control plane); data plane: unencrypted VXLAN"
+        if self.encryption && self.trusted_subnets.is_empty() {
+            "enabled (control plane and container traffic)"
+        } else if self.encryption {
+            "enabled (control plane and container traffic; VXLAN in clear to trusted subnets)"
         } else {
             "disabled"
         }
@@ -102,10 +106,20 @@ impl MeshStatus {
 
     /// `GET /status/connections`: `<dir> <addr %-21> <state %-11> <info>`.
     pub fn connections_text(&self) -> String {
+        self.connections_text_with(|_| None)
+    }
+
+    /// Like [`MeshStatus::connections_text`], with `, data: <what data(peer) says>` after
+    /// each connection whose peer it knows something about (the data path).
+    pub fn connections_text_with(&self, data: impl Fn(&PeerName) -> Option<String>) -> String {
         let mut s = String::new();
         for c in &self.connections {
             let dir = if c.outbound { "->" } else { "<-" };
-            let _ = writeln!(s, "{dir} {:<21} {:<11} {}", c.address, c.state, c.info);
+            let _ = write!(s, "{dir} {:<21} {:<11} {}", c.address, c.state, c.info);
+            if let Some(d) = c.peer.as_ref().and_then(&data) {
+                let _ = write!(s, ", data: {d}");
+            }
+            s.push('\n');
         }
         s
     }
@@ -235,6 +249,7 @@ mod tests {
                 outbound: true,
                 state: "established".into(),
                 info: "encrypted bb:00:00:00:00:02(h2)".into(),
+                peer: Some(b),
             }],
             targets: vec!["192.0.2.2".into()],
             termination_count: 0,
@@ -251,9 +266,10 @@ mod tests {
             )
         );
         let lines = st.summary_lines();
+        assert_eq!(lines[0].1, "enabled (control plane and container traffic)");
         assert_eq!(
-            lines[0].1,
-            "enabled (control plane); data plane: unencrypted VXLAN"
+            st.connections_text_with(|p| (*p == b).then(|| "encrypted".to_string())),
+            "-> 192.0.2.2:6783        established encrypted bb:00:00:00:00:02(h2), data: encrypted\n"
         );
         assert_eq!(
             lines[3].1,

@@ -11,11 +11,13 @@ mod addr;
 mod fdb;
 mod link;
 mod route;
+mod tap;
 mod veth;
 mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use fdb::{FdbEntry, FLOOD_MAC};
+pub use tap::open_tap;
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

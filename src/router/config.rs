@@ -111,6 +111,8 @@ pub struct MeshFlags {
     /// Longest a peer may take over its handshake (hidden flag; default 10 s, 3 s with fast
     /// timers): a connection that says nothing is closed after it.
     pub handshake_timeout: Option<Duration>,
+    /// Datagrams per key on the encrypted path before it rekeys (hidden flag, for tests).
+    pub rekey_after_packets: Option<u64>,
 }
 
 impl Default for MeshFlags {
@@ -122,6 +124,7 @@ impl Default for MeshFlags {
             trusted_subnets: vec![],
             fast_timers: false,
             handshake_timeout: None,
+            rekey_after_packets: None,
         }
     }
 }

@@ -176,6 +176,10 @@ impl Backend for Router {
                 records: self.dns.records().records().await?.len(),
                 metrics: self.dns.metrics_text(),
             },
+            data: crate::api::status_datapath::DataView {
+                paths: self.plane.paths(),
+                encrypted: self.plane.encrypted_stats(),
+            },
         })
     }
 

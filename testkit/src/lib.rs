@@ -11,6 +11,7 @@
 //! - [`cluster`]: N simulated hosts on one underlay bridge, routers on them, containers
 //!   attached by the real plugin, link cuts, and the `nc` reachability [`nc::Matrix`].
 //! - [`bins`]: where the built binaries are.
+//! - [`canned_http`]: a scripted HTTP server on loopback for client tests.
 //!
 //! It depends on no `weave` crate: it drives the binaries and uses iproute2, so the
 //! crates it tests can dev-depend on it without a cycle. Everything it creates is named
@@ -18,6 +19,7 @@
 //! sweep ([`ns::sweep`]) can clear what an interrupted run left.
 
 pub mod bins;
+pub mod canned_http;
 pub mod cleanup;
 pub mod cluster;
 pub mod nc;
