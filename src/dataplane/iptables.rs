@@ -194,3 +194,25 @@ pub fn hide(cidr: Ipv4Net) -> Result<()> {
     }
     Ok(())
 }
+
+/// The routed path's forwarding rule: container traffic routed in from a neighbour (on the
+/// underlay, so not `-i weave`) to a container here. A new connection would otherwise only be
+/// accepted for exposed subnets.
+pub fn allow_routed(range: Ipv4Net) -> Result<()> {
+    let range = range.trunc().to_string();
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &[
+            "-s",
+            &range,
+            "-d",
+            &range,
+            "-o",
+            BRIDGE_NAME,
+            "-j",
+            "ACCEPT",
+        ],
+        false,
+    )
+}

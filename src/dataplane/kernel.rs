@@ -1,8 +1,11 @@
 //! The kernel data plane: the `weave` bridge (netlink), the router's iptables rules (NAT for
 //! exposed addresses, forwarding, the API port guard, no conntrack between containers) and
-//! the overlays behind an [`OverlaySwitch`] (today kernel VXLAN). Needs CAP_NET_ADMIN.
+//! the overlays behind an [`OverlaySwitch`] (the routed path to neighbours, kernel VXLAN to
+//! the others, as `--dataplane` says). Needs CAP_NET_ADMIN.
 
+use super::routed::{Mode, Routed, RoutedOverlay};
 use super::vxlan::{Datapath, VxlanOverlay};
+use super::Overlay;
 use super::{iptables, DataPlane, OverlaySwitch, Peer, PlaneFuture};
 use crate::netlink::Netlink;
 use crate::peer::PeerName;
@@ -11,6 +14,7 @@ use crate::{Context, Result};
 use futures::FutureExt;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// How the kernel data plane is set up (from the router's flags).
@@ -24,6 +28,10 @@ pub struct KernelOptions {
     pub protect_port: Option<u16>,
     /// The allocation range (traffic inside it skips conntrack).
     pub range: Ipv4Net,
+    /// `--dataplane`.
+    pub mode: Mode,
+    /// The mesh has a password: no unencrypted routed path.
+    pub password: bool,
 }
 
 /// The bridge, the rules and the VXLAN overlay of this host.
@@ -32,6 +40,10 @@ pub struct KernelDataPlane {
     netlink: Mutex<Netlink>,
     bridge_index: u32,
     switch: OverlaySwitch,
+    routed: Option<Arc<Routed>>,
+    /// The peers of the last [`DataPlane::set_peers`] (re-sorted when the host's subnets
+    /// change).
+    peers: Mutex<Vec<Peer>>,
 }
 
 impl KernelDataPlane {
@@ -46,15 +58,42 @@ impl KernelDataPlane {
         blocking(move || iptables::configure_base(protect, range))
             .await
             .context("configure iptables")?;
-        // VXLAN on port+1, flooding to every live peer the switch gives it.
-        let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
-            .await
-            .context("start data plane")?;
-        let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+        let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
+        let routed = match opts.mode {
+            Mode::Vxlan => None,
+            Mode::Auto if opts.password => None,
+            Mode::Auto | Mode::Routed => Some(Arc::new(
+                Routed::start(
+                    Netlink::open().context("open netlink")?,
+                    &opts.bridge,
+                    bridge.index,
+                    opts.range,
+                    opts.password,
+                )
+                .await?,
+            )),
+        };
+        if let Some(r) = &routed {
+            let r = r.clone();
+            blocking(move || iptables::allow_routed(range))
+                .await
+                .context("configure iptables")?;
+            overlays.push(Box::new(RoutedOverlay(r)));
+        }
+        if opts.mode != Mode::Routed {
+            // VXLAN on port+1, flooding to every live peer the switch gives it.
+            let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
+                .await
+                .context("start data plane")?;
+            let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+            overlays.push(Box::new(vxlan));
+        }
         Ok(KernelDataPlane {
             netlink: Mutex::new(netlink),
             bridge_index: bridge.index,
-            switch: OverlaySwitch::new(vec![Box::new(vxlan)]),
+            switch: OverlaySwitch::new(overlays),
+            routed,
+            peers: Mutex::new(Vec::new()),
         })
     }
 }
@@ -93,7 +132,31 @@ impl DataPlane for KernelDataPlane {
     }
 
     fn set_peers(&self, peers: Vec<Peer>) -> PlaneFuture<'_, ()> {
-        async move { self.switch.set_peers(&peers).await }.boxed()
+        async move {
+            let mut last = self.peers.lock().await;
+            *last = peers;
+            self.switch.set_peers(&last).await
+        }
+        .boxed()
+    }
+
+    fn set_ranges(
+        &self,
+        ranges: BTreeMap<PeerName, Vec<Ipv4Net>>,
+        heal: bool,
+    ) -> PlaneFuture<'_, ()> {
+        async move {
+            let Some(routed) = &self.routed else {
+                return Ok(());
+            };
+            // A new or lost underlay address may change which peers are neighbours.
+            if routed.refresh_subnets(heal).await? {
+                let last = self.peers.lock().await;
+                self.switch.set_peers(&last).await?;
+            }
+            routed.set_ranges(ranges, heal).await
+        }
+        .boxed()
     }
 
     fn link_names(&self) -> PlaneFuture<'_, BTreeSet<String>> {

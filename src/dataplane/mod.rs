@@ -6,9 +6,10 @@
 //!   expose`), the set of peers to forward to, and the host's links (for the sweep).
 //! - [`Overlay`]: one way of carrying frames to a peer. [`OverlaySwitch`] picks one per peer:
 //!   the first overlay, in preference order, that accepts it (Weave's overlay switch). Today
-//!   there is one, [`vxlan::VxlanOverlay`] (kernel VXLAN, learning, flood entry per peer);
-//!   an encrypted user-space path and a routed path for neighbour peers are meant to be
-//!   further `Overlay`s placed before it, each accepting the peers it should carry.
+//!   are [`routed::RoutedOverlay`] (no encapsulation, for peers on a directly connected
+//!   subnet, `--dataplane auto|routed`) and, after it, [`vxlan::VxlanOverlay`] (kernel
+//!   VXLAN, learning, flood entry per peer); an encrypted path is meant to be a further
+//!   `Overlay` placed before them, accepting the peers it should carry.
 //! - [`kernel::KernelDataPlane`]: the real one: the `weave` bridge through netlink, NAT and
 //!   forwarding rules through iptables, overlays behind a switch. Needs CAP_NET_ADMIN.
 //! - [`memory::MemoryDataPlane`]: records what it is told; lets whole routers run in one
@@ -20,6 +21,7 @@
 pub mod iptables;
 pub mod kernel;
 pub mod memory;
+pub mod routed;
 pub mod vxlan;
 
 use crate::error::ErrorList;
@@ -27,6 +29,7 @@ use crate::mesh::LivePeer;
 use crate::peer::PeerName;
 use crate::Result;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -69,6 +72,17 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// The overlay carrying each peer's traffic since the last [`DataPlane::set_peers`].
     fn paths(&self) -> BTreeMap<PeerName, &'static str>;
+
+    /// Which peer owns which blocks of the allocation range (the IPAM ring), for paths that
+    /// route by address ([`routed`]); `heal` asks to check the kernel even if nothing
+    /// changed. The daemon calls it whenever the ring changes. Default: not needed.
+    fn set_ranges(
+        &self,
+        _ranges: BTreeMap<PeerName, Vec<Ipv4Net>>,
+        _heal: bool,
+    ) -> PlaneFuture<'_, ()> {
+        async { Ok(()) }.boxed()
+    }
 }
 
 /// One way of carrying container frames to peers.

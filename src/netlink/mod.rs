@@ -16,6 +16,7 @@ mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use fdb::{FdbEntry, FLOOD_MAC};
+pub use route::OwnedRoute;
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

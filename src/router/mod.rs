@@ -159,7 +159,7 @@ impl Backend for Router {
             nickname: self.config.nickname.clone(),
             port: self.mesh.local_addr().port(),
             targets: self.targets().await,
-            mesh: Some(self.mesh.status().await?),
+            mesh: Some(with_paths(self.mesh.status().await?, &self.plane.paths())),
             ipam: self.ipam.summary().await?,
             attachments: self.ipam.attachments().await?,
             pid: std::process::id(),
@@ -235,4 +235,23 @@ impl Backend for Router {
         self.ipam.shutdown().await?;
         self.mesh.leave().await
     }
+}
+
+/// Names each connection's data path (`routed`, `vxlan`, ...) first in its info, as Weave
+/// shows `fastdp`/`sleeve`: `unencrypted 02:..(h2)` becomes `routed unencrypted 02:..(h2)`.
+/// A connection to a peer without a path is left as it is.
+pub fn with_paths(
+    mut status: crate::mesh::MeshStatus,
+    paths: &std::collections::BTreeMap<crate::peer::PeerName, &'static str>,
+) -> crate::mesh::MeshStatus {
+    for c in &mut status.connections {
+        if let Some(path) = paths
+            .iter()
+            .find(|(name, _)| c.info.contains(&format!(" {name}(")))
+            .map(|(_, p)| p)
+        {
+            c.info = format!("{path} {}", c.info);
+        }
+    }
+    status
 }
