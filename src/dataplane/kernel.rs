@@ -55,7 +55,8 @@ impl KernelDataPlane {
             .await
             .context("ensure bridge")?;
         let (protect, range) = (opts.protect_port, opts.range);
-        blocking(move || iptables::configure_base(protect, range))
+        let vxlan_port = (opts.mode != Mode::Routed).then_some(opts.udp_port);
+        blocking(move || iptables::configure_base(protect, range, vxlan_port))
             .await
             .context("configure iptables")?;
         let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
