@@ -297,4 +297,18 @@ fn routes_follow_rmpeer_restarts_and_underlay_cuts_4() {
     // h1 now owns that range itself: its own containers' block stays on the bridge.
     assert!(routes_to(&c, 1, c3, None), "{}", route_get(&c, 1, c3));
     assert!(eventually(SETTLE, || answers(&c, 2, c1)));
+
+    // h2 leaves as `weave reset` makes it (DELETE /peer: its ranges go to a live peer, h1
+    // or h4) and stays up: h1 stops routing them to h2 within one gossip interval.
+    assert!(routes_to(&c, 1, c2, Some(h2)), "{}", route_get(&c, 1, c2));
+    assert_eq!(req(router(&c, 2), "DELETE", "/peer"), (204, String::new()));
+    let t0 = Instant::now();
+    assert!(
+        eventually(SETTLE, || routes_to(&c, 1, c2, None)),
+        "h1 still routes h2's given-away range to h2: {}",
+        route_get(&c, 1, c2)
+    );
+    let took = t0.elapsed();
+    println!("h2 left (DELETE /peer) -> h1 stops routing its old range to h2 after {took:?}");
+    assert!(took <= Duration::from_millis(2000), "took {took:?}");
 }
