@@ -255,3 +255,59 @@ pub fn with_paths(
     }
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::status::ConnectionStatus;
+    use crate::peer::PeerName;
+
+    fn conn(address: &str, info: &str) -> ConnectionStatus {
+        ConnectionStatus {
+            address: address.into(),
+            outbound: true,
+            state: "established".into(),
+            info: info.into(),
+        }
+    }
+
+    #[test]
+    fn each_connection_names_its_peers_path_first() {
+        let (two, three) = (
+            PeerName::from_u64(2).unwrap(),
+            PeerName::from_u64(3).unwrap(),
+        );
+        let status = crate::mesh::MeshStatus {
+            name: PeerName::from_u64(1).unwrap(),
+            nickname: "h1".into(),
+            uid: 1,
+            port: 6783,
+            encryption: false,
+            discovery: true,
+            conn_limit: 100,
+            trusted_subnets: vec![],
+            peers: vec![],
+            connections: vec![
+                conn("192.0.2.2:6783", &format!("unencrypted {two}(h2)")),
+                conn("198.51.100.3:6783", &format!("unencrypted {three}(h3)")),
+                conn("192.0.2.9:6783", "dial tcp: connection refused"),
+            ],
+            targets: vec![],
+            termination_count: 0,
+        };
+        let paths = [(two, "routed"), (three, "vxlan")].into();
+        let infos: Vec<String> = with_paths(status, &paths)
+            .connections
+            .into_iter()
+            .map(|c| c.info)
+            .collect();
+        assert_eq!(
+            infos,
+            [
+                format!("routed unencrypted {two}(h2)"),
+                format!("vxlan unencrypted {three}(h3)"),
+                "dial tcp: connection refused".to_string(),
+            ]
+        );
+    }
+}
