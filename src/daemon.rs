@@ -71,6 +71,7 @@ impl Daemon {
         );
         let dns = Arc::new(start_dns(&config, &state.peer_name, &state.datadir, &mesh).await?);
         let sweep_every = config.sweep_interval;
+        let ring_universe = config.ipalloc_range;
         let (http_addr, status_addr) = (config.http_addr, config.status_addr);
         let router = Arc::new(Router::new(Parts {
             config,
@@ -83,6 +84,7 @@ impl Daemon {
             dns,
         }));
         router.reexpose().await?;
+        tokio::spawn(follow_ring(ipam.clone(), plane.clone(), ring_universe));
         tokio::spawn(sweep::run(ipam, plane, sweep_every));
         let http = bind(http_addr).await?;
         let status = bind(status_addr).await?;
@@ -209,6 +211,12 @@ async fn kernel_plane(config: &Config) -> Result<KernelDataPlane> {
                 .unwrap_or(crate::sleeve::Limits::default().packets),
             ..Default::default()
         },
+        mode: config.dataplane,
+        password: config
+            .mesh
+            .password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty()),
     })
     .await
 }
@@ -236,6 +244,43 @@ fn path_policy(config: &Config) -> Result<PathPolicy> {
             .is_some_and(|p| !p.is_empty()),
         trusted,
     })
+}
+
+/// How often the ring's owners are compared with what the data plane was last given (well
+/// under the fastest gossip interval, 1 s, so a moved range is routed within one).
+const RING_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the data plane checks the kernel even when the ring did not change.
+const RING_HEAL_EVERY: u32 = 40;
+
+/// Hands the ring's owners (as CIDR blocks) to the data plane whenever they change, until
+/// the IPAM service stops. Routes by owner ([`crate::dataplane::routed`]) follow donations,
+/// `rmpeer` and resets this way.
+async fn follow_ring(ipam: IpamHandle, plane: Arc<dyn DataPlane>, universe: Ipv4Net) {
+    let mut last = None;
+    let mut ticks = 0u32;
+    let mut every = tokio::time::interval(RING_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let summary = match ipam.summary().await {
+            Ok(s) => s,
+            Err(e) if e.kind() == crate::ErrorKind::Internal => return,
+            Err(_) => continue,
+        };
+        let ranges = crate::dataplane::routed::ring_ranges(&summary.entries, universe);
+        ticks += 1;
+        let heal = ticks.is_multiple_of(RING_HEAL_EVERY);
+        if !heal && last.as_ref() == Some(&ranges) {
+            continue;
+        }
+        match plane.set_ranges(ranges.clone(), heal).await {
+            Ok(()) => last = Some(ranges),
+            Err(e) => {
+                tracing::warn!("data plane: {e}");
+                last = None;
+            }
+        }
+    }
 }
 
 /// The DNS records on their channel, persisted in the data dir, gossiped at the mesh's

@@ -5,8 +5,9 @@
 //! 1. a `weave` task per agent: Mesos reports its IP, that host's router owns it under the
 //!    task's ContainerID, the addresses are unique across hosts;
 //! 2. the harness's scenario (full 3 × 3 matrix + negative probe) through the real master,
-//!    across hosts: other hosts' container addresses route via the weave bridge, and the
-//!    `vxlan-6784` packet counters grow (printed);
+//!    across hosts: other hosts' container addresses are routed to the owning agent's
+//!    underlay address (the hosts are neighbours: the routed path), `vxlan-6784` packet
+//!    counters printed;
 //! 3. DEL on task end frees each IP;
 //! 4. faults: (a) router down → TASK_FAILED with our error text, nothing leaked after the
 //!    router is back; (b) SIGKILL + restart of an agent with a running task: Mesos recovers
@@ -251,16 +252,15 @@ fn weave_on_a_three_host_mesos_cluster() {
         .filter(|p| p.expect_open && p.from != p.to)
         .count();
     assert_eq!(cross, HOSTS * (HOSTS - 1));
-    // The hosts share only the underlay; a container address of another host is reached
-    // through the weave bridge, whose only way off the host is vxlan-6784.
+    // The hosts share one underlay subnet, so the default data path (`--dataplane auto`)
+    // routes a container address of another host to that host's underlay address, without
+    // VXLAN (tests/routed_4.rs covers both paths; the counters above are only printed).
     for (agent, ip) in &report.listeners {
         for h in hs.hosts.iter().filter(|h| h.ip != agent.hostname) {
             let route = run(10, &["ip", "-n", &h.netns, "route", "get", ip]);
-            assert!(route.contains("dev weave"), "host {}: {route}", h.k);
+            let via = format!("via {} ", agent.hostname);
+            assert!(route.contains(&via), "host {}: {route}", h.k);
         }
-    }
-    for k in 0..HOSTS {
-        assert!(after[k] > before[k], "no VXLAN traffic on host {}", k + 1);
     }
     // The scenario's containers end (probes) or are torn down (listeners); Mesos' DELs
     // then free all of their addresses and veths.

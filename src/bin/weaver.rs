@@ -93,6 +93,10 @@ struct Args {
     /// Port of the DNS server on the bridge addresses.
     #[arg(long, default_value_t = 53, hide = true)]
     dns_port: u16,
+    /// How container traffic reaches other hosts: auto (routed, without encapsulation, to
+    /// peers on a directly connected subnet; VXLAN to the others), vxlan, or routed (only).
+    #[arg(long, default_value = "auto")]
+    dataplane: String,
     /// Peers to connect to (host[:port]).
     peers: Vec<String>,
 }
@@ -156,8 +160,13 @@ fn config(a: Args) -> Result<Config, String> {
     let ipalloc_init =
         parse_ipalloc_init(&a.ipalloc_init, a.peers.len()).map_err(|e| e.to_string())?;
     let dns = dns_flags(&a)?;
+    let dataplane = a
+        .dataplane
+        .parse()
+        .map_err(|e: weave::Error| e.to_string())?;
     Ok(Config {
         dns,
+        dataplane,
         name: a.name,
         nickname: a.nickname.unwrap_or_else(hostname),
         default_subnet: a.ipalloc_default_subnet.unwrap_or(a.ipalloc_range),

@@ -65,6 +65,9 @@ pub struct LaunchArgs {
     /// Upstream resolvers for other names (default /etc/resolv.conf).
     #[arg(long)]
     pub resolv_conf: Option<String>,
+    /// Data path to other hosts: auto (routed to neighbours, VXLAN to others), vxlan, routed.
+    #[arg(long)]
+    pub dataplane: Option<String>,
     /// Do not install the CNI plugins and config first.
     #[arg(long)]
     pub no_cni_setup: bool,
@@ -101,6 +104,7 @@ impl LaunchArgs {
         flag("dns-domain", self.dns_domain.clone());
         flag("dns-ttl", self.dns_ttl.map(|t| t.to_string()));
         flag("resolv-conf", self.resolv_conf.clone());
+        flag("dataplane", self.dataplane.clone());
         if self.no_discovery {
             out.push("--no-discovery".into());
         }
@@ -342,6 +346,8 @@ mod tests {
             "h1",
             "--dns-domain",
             "mesos.local",
+            "--dataplane",
+            "vxlan",
             "--no-dns",
             "10.0.0.2",
             "10.0.0.3:6783",
@@ -359,6 +365,7 @@ mod tests {
                 "--ipalloc-init=observer",
                 "--mtu=1400",
                 "--dns-domain=mesos.local",
+                "--dataplane=vxlan",
                 "--no-dns",
                 "10.0.0.2",
                 "10.0.0.3:6783"

@@ -56,7 +56,8 @@ pub(super) fn run(ctx: &Ctx, force: bool) -> CliResult {
         .map_err(|e| Failure::new(1, format!("reset weave: {e}")))
 }
 
-/// Deletes the bridge, other router links and every `vethwe*` link in this netns.
+/// Deletes the bridge, other router links, the routed path's routes and every `vethwe*`
+/// link in this netns.
 async fn remove_links() -> crate::Result<()> {
     let nl = Netlink::open()?;
     let mut errors = ErrorList::default();
@@ -66,6 +67,11 @@ async fn remove_links() -> crate::Result<()> {
                 .await
                 .with_context(|| format!("delete link {name:?}")),
         );
+    }
+    // The routed path's routes to neighbours (those on the bridge went with it).
+    let proto = crate::dataplane::routed::ROUTE_PROTO;
+    for r in nl.owned_routes(proto).await? {
+        errors.push_err(nl.delete_owned_route(&r, proto).await);
     }
     for link in nl.links().await? {
         if link.name.starts_with(VETH_PREFIX) {

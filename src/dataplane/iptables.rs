@@ -15,6 +15,11 @@ pub const EXPOSE_CHAIN: &str = "WEAVE-EXPOSE";
 /// throughput). Packets to the bridge's own addresses stay tracked (NAT replies, portmap's
 /// hairpin SNAT).
 pub const NOTRACK_CHAIN: &str = "WEAVE-NOTRACK";
+/// Raw chain, jumped from PREROUTING and OUTPUT: the VXLAN packets themselves (UDP to the
+/// data-plane port, both ways) skip connection tracking. Nothing NATs them, and tracking
+/// every encapsulated packet (one conntrack lookup on send, one on receive, on top of the
+/// filter chains) costs throughput once conntrack is loaded (Docker, our NAT rules).
+pub const NOTRACK_UDP_CHAIN: &str = "WEAVE-NOTRACK-UDP";
 
 use crate::iptables::output as iptables;
 
@@ -60,7 +65,11 @@ pub fn delete_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
 
 /// The rules the router always wants: forwarding for the bridge, the NAT and expose chains,
 /// and (when the API listens on loopback) the INPUT rule keeping other hosts off the API port.
-pub fn configure_base(protect_port: Option<u16>, range: Ipv4Net) -> Result<()> {
+pub fn configure_base(
+    protect_port: Option<u16>,
+    range: Ipv4Net,
+    vxlan_port: Option<u16>,
+) -> Result<()> {
     let b = BRIDGE_NAME;
     ensure_chain("raw", NOTRACK_CHAIN)?;
     let range = range.trunc().to_string();
@@ -71,6 +80,36 @@ pub fn configure_base(protect_port: Option<u16>, range: Ipv4Net) -> Result<()> {
         false,
     )?;
     ensure_rule("raw", "PREROUTING", &["-i", b, "-j", NOTRACK_CHAIN], false)?;
+    // Container traffic routed in from a neighbour (routed path) arrives on the underlay.
+    ensure_rule(
+        "raw",
+        "PREROUTING",
+        &[
+            "!",
+            "-i",
+            b,
+            "-s",
+            &range,
+            "-d",
+            &range,
+            "-j",
+            NOTRACK_CHAIN,
+        ],
+        false,
+    )?;
+    if let Some(port) = vxlan_port {
+        let port = port.to_string();
+        ensure_chain("raw", NOTRACK_UDP_CHAIN)?;
+        ensure_rule(
+            "raw",
+            NOTRACK_UDP_CHAIN,
+            &["-p", "udp", "--dport", &port, "-j", "CT", "--notrack"],
+            false,
+        )?;
+        for hook in ["PREROUTING", "OUTPUT"] {
+            ensure_rule("raw", hook, &["-j", NOTRACK_UDP_CHAIN], false)?;
+        }
+    }
     ensure_chain("filter", EXPOSE_CHAIN)?;
     ensure_rule(
         "filter",
@@ -193,4 +232,26 @@ pub fn hide(cidr: Ipv4Net) -> Result<()> {
         delete_rule("nat", NAT_CHAIN, &strs(&r))?;
     }
     Ok(())
+}
+
+/// The routed path's forwarding rule: container traffic routed in from a neighbour (on the
+/// underlay, so not `-i weave`) to a container here. A new connection would otherwise only be
+/// accepted for exposed subnets.
+pub fn allow_routed(range: Ipv4Net) -> Result<()> {
+    let range = range.trunc().to_string();
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &[
+            "-s",
+            &range,
+            "-d",
+            &range,
+            "-o",
+            BRIDGE_NAME,
+            "-j",
+            "ACCEPT",
+        ],
+        false,
+    )
 }

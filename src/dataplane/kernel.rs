@@ -1,10 +1,13 @@
 //! The kernel data plane: the `weave` bridge (netlink), the router's iptables rules (NAT for
 //! exposed addresses, forwarding, the API port guard, no conntrack between containers) and
-//! the overlays behind an [`OverlaySwitch`]: the encrypted path when a password is set,
-//! kernel VXLAN otherwise and for trusted subnets ([`PathPolicy`]). Needs CAP_NET_ADMIN.
+//! the overlays behind an [`OverlaySwitch`], the first that accepts a peer: the routed path
+//! to neighbours (no encapsulation, never with a password; `--dataplane`), the encrypted path
+//! when a password is set, kernel VXLAN otherwise and for trusted subnets ([`PathPolicy`]).
+//! Needs CAP_NET_ADMIN.
 
 use super::encrypted::{EncryptedOverlay, EncryptedStats};
 use super::path::{Only, PathPolicy};
+use super::routed::{Mode, Routed, RoutedOverlay};
 use super::vxlan::{Datapath, VxlanOverlay};
 use super::{iptables, DataPlane, Overlay, OverlaySwitch, Peer, PlaneFuture};
 use crate::netlink::Netlink;
@@ -15,6 +18,7 @@ use crate::{Context, Result};
 use futures::FutureExt;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// How the kernel data plane is set up (from the router's flags).
@@ -34,6 +38,10 @@ pub struct KernelOptions {
     pub encrypted_port: u16,
     /// When the encrypted path rekeys.
     pub rekey: Limits,
+    /// `--dataplane`.
+    pub mode: Mode,
+    /// The mesh has a password: no unencrypted routed path.
+    pub password: bool,
 }
 
 /// The bridge, the rules and the VXLAN overlay of this host.
@@ -43,6 +51,10 @@ pub struct KernelDataPlane {
     bridge_index: u32,
     switch: OverlaySwitch,
     encrypted: Option<EncryptedStats>,
+    routed: Option<Arc<Routed>>,
+    /// The peers of the last [`DataPlane::set_peers`] (re-sorted when the host's subnets
+    /// change).
+    peers: Mutex<Vec<Peer>>,
 }
 
 impl KernelDataPlane {
@@ -54,10 +66,32 @@ impl KernelDataPlane {
             .await
             .context("ensure bridge")?;
         let (protect, range) = (opts.protect_port, opts.range);
-        blocking(move || iptables::configure_base(protect, range))
+        let vxlan_port = (opts.mode != Mode::Routed).then_some(opts.udp_port);
+        blocking(move || iptables::configure_base(protect, range, vxlan_port))
             .await
             .context("configure iptables")?;
         let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
+        let routed = match opts.mode {
+            Mode::Vxlan => None,
+            Mode::Auto if opts.password => None,
+            Mode::Auto | Mode::Routed => Some(Arc::new(
+                Routed::start(
+                    Netlink::open().context("open netlink")?,
+                    &opts.bridge,
+                    bridge.index,
+                    opts.range,
+                    opts.password,
+                )
+                .await?,
+            )),
+        };
+        if let Some(r) = &routed {
+            let r = r.clone();
+            blocking(move || iptables::allow_routed(range))
+                .await
+                .context("configure iptables")?;
+            overlays.push(Box::new(RoutedOverlay(r)));
+        }
         let mut encrypted = None;
         if opts.policy.encrypt {
             let e = EncryptedOverlay::start(
@@ -81,7 +115,7 @@ impl KernelDataPlane {
             Datapath::remove(&netlink, opts.udp_port)
                 .await
                 .context("remove the unencrypted data path")?;
-        } else {
+        } else if opts.mode != Mode::Routed {
             // VXLAN on port+1, flooding to every live peer the switch gives it.
             let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
                 .await
@@ -97,6 +131,8 @@ impl KernelDataPlane {
             bridge_index: bridge.index,
             switch: OverlaySwitch::new(overlays),
             encrypted,
+            routed,
+            peers: Mutex::new(Vec::new()),
         })
     }
 }
@@ -135,7 +171,31 @@ impl DataPlane for KernelDataPlane {
     }
 
     fn set_peers(&self, peers: Vec<Peer>) -> PlaneFuture<'_, ()> {
-        async move { self.switch.set_peers(&peers).await }.boxed()
+        async move {
+            let mut last = self.peers.lock().await;
+            *last = peers;
+            self.switch.set_peers(&last).await
+        }
+        .boxed()
+    }
+
+    fn set_ranges(
+        &self,
+        ranges: BTreeMap<PeerName, Vec<Ipv4Net>>,
+        heal: bool,
+    ) -> PlaneFuture<'_, ()> {
+        async move {
+            let Some(routed) = &self.routed else {
+                return Ok(());
+            };
+            // A new or lost underlay address may change which peers are neighbours.
+            if routed.refresh_subnets(heal).await? {
+                let last = self.peers.lock().await;
+                self.switch.set_peers(&last).await?;
+            }
+            routed.set_ranges(ranges, heal).await
+        }
+        .boxed()
     }
 
     fn link_names(&self) -> PlaneFuture<'_, BTreeSet<String>> {

@@ -5,10 +5,11 @@
 //! - [`DataPlane`]: the seam the router talks to: bridge addresses, expose/hide (`weave
 //!   expose`), the set of peers to forward to, and the host's links (for the sweep).
 //! - [`Overlay`]: one way of carrying frames to a peer. [`OverlaySwitch`] picks one per peer:
-//!   the first overlay, in preference order, that accepts it (Weave's overlay switch). Today
-//!   there is one, [`vxlan::VxlanOverlay`] (kernel VXLAN, learning, flood entry per peer);
-//!   an encrypted user-space path and a routed path for neighbour peers are meant to be
-//!   further `Overlay`s placed before it, each accepting the peers it should carry.
+//!   the first overlay, in preference order, that accepts it (Weave's overlay switch):
+//!   [`routed::RoutedOverlay`] (no encapsulation, for peers on a directly connected subnet,
+//!   `--dataplane auto|routed`, never with a password), then [`encrypted::EncryptedOverlay`]
+//!   (with a password, except peers in trusted subnets: [`path`]), then
+//!   [`vxlan::VxlanOverlay`] (kernel VXLAN, learning, flood entry per peer).
 //! - [`kernel::KernelDataPlane`]: the real one: the `weave` bridge through netlink, NAT and
 //!   forwarding rules through iptables, overlays behind a switch. Needs CAP_NET_ADMIN.
 //! - [`memory::MemoryDataPlane`]: records what it is told; lets whole routers run in one
@@ -22,6 +23,7 @@ pub mod iptables;
 pub mod kernel;
 pub mod memory;
 pub mod path;
+pub mod routed;
 pub mod vxlan;
 
 pub use encrypted::EncryptedReport;
@@ -31,6 +33,7 @@ use crate::mesh::LivePeer;
 use crate::peer::PeerName;
 use crate::Result;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -80,6 +83,17 @@ pub trait DataPlane: Send + Sync + 'static {
     /// The encrypted path's counters, when it runs.
     fn encrypted_stats(&self) -> Option<EncryptedReport> {
         None
+    }
+
+    /// Which peer owns which blocks of the allocation range (the IPAM ring), for paths that
+    /// route by address ([`routed`]); `heal` asks to check the kernel even if nothing
+    /// changed. The daemon calls it whenever the ring changes. Default: not needed.
+    fn set_ranges(
+        &self,
+        _ranges: BTreeMap<PeerName, Vec<Ipv4Net>>,
+        _heal: bool,
+    ) -> PlaneFuture<'_, ()> {
+        async { Ok(()) }.boxed()
     }
 }
 

@@ -28,6 +28,23 @@ impl Netlink {
             .collect())
     }
 
+    /// `ip -4 addr show`: every link's IPv4 addresses as (link index, address), one dump.
+    pub async fn all_addresses_v4(&self) -> Result<Vec<(u32, Ipv4Net)>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self
+            .dump(RouteNetlinkMessage::GetAddress(query))
+            .await
+            .context("list addresses")?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => ipv4_of(a).map(|n| (a.header.index, n)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// `ip addr add ADDR dev INDEX`; an existing address is not an error.
     pub async fn add_address(&self, index: u32, addr: Ipv4Net) -> Result<()> {
         let msg = address_message(index, addr);

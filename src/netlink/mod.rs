@@ -17,6 +17,7 @@ mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use fdb::{FdbEntry, FLOOD_MAC};
+pub use route::OwnedRoute;
 pub use tap::open_tap;
 pub use vxlan::VxlanSpec;
 

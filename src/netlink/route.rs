@@ -3,7 +3,7 @@
 use super::{has_errno, Netlink, RouteInfo};
 use crate::{Context, Result};
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
@@ -113,4 +113,95 @@ fn main_table_route(r: &RouteMessage) -> Option<RouteInfo> {
     }
     let dst = Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?;
     Some(RouteInfo { dst, gateway, oif })
+}
+
+/// A route owned by one subsystem, told apart from everyone else's by its protocol number
+/// (`ip route ... proto N metric M`): the routed data plane lists and deletes only its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnedRoute {
+    pub dst: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: u32,
+    pub metric: u32,
+}
+
+impl Netlink {
+    /// `ip route replace DST [via GW] dev OIF proto PROTO metric M` (scope link without a
+    /// gateway): one request whether the route is new or moves to another gateway.
+    pub async fn replace_owned_route(&self, r: &OwnedRoute, proto: u8) -> Result<()> {
+        let msg = owned_route_message(r, proto);
+        self.ack(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map(drop)
+        .with_context(|| format!("replace route {}", describe(r.dst, r.gateway, r.oif)))
+    }
+
+    /// `ip route del` of exactly this route; `Ok(false)` if it was not there.
+    pub async fn delete_owned_route(&self, r: &OwnedRoute, proto: u8) -> Result<bool> {
+        let mut msg = owned_route_message(r, proto);
+        msg.header.scope = RouteScope::NoWhere;
+        match self.ack(RouteNetlinkMessage::DelRoute(msg), 0).await {
+            Ok(_) => Ok(true),
+            Err(e) if has_errno(&e, &[libc::ESRCH]) => Ok(false),
+            Err(e) => Err(e.context(format!(
+                "delete route {}",
+                describe(r.dst, r.gateway, r.oif)
+            ))),
+        }
+    }
+
+    /// `ip -4 route show proto PROTO` (main table).
+    pub async fn owned_routes(&self, proto: u8) -> Result<Vec<OwnedRoute>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self
+            .dump(RouteNetlinkMessage::GetRoute(query))
+            .await
+            .context("list routes")?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if r.header.protocol == RouteProtocol::from(proto) =>
+                {
+                    owned_route(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn owned_route_message(r: &OwnedRoute, proto: u8) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(r.dst.network(), r.dst.prefix_len())
+        .output_interface(r.oif)
+        .priority(r.metric)
+        .protocol(RouteProtocol::from(proto));
+    match r.gateway {
+        Some(gw) => builder = builder.gateway(gw),
+        None => builder = builder.scope(RouteScope::Link),
+    }
+    builder.build()
+}
+
+fn owned_route(r: &RouteMessage) -> Option<OwnedRoute> {
+    let info = main_table_route(r)?;
+    let metric = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Some(OwnedRoute {
+        dst: info.dst,
+        gateway: info.gateway,
+        oif: info.oif?,
+        metric,
+    })
 }

@@ -40,6 +40,8 @@ pub struct Config {
     /// The DNS server (`--dns-domain`, `--dns-ttl`, ...); `None` with `--no-dns`. The
     /// records and their gossip run either way.
     pub dns: Option<crate::dns::DnsFlags>,
+    /// `--dataplane`: routed to neighbours and VXLAN to the rest (auto), or one of them.
+    pub dataplane: crate::dataplane::routed::Mode,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             alloc_wait: Duration::from_secs(3),
             sweep_interval: super::sweep::DEFAULT_INTERVAL,
             dns: Some(crate::dns::DnsFlags::default()),
+            dataplane: crate::dataplane::routed::Mode::Auto,
         }
     }
 }
@@ -146,6 +149,12 @@ impl Config {
             )));
         }
         crate::ipam::validate_subnet(self.default_subnet, r).context("--ipalloc-default-subnet")?;
+        let password = self.mesh.password.as_deref().is_some_and(|p| !p.is_empty());
+        if self.dataplane == crate::dataplane::routed::Mode::Routed && password {
+            return Err(invalid(
+                "--dataplane routed: not with --password (the routed path is not encrypted)".into(),
+            ));
+        }
         if self.mtu < 576 || self.mtu > 65535 {
             return Err(invalid(format!(
                 "--mtu {}: must be between 576 and 65535",

@@ -25,6 +25,8 @@ pub const UNDERLAY_DEV: &str = "ul0";
 pub const FLAT_SUBNET: &str = "10.32.0.0/12";
 /// Port every container listener of the matrix uses.
 pub const PROBE_PORT: u16 = 5001;
+/// The gateway's host number on the underlay (`<subnet>.254`), see [`Cluster::add_far_host`].
+pub const GATEWAY_HOST: usize = 254;
 /// The tests' underlay: TEST-NET-1.
 pub const TEST_SUBNET: [u8; 3] = [192, 0, 2];
 
@@ -157,6 +159,8 @@ impl Host {
 pub struct Cluster {
     pub containers: Vec<Container>,
     pub hosts: Vec<Host>,
+    /// The router namespace far hosts sit behind ([`Cluster::add_far_host`]), if any.
+    pub gateway: Option<Netns>,
     pub underlay: Netns,
     pub spec: ClusterSpec,
 }
@@ -185,6 +189,7 @@ impl Cluster {
         let mut c = Cluster {
             containers: Vec::new(),
             hosts: Vec::new(),
+            gateway: None,
             underlay,
             spec,
         };
@@ -222,6 +227,113 @@ impl Cluster {
         ];
         for args in steps {
             ip(args).map_err(|e| e.context(format!("connect host {k} to the underlay")))?;
+        }
+        self.hosts.push(Host {
+            k,
+            router: None,
+            ns,
+            ip: ip_k,
+        });
+        Ok(())
+    }
+
+    /// Adds host k (the next one) on another subnet, `<far>.k/24`, one IP hop away: behind a
+    /// router namespace that has [`GATEWAY_HOST`] on the underlay bridge and `<far>.1`
+    /// towards the far hosts. The underlay hosts route `<far>.0/24` through it and the far
+    /// host routes everything through it, so it is no neighbour of theirs.
+    pub fn add_far_host(&mut self, k: usize, far: [u8; 3]) -> Result<()> {
+        if k != self.hosts.len() + 1 {
+            return Err(Error::new(format!(
+                "add far host {k}: next host is {}",
+                self.hosts.len() + 1
+            )));
+        }
+        let gw_ul = subnet_ip(self.spec.subnet, GATEWAY_HOST);
+        let gw_far = subnet_ip(far, 1);
+        let first = self.gateway.is_none();
+        if first {
+            let gw = self.spec.netns("gw")?;
+            let gw_name = gw.name.clone();
+            self.gateway = Some(gw);
+            let ul = self.underlay.name.clone();
+            let cidr = format!("{gw_ul}/{UNDERLAY_PREFIX}");
+            let steps: [&[&str]; 4] = [
+                &[
+                    "-n",
+                    &ul,
+                    "link",
+                    "add",
+                    "gw",
+                    "master",
+                    UNDERLAY_BRIDGE,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    UNDERLAY_DEV,
+                    "netns",
+                    &gw_name,
+                ],
+                &["-n", &ul, "link", "set", "gw", "up"],
+                &["-n", &gw_name, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
+                &["-n", &gw_name, "link", "set", UNDERLAY_DEV, "up"],
+            ];
+            for args in steps {
+                ip(args).map_err(|e| e.context("connect the gateway to the underlay"))?;
+            }
+            crate::ns::in_ns(&gw_name, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            })
+            .map_err(|e| Error::new(format!("enable forwarding on the gateway: {e}")))?;
+        }
+        let gw = self.gateway.as_ref().expect("gateway").name.clone();
+        let ns = self.spec.netns(&self.spec.host_suffix(k))?;
+        let ip_k = subnet_ip(far, k);
+        let (port, far_net) = (
+            format!("f{k}"),
+            format!("{}/{UNDERLAY_PREFIX}", subnet_ip(far, 0)),
+        );
+        let host_cidr = format!("{ip_k}/{UNDERLAY_PREFIX}");
+        let gw_cidr = format!("{gw_far}/{UNDERLAY_PREFIX}");
+        let gw_far_s = gw_far.to_string();
+        let steps: [&[&str]; 6] = [
+            &[
+                "-n",
+                &gw,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                UNDERLAY_DEV,
+                "netns",
+                &ns.name,
+            ],
+            &["-n", &gw, "addr", "add", &gw_cidr, "dev", &port],
+            &["-n", &gw, "link", "set", &port, "up"],
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &host_cidr,
+                "dev",
+                UNDERLAY_DEV,
+            ],
+            &["-n", &ns.name, "link", "set", UNDERLAY_DEV, "up"],
+            &["-n", &ns.name, "route", "add", "default", "via", &gw_far_s],
+        ];
+        for args in steps {
+            ip(args).map_err(|e| e.context(format!("connect far host {k}")))?;
+        }
+        let gw_ul_s = gw_ul.to_string();
+        for h in &self.hosts {
+            ip(&[
+                "-n", &h.ns.name, "route", "replace", &far_net, "via", &gw_ul_s,
+            ])
+            .map_err(|e| e.context(format!("route host {} to the far subnet", h.k)))?;
         }
         self.hosts.push(Host {
             k,
