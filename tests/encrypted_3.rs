@@ -157,7 +157,7 @@ fn password_encrypts_container_traffic_on_the_underlay_3() {
     let mut cap = Capture::start(&c.underlay);
     assert_full_matrix(&mut c, "3 hosts with a password");
     let m = marker();
-    for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+    for (from, to) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
         let (tcp, udp) = send_marker(&c, from, to, &m);
         assert_eq!(
             (tcp.as_str(), udp.as_str()),

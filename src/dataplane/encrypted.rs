@@ -34,6 +34,11 @@ use std::time::{Duration, Instant};
 pub const TAP_NAME: &str = "weave-sleeve";
 /// Most MACs remembered (an authenticated peer cannot grow the table without bound).
 const MAX_MACS: usize = 65_536;
+/// What a container frame grows by on the underlay: its Ethernet header, the datagram's
+/// header and tag, UDP and IPv4 headers (the container MTU plus this must fit the underlay).
+pub const UNDERLAY_OVERHEAD: u32 = 14 + crate::sleeve::OVERHEAD as u32 + 8 + 20;
+/// The underlay MTU most networks have.
+const COMMON_UNDERLAY_MTU: u32 = 1500;
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -152,6 +157,14 @@ impl EncryptedOverlay {
         };
         let workers = vec![spawn("sleeve-out", outbound)?, spawn("sleeve-in", inbound)?];
         tracing::info!("encrypted data path on udp port {port}, tap {TAP_NAME} mtu {mtu}");
+        if mtu + UNDERLAY_OVERHEAD > COMMON_UNDERLAY_MTU {
+            tracing::warn!(
+                "encrypted data path: --mtu {mtu} plus {UNDERLAY_OVERHEAD} bytes of \
+                 encapsulation exceeds a {COMMON_UNDERLAY_MTU}-byte underlay; full-size frames \
+                 are dropped (counted as pmtu) unless the underlay's MTU is at least {}",
+                mtu + UNDERLAY_OVERHEAD
+            );
+        }
         Ok(EncryptedOverlay { shared, workers })
     }
 
@@ -505,5 +518,28 @@ impl Overlay for EncryptedOverlay {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_mtu_fits_a_common_underlay_once_encrypted() {
+        assert_eq!(UNDERLAY_OVERHEAD, 74);
+        const { assert!(crate::DEFAULT_MTU + UNDERLAY_OVERHEAD <= COMMON_UNDERLAY_MTU) };
+    }
+
+    #[test]
+    fn drops_are_counted_by_reason_and_pmtu_last() {
+        let c = PathCounters::default();
+        c.reject(Reject::Forged);
+        c.reject(Reject::Forged);
+        c.reject(Reject::NotPeer);
+        c.drops[Reject::ALL.len()].fetch_add(1, Relaxed);
+        let want: BTreeMap<&str, u64> = [("forged", 2), ("not_peer", 1), (DROP_PMTU, 1)].into();
+        assert_eq!(c.drops_by_name(), want);
+        assert_eq!(c.drops_total(), 4);
     }
 }
