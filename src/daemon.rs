@@ -50,7 +50,7 @@ impl Daemon {
             None => {
                 let kernel = Arc::new(kernel_plane(&config).await?);
                 // Containers are attached in this namespace only with the kernel plane.
-                tokio::spawn(reap::run());
+                reap::start();
                 kernel
             }
         };
