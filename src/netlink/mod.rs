@@ -58,6 +58,54 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
+/// Links added or changed, as the kernel announces them (see
+/// [`Netlink::open_with_link_events`]). Announcements can be lost when the socket's buffer
+/// overflows: a user that must not miss one also lists the links now and then.
+pub struct LinkEvents {
+    messages: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
+}
+
+/// Receive buffer of a link-event socket.
+const EVENT_BUFFER: usize = 1 << 20;
+
+/// One announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link was added or changed (renamed, up, down, ...).
+    Changed(LinkInfo),
+    /// The socket overflowed: announcements were lost; list the links to catch up.
+    Lost,
+}
+
+impl LinkEvents {
+    /// Discards the announcements already received (for a user about to list the links
+    /// anyway, which covers them); returns how many there were.
+    pub fn discard_pending(&mut self) -> usize {
+        let mut n = 0;
+        while self.messages.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// The next announcement; `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        while let Some((message, _)) = self.messages.next().await {
+            match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    return Some(LinkEvent::Changed(link::link_info(&l)))
+                }
+                NetlinkPayload::Overrun(_) => return Some(LinkEvent::Lost),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
 /// How often an interrupted dump (the table changed while the kernel walked it) is retried.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -77,6 +125,25 @@ impl Netlink {
     pub fn open_in(ns: &NetNs) -> Result<Netlink> {
         ns.run(Netlink::open)?
             .with_context(|| format!("in netns {:?}", ns.path().display().to_string()))
+    }
+
+    /// Like [`Netlink::open`], plus the kernel's announcements of links added or changed in
+    /// this namespace (`ip monitor link`), for a task that reacts to them.
+    pub fn open_with_link_events() -> Result<(Netlink, LinkEvents)> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(ErrorKind::Internal, "open netlink socket: no tokio runtime")
+        })?;
+        let (mut connection, handle, messages) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .context("open netlink socket for link events")?;
+        // Room for bursts (32 concurrent ADDs announce a few hundred changes); an overflow
+        // is still reported, as `LinkEvent::Lost`.
+        let socket = netlink_sys::AsyncSocket::socket_ref(connection.socket_mut());
+        if let Err(e) = socket.set_rx_buf_sz(EVENT_BUFFER) {
+            tracing::debug!("netlink event buffer: {e}");
+        }
+        runtime.spawn(connection);
+        Ok((Netlink { handle }, LinkEvents { messages }))
     }
 
     /// The underlying rtnetlink handle, for requests this module does not wrap (FDB, VXLAN).

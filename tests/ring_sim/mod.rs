@@ -43,8 +43,8 @@ pub struct Net {
     pub duplicate: f64,
     /// Deliver each broadcast to this many random peers (mesh-like gossip) instead of all.
     pub fanout: Option<usize>,
-    /// With `fanout`: each peer's latest gossip not yet sent, sent once per round.
-    pub unsent_gossip: BTreeMap<PeerName, Rc<Gossip>>,
+    /// With `fanout`: each peer's gossip not yet sent, sent once per round.
+    pub unsent_gossip: BTreeMap<PeerName, Gossip>,
     pub next_peer: u64,
     pub next_container: u64,
     pub delivered: u64,
@@ -115,7 +115,8 @@ impl Net {
     }
 
     pub fn add(&mut self, name: PeerName, mode: InitMode) {
-        let alloc = Allocator::new(name, self.universe, mode.clone());
+        let mut alloc = Allocator::new(name, self.universe, mode.clone());
+        alloc.relay_merged(true);
         self.nodes.insert(
             name,
             Node {
@@ -144,8 +145,15 @@ impl Net {
         for out in node.alloc.take_outputs() {
             match out {
                 Output::Broadcast(g) if self.fanout.is_some() => {
-                    // Gossip is full state: a later broadcast supersedes an unsent one.
-                    self.unsent_gossip.insert(name, Rc::new(g));
+                    // A later ring supersedes an unsent one; election deltas add up.
+                    let merged = match (self.unsent_gossip.remove(&name), g) {
+                        (Some(Gossip::Paxos(mut earlier)), Gossip::Paxos(later)) => {
+                            earlier.extend(later);
+                            Gossip::Paxos(earlier)
+                        }
+                        (_, later) => later,
+                    };
+                    self.unsent_gossip.insert(name, merged);
                 }
                 Output::Broadcast(g) => {
                     let g = Rc::new(g);
@@ -234,17 +242,30 @@ impl Net {
     /// Mesh-like gossip: each peer's latest state goes to `fanout` random peers of its group.
     pub fn send_unsent_gossip(&mut self) {
         let Some(k) = self.fanout else { return };
+        // Members of each partition group, listed once per round (not once per sender).
+        let mut groups: BTreeMap<u32, Vec<PeerName>> = BTreeMap::new();
+        for (p, n) in &self.nodes {
+            groups.entry(n.group).or_default().push(*p);
+        }
         for (from, g) in std::mem::take(&mut self.unsent_gossip) {
             let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
                 continue;
             };
-            let peers: Vec<PeerName> = self
-                .nodes
-                .iter()
-                .filter(|(p, n)| **p != from && n.group == group)
-                .map(|(p, _)| *p)
-                .collect();
-            for to in peers.choose_multiple(&mut self.rng, k).copied() {
+            let members = &groups[&group];
+            let g = Rc::new(g);
+            // k distinct random peers other than the sender (all of them when fewer).
+            let mut chosen: Vec<PeerName> = Vec::with_capacity(k);
+            if members.len() <= k + 1 {
+                chosen.extend(members.iter().copied().filter(|p| *p != from));
+            } else {
+                while chosen.len() < k {
+                    let p = members[self.rng.random_range(0..members.len())];
+                    if p != from && !chosen.contains(&p) {
+                        chosen.push(p);
+                    }
+                }
+            }
+            for to in chosen {
                 self.inflight.push(Message {
                     from,
                     to,
@@ -370,8 +391,9 @@ impl Net {
         let saved = node.alloc.persist();
         self.stats.restarts += 1;
         self.inflight.retain(|m| m.from != name && m.to != name);
-        let alloc = Allocator::restore(name, self.universe, node.mode.clone(), &saved)
+        let mut alloc = Allocator::restore(name, self.universe, node.mode.clone(), &saved)
             .unwrap_or_else(|e| panic!("seed {}: restore {name}: {e}", self.seed));
+        alloc.relay_merged(true);
         assert_eq!(alloc.ring(), node.alloc.ring());
         assert_eq!(alloc.allocations(), node.alloc.allocations());
         self.nodes.insert(name, Node { alloc, ..node });

@@ -18,6 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A space request without answer for this many ticks is abandoned for the next donor.
 pub const REQUEST_TIMEOUT_TICKS: u64 = 3;
+/// Every this many ticks the whole state is gossiped (anti-entropy); in between, only what
+/// changed. Gossip used to carry the whole ring or election state every tick, which made
+/// each round cost peers x state size.
+pub const FULL_GOSSIP_TICKS: u64 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Pending {
@@ -75,6 +79,8 @@ pub struct Allocator {
     rng_draws: u64,
     ring_dirty: bool,
     paxos_dirty: bool,
+    /// Pass on ring changes learnt from others (see [`Allocator::relay_merged`]).
+    relay: bool,
     outputs: Vec<Output>,
 }
 
@@ -101,6 +107,7 @@ impl Allocator {
             rng_draws: 0,
             ring_dirty: false,
             paxos_dirty: false,
+            relay: false,
             outputs: Vec::new(),
             mode,
         };
@@ -110,6 +117,13 @@ impl Allocator {
             alloc.ring_dirty = false;
         }
         alloc
+    }
+
+    /// Whether ring changes merged from others are gossiped on at once. Needed when gossip
+    /// goes to a few random peers (the simulation); the mesh floods every broadcast to all
+    /// peers, so the router leaves it off and relies on that plus the periodic full state.
+    pub fn relay_merged(&mut self, on: bool) {
+        self.relay = on;
     }
 
     pub fn me(&self) -> PeerName {
@@ -379,12 +393,15 @@ impl Allocator {
                     self.paxos.propose();
                     self.after_paxos_step();
                 }
-                if !self.paxos.state().is_empty() {
-                    self.paxos_dirty = true;
+                if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
+                    self.paxos.mark_all_changed();
                 }
+                self.paxos_dirty = true;
             }
         } else {
-            self.ring_dirty = true;
+            if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
+                self.ring_dirty = true;
+            }
             if let Some(r) = self.request {
                 if self.now - r.sent_at >= REQUEST_TIMEOUT_TICKS {
                     self.tried.insert((r.donor, r.within));
@@ -502,6 +519,9 @@ impl Allocator {
 
     fn merge_ring(&mut self, ring: &Ring) -> Result<(), MergeError> {
         if self.ring.merge(ring)? {
+            // Over gossip that reaches a few peers, news travels only if passed on; a mesh
+            // that floods every broadcast to everyone needs no relay.
+            self.ring_dirty |= self.relay;
             self.after_ring_change();
         }
         Ok(())
@@ -607,8 +627,12 @@ impl Allocator {
             self.outputs
                 .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
         } else if self.paxos_dirty && !self.has_ring() {
-            self.outputs
-                .push(Output::Broadcast(Gossip::Paxos(self.paxos.state().clone())));
+            // Only the claims that changed (an empty election state means "an observer
+            // wants a ring", so nothing is sent when nothing changed).
+            let delta = self.paxos.take_changed();
+            if !delta.is_empty() {
+                self.outputs.push(Output::Broadcast(Gossip::Paxos(delta)));
+            }
         }
         self.ring_dirty = false;
         self.paxos_dirty = false;

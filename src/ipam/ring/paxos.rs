@@ -7,7 +7,7 @@
 
 use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Ordered by round first, then proposer, so every proposal id is unique.
@@ -74,12 +74,73 @@ impl NodeClaims {
 pub type PaxosState = BTreeMap<PeerName, NodeClaims>;
 
 /// One node's view. Observers merge and can see consensus but never add claims.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// With thousands of electors every node's map holds thousands of claims, and every step
+/// used to walk it (highest promise, promises for a proposal, acceptances per proposal):
+/// the [`Tally`] keeps those counts as claims change, so a merge costs what it received,
+/// and [`Paxos::take_changed`] gives the claims that changed since the last gossip, so
+/// gossip carries deltas rather than the whole map.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Paxos {
     me: PeerName,
     quorum: usize,
     observer: bool,
     knows: PaxosState,
+    #[serde(skip)]
+    tally: Tally,
+    /// Peers whose claims changed since the last [`Paxos::take_changed`].
+    #[serde(skip)]
+    changed: BTreeSet<PeerName>,
+}
+
+impl PartialEq for Paxos {
+    /// The tally follows from `knows`; what was gossiped already is no part of the state.
+    fn eq(&self, other: &Paxos) -> bool {
+        (self.me, self.quorum, self.observer, &self.knows)
+            == (other.me, other.quorum, other.observer, &other.knows)
+    }
+}
+
+impl Eq for Paxos {}
+
+/// Counts over all known claims, kept as they change.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    highest: ProposalId,
+    promises: BTreeMap<ProposalId, usize>,
+    /// Acceptances per proposal, with the value (one per proposal).
+    accepts: BTreeMap<ProposalId, (usize, Arc<Vec<PeerName>>)>,
+}
+
+impl Tally {
+    fn add(&mut self, c: &NodeClaims) {
+        self.highest = self.highest.max(c.promise);
+        *self.promises.entry(c.promise).or_default() += 1;
+        if let Some(a) = &c.accepted {
+            self.accepts
+                .entry(a.proposal)
+                .or_insert_with(|| (0, a.value.clone()))
+                .0 += 1;
+        }
+    }
+
+    fn remove(&mut self, c: &NodeClaims) {
+        if let Some(n) = self.promises.get_mut(&c.promise) {
+            *n -= 1;
+            if *n == 0 {
+                self.promises.remove(&c.promise);
+            }
+        }
+        if let Some(a) = &c.accepted {
+            if let Some(e) = self.accepts.get_mut(&a.proposal) {
+                e.0 -= 1;
+                if e.0 == 0 {
+                    self.accepts.remove(&a.proposal);
+                }
+            }
+        }
+        // `highest` stays: claims only grow, so it never has to go down.
+    }
 }
 
 impl Paxos {
@@ -89,6 +150,8 @@ impl Paxos {
             quorum: quorum.max(1),
             observer: false,
             knows: PaxosState::new(),
+            tally: Tally::default(),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -98,6 +161,8 @@ impl Paxos {
             quorum: usize::MAX,
             observer: true,
             knows: PaxosState::new(),
+            tally: Tally::default(),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -113,6 +178,31 @@ impl Paxos {
         &self.knows
     }
 
+    /// The claims that changed since the last call (ours and merged ones): what gossip
+    /// must carry so that others learn everything we learnt.
+    pub fn take_changed(&mut self) -> PaxosState {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|p| self.knows.get(&p).map(|c| (p, c.clone())))
+            .collect()
+    }
+
+    /// Makes the next [`Paxos::take_changed`] the whole state (periodic anti-entropy: a
+    /// peer that lost a delta learns it from there).
+    pub fn mark_all_changed(&mut self) {
+        self.changed.extend(self.knows.keys().copied());
+    }
+
+    fn set_claims(&mut self, peer: PeerName, claims: NodeClaims) {
+        if let Some(old) = self.knows.get(&peer) {
+            self.tally.remove(old);
+        }
+        self.tally.add(&claims);
+        self.knows.insert(peer, claims);
+        self.changed.insert(peer);
+    }
+
     pub fn has_proposed(&self) -> bool {
         self.knows
             .get(&self.me)
@@ -121,15 +211,15 @@ impl Paxos {
 
     /// Our current promise, used to notice a stalled election.
     pub fn highest_promise(&self) -> ProposalId {
-        self.knows
-            .values()
-            .map(|c| c.promise)
-            .max()
-            .unwrap_or_default()
+        self.tally.highest
     }
 
     /// Restores our own claims after a restart (from persisted state).
     pub fn restore(&mut self, state: PaxosState) {
+        self.tally = Tally::default();
+        for c in state.values() {
+            self.tally.add(c);
+        }
         self.knows = state;
     }
 
@@ -139,11 +229,12 @@ impl Paxos {
             return;
         }
         let round = self.highest_promise().round + 1;
-        let mine = self.knows.entry(self.me).or_default();
+        let mut mine = self.knows.get(&self.me).cloned().unwrap_or_default();
         mine.promise = ProposalId {
             round,
             proposer: self.me,
         };
+        self.set_claims(self.me, mine);
         self.think();
     }
 
@@ -155,12 +246,13 @@ impl Paxos {
             if *peer == self.me {
                 continue;
             }
-            match self.knows.get_mut(peer) {
-                Some(ours) => changed |= ours.join(claims),
-                None => {
-                    self.knows.insert(*peer, claims.clone());
-                    changed = true;
-                }
+            let mut joined = match self.knows.get(peer) {
+                Some(ours) => ours.clone(),
+                None => NodeClaims::default(),
+            };
+            if joined.join(claims) || !self.knows.contains_key(peer) {
+                self.set_claims(*peer, joined);
+                changed = true;
             }
         }
         self.think() || changed
@@ -200,17 +292,21 @@ impl Paxos {
             .as_ref()
             .is_some_and(|a| a.proposal == ours.promise);
         if ours.promise.proposer == me && ours.promise.round > 0 && !already_accepted {
-            let promisers: Vec<&NodeClaims> = self
-                .knows
-                .iter()
-                .filter(|(p, _)| **p != me)
-                .map(|(_, c)| c)
-                .chain(std::iter::once(&ours))
-                .filter(|c| c.promise == ours.promise)
-                .collect();
-            if promisers.len() >= self.quorum {
-                let prior = promisers
+            // Promises for our proposal: the tally counts our stored claims, so correct it
+            // for the ones being decided here.
+            let stored_ours = self.knows.get(&me).map(|c| c.promise);
+            let mut promised = self.tally.promises.get(&ours.promise).copied().unwrap_or(0);
+            if stored_ours != Some(ours.promise) {
+                promised += 1;
+            }
+            if promised >= self.quorum {
+                let prior = self
+                    .knows
                     .iter()
+                    .filter(|(p, _)| **p != me)
+                    .map(|(_, c)| c)
+                    .chain(std::iter::once(&ours))
+                    .filter(|c| c.promise == ours.promise)
                     .filter_map(|c| c.accepted.as_ref())
                     .max_by_key(|a| a.proposal);
                 let value = match prior {
@@ -231,23 +327,19 @@ impl Paxos {
             }
         }
         let changed = ours != before;
-        self.knows.insert(me, ours);
+        if changed || !self.knows.contains_key(&me) {
+            self.set_claims(me, ours);
+        }
         changed
     }
 
     /// The agreed peer list once a quorum accepted the same proposal. Observers, which do not
     /// know the quorum, never see it here: they take the ring electors gossip.
     pub fn consensus(&self) -> Option<Vec<PeerName>> {
-        let mut counts: BTreeMap<ProposalId, usize> = BTreeMap::new();
-        for claims in self.knows.values() {
-            if let Some(a) = &claims.accepted {
-                let n = counts.entry(a.proposal).or_default();
-                *n += 1;
-                if *n >= self.quorum {
-                    return Some(a.value.to_vec());
-                }
-            }
-        }
-        None
+        self.tally
+            .accepts
+            .values()
+            .find(|(n, _)| *n >= self.quorum)
+            .map(|(_, value)| value.to_vec())
     }
 }

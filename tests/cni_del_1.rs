@@ -1,0 +1,199 @@
+//! DEL that does not wait for the kernel (issue 15): the plugin retires the veth pair
+//! (container end down and renamed, host end renamed `vethwepd*`) and the router deletes it.
+//! Proven here on one simulated host with the real router and plugin: ADD, DEL, ADD of the
+//! same container and interface in quick succession, one container at a time and 32 at
+//! once, leaves exactly one working veth and one address per container, and every retired
+//! veth disappears, including one the router finds when it starts.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the router may take to delete retired veths (each costs it an RCU grace period,
+/// 15-45 ms; 64 of them at once well under this).
+const REAP_LIMIT: Duration = Duration::from_secs(20);
+
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn retired(ns: &Netns) -> Vec<String> {
+    ns.links()
+        .into_iter()
+        .filter(|l| l.starts_with("vethwepd") || l.starts_with("wvdel"))
+        .collect()
+}
+
+/// ADD, DEL, ADD of `id`/eth0 in `ns`, back to back; returns the second ADD's address.
+fn add_del_add(host: &Netns, id: &str, ns: &Netns) -> Result<String, String> {
+    let mut address = String::new();
+    for cmd in ["ADD", "DEL", "ADD"] {
+        let r = weave_net(cmd, host, id, ns);
+        if r.code != 0 {
+            return Err(format!("{cmd} {id}: {r:?}"));
+        }
+        if cmd == "ADD" {
+            address = r.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    Ok(address)
+}
+
+/// Exactly one working veth and one address for `id`: the container has `lo` and `eth0`
+/// only, `eth0` holds `address` alone and reaches the bridge, the host has its one host end
+/// on the bridge, and the router owns `address` for `id`.
+fn assert_one_working_attachment(
+    host: &Netns,
+    router: &Router,
+    id: &str,
+    ns: &Netns,
+    address: &str,
+) {
+    let links: BTreeSet<String> = ns.links().into_iter().collect();
+    let want: BTreeSet<String> = ["lo".to_string(), "eth0".to_string()].into();
+    assert_eq!(links, want, "{id}: container links");
+    assert_eq!(
+        ns.addrs("eth0"),
+        vec![address.to_string()],
+        "{id}: eth0 addresses"
+    );
+    let veth = weave::plugin::host_veth_name(id, "eth0");
+    let show = host.sh(&format!("ip -o link show dev {veth}"));
+    assert!(show.contains("master weave"), "{id}: {show}");
+    let gateway = host.addrs("weave");
+    let gw = gateway[0].split('/').next().unwrap();
+    ns.check_sh(&format!("ping -c 1 -W 2 {gw}"))
+        .unwrap_or_else(|e| panic!("{id}: eth0 does not reach the bridge: {e}"));
+    let owned = owned(router);
+    assert_eq!(
+        owned.get(id),
+        Some(&vec![address.to_string()]),
+        "{id}: router owns {owned:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn add_del_add_in_quick_succession_1() {
+    let host = Netns::new("dq");
+    // A veth retired while no router ran: the router deletes it when it starts.
+    host.sh("ip link add vethwepdfffffff type veth peer name wvt-dq-peer");
+    let router = Router::start(&host, &[]);
+    assert!(
+        eventually(REAP_LIMIT, || retired(&host).is_empty()),
+        "retired veth left after the router started: {:?}",
+        retired(&host)
+    );
+    let c = Netns::new("dqc");
+    let mut address = String::new();
+    for round in 0..5 {
+        let first =
+            add_del_add(&host, "quick", &c).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(!first.is_empty(), "round {round}: ADD gave no address");
+        // A DEL's leftovers never get in the next ADD's way, reaped or not.
+        let r = weave_net("DEL", &host, "quick", &c);
+        assert_eq!(r.code, 0, "{r:?}");
+        let r = weave_net("ADD", &host, "quick", &c);
+        assert_eq!(r.code, 0, "{r:?}");
+        address = r.json()["ips"][0]["address"].as_str().unwrap().to_string();
+    }
+    assert!(
+        eventually(REAP_LIMIT, || retired(&host).is_empty()
+            && retired(&c).is_empty()),
+        "retired veths left: host {:?}, container {:?}",
+        retired(&host),
+        retired(&c)
+    );
+    assert_one_working_attachment(&host, &router, "quick", &c, &address);
+    assert_eq!(host_veths(&host).len(), 1, "{:?}", host_veths(&host));
+    let r = weave_net("DEL", &host, "quick", &c);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(host_veths(&host).is_empty(), "{:?}", host_veths(&host));
+    assert!(eventually(REAP_LIMIT, || retired(&host).is_empty()
+        && retired(&c).is_empty()));
+    assert_eq!(c.links(), vec!["lo".to_string()]);
+    assert!(container_owners(&router).is_empty(), "{:?}", owned(&router));
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn add_del_add_32_concurrent_1() {
+    const N: usize = 32;
+    let host = Arc::new(Netns::new("dc"));
+    let router = Router::start(&host, &[]);
+    let containers: Vec<Arc<Netns>> = (0..N).map(|_| Arc::new(Netns::new("dcc"))).collect();
+    let threads: Vec<_> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (host, c) = (host.clone(), c.clone());
+            std::thread::spawn(move || add_del_add(&host, &format!("conc-{i}"), &c))
+        })
+        .collect();
+    let addresses: Vec<String> = threads
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .expect("plugin thread")
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let unique: BTreeSet<&String> = addresses.iter().collect();
+    assert_eq!(unique.len(), N, "addresses not unique: {addresses:?}");
+    assert!(
+        eventually(REAP_LIMIT, || retired(&host).is_empty()
+            && containers.iter().all(|c| retired(c).is_empty())),
+        "retired veths left on the host: {:?}",
+        retired(&host)
+    );
+    for (i, c) in containers.iter().enumerate() {
+        assert_one_working_attachment(&host, &router, &format!("conc-{i}"), c, &addresses[i]);
+    }
+    assert_eq!(host_veths(&host).len(), N, "{:?}", host_veths(&host));
+    assert_eq!(attachments(&router).len(), N);
+
+    // And all 32 DELs at once leave nothing behind.
+    let threads: Vec<_> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (host, c) = (host.clone(), c.clone());
+            std::thread::spawn(move || weave_net("DEL", &host, &format!("conc-{i}"), &c))
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().expect("plugin thread");
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    assert!(host_veths(&host).is_empty(), "{:?}", host_veths(&host));
+    assert!(
+        eventually(REAP_LIMIT, || retired(&host).is_empty()),
+        "retired veths left: {:?}",
+        retired(&host)
+    );
+    for c in &containers {
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+    }
+    assert!(container_owners(&router).is_empty(), "{:?}", owned(&router));
+    assert!(attachments(&router).is_empty());
+}
