@@ -89,7 +89,9 @@ impl Daemon {
             dns,
         }));
         router.reexpose().await?;
-        tokio::spawn(follow_ring(ipam.clone(), plane.clone(), ring_universe));
+        if plane.wants_ranges() {
+            tokio::spawn(follow_ring(ipam.clone(), plane.clone(), ring_universe));
+        }
         tokio::spawn(sweep::run(ipam, plane, sweep_every));
         let http = bind(http_addr).await?;
         let status = bind(status_addr).await?;

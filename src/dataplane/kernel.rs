@@ -179,6 +179,10 @@ impl DataPlane for KernelDataPlane {
         .boxed()
     }
 
+    fn wants_ranges(&self) -> bool {
+        self.routed.is_some()
+    }
+
     fn set_ranges(
         &self,
         ranges: BTreeMap<PeerName, Vec<Ipv4Net>>,

@@ -95,6 +95,12 @@ pub trait DataPlane: Send + Sync + 'static {
     ) -> PlaneFuture<'_, ()> {
         async { Ok(()) }.boxed()
     }
+
+    /// Whether [`DataPlane::set_ranges`] is used at all (if not, the daemon does not follow
+    /// the ring for it: many in-process routers stay cheap).
+    fn wants_ranges(&self) -> bool {
+        false
+    }
 }
 
 /// One way of carrying container frames to peers.
