@@ -9,31 +9,6 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long the router may take to delete retired veths (each costs it an RCU grace period,
-/// 15-45 ms; 64 of them at once well under this).
-const REAP_LIMIT: Duration = Duration::from_secs(20);
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn retired(ns: &Netns) -> Vec<String> {
-    ns.links()
-        .into_iter()
-        .filter(|l| l.starts_with("vethwepd") || l.starts_with("wvdel"))
-        .collect()
-}
 
 /// ADD, DEL, ADD of `id`/eth0 in `ns`, back to back; returns the second ADD's address.
 fn add_del_add(host: &Netns, id: &str, ns: &Netns) -> Result<String, String> {
