@@ -1,9 +1,10 @@
 //! The server on loopback with real sockets: local answers, forwarding to a second server
 //! of ours (a real upstream, not a mock), upstream down, bad input, floods, refusals.
 
+use super::super::answer::a_addresses as addrs;
 use super::*;
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -55,19 +56,6 @@ async fn tcp_ask(s: &mut TcpStream, q: &Message) -> Message {
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).await.unwrap();
     Message::from_vec(&buf).unwrap()
-}
-
-fn addrs(m: &Message) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]
