@@ -67,8 +67,6 @@ pub const HOST_VETH_PREFIX: &str = "vethwepl";
 /// Prefix a DEL renames a host veth to: detached from its container's name, left for the
 /// router to delete (see [`router::reap`]), so DEL does not wait for the kernel to free it.
 pub const RETIRED_VETH_PREFIX: &str = "vethwepd";
-/// Link group of retired veths (IFLA_GROUP; "wvdp"): the router deletes them all at once.
-pub const RETIRED_GROUP: u32 = 0x7776_6470;
 /// Prefix a DEL renames the container's end to (down, so it holds no routes) until the
 /// router deletes the pair; frees the interface name for the next ADD at once.
 pub const RETIRED_IF_PREFIX: &str = "wvdel";

@@ -154,31 +154,6 @@ impl Netlink {
             .with_context(|| format!("rename link {index} to {name:?}"))
     }
 
-    /// `ip link set dev INDEX nomaster name NAME group GROUP`: one request that takes a link
-    /// off its bridge and out of the way, marked for [`Netlink::delete_group`].
-    pub async fn retire_link(&self, index: u32, name: &str, group: u32) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index)
-            .nocontroller()
-            .name(name)
-            .link_group(group)
-            .build();
-        self.set_link(msg)
-            .await
-            .with_context(|| format!("retire link {index} as {name:?}"))
-    }
-
-    /// `ip link delete group GROUP`: every link of the group in one request, so a batch
-    /// pays the kernel's grace period once, not once per link.
-    pub async fn delete_group(&self, group: u32) -> Result<()> {
-        let del = LinkUnspec::new_with_index(0).link_group(group).build();
-        match self.ack(RouteNetlinkMessage::DelLink(del), 0).await {
-            Err(e) if has_errno(&e, &[libc::ENODEV]) => Ok(()),
-            r => r
-                .map(|_| ())
-                .with_context(|| format!("delete link group {group}")),
-        }
-    }
-
     /// `ip link set dev INDEX mtu MTU`.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build())

@@ -81,16 +81,6 @@ pub enum LinkEvent {
 }
 
 impl LinkEvents {
-    /// Discards the announcements already received (for a user about to list the links
-    /// anyway, which covers them); returns how many there were.
-    pub fn discard_pending(&mut self) -> usize {
-        let mut n = 0;
-        while self.messages.try_recv().is_ok() {
-            n += 1;
-        }
-        n
-    }
-
     /// The next announcement; `None` once the connection has ended.
     pub async fn next(&mut self) -> Option<LinkEvent> {
         while let Some((message, _)) = self.messages.next().await {

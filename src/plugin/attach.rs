@@ -285,9 +285,8 @@ pub fn retired_veth_name(index: u32) -> String {
 
 /// Takes an attachment out of use without waiting for the kernel to free the veth (an RCU
 /// grace period, most of a DEL): the container's end goes down (its routes with it) and is
-/// renamed, then the host end leaves the bridge and is renamed to [`retired_veth_name`] in
-/// the [`crate::RETIRED_GROUP`]; the router deletes retired veths as it sees them, and at
-/// start. Both names are free for the next ADD at
+/// renamed, then the host end is renamed to [`retired_veth_name`]; the router deletes
+/// retired veths as it sees them, and at start. Both names are free for the next ADD at
 /// once. Falls back to [`detach`] when the veth is not ours to retire (no host end) or a
 /// rename fails. Returns whether anything was retired or deleted.
 pub async fn retire(
@@ -308,8 +307,7 @@ pub async fn retire(
                 c.rename_link(inner.index, &name).await?;
             }
         }
-        let name = retired_veth_name(host_end.index);
-        host.retire_link(host_end.index, &name, crate::RETIRED_GROUP)
+        host.rename_link(host_end.index, &retired_veth_name(host_end.index))
             .await
     }
     .await;

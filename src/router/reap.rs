@@ -8,7 +8,7 @@
 //! veth therefore lives until the router next runs, never longer.
 
 use crate::netlink::{LinkEvent, Netlink};
-use crate::{Result, RETIRED_GROUP, RETIRED_VETH_PREFIX};
+use crate::{Result, RETIRED_VETH_PREFIX};
 use std::time::Duration;
 
 /// How often the links are listed besides reacting to announcements.
@@ -73,14 +73,10 @@ async fn reap_until_error() -> Result<()> {
                 event = events.next() => match event {
                     Some(LinkEvent::Changed(l)) if is_retired(&l.name) => {
                         tokio::time::sleep(DELAY).await;
-                        // The listing below covers whatever was announced meanwhile;
-                        // reacting to each of those again would fall behind a burst.
-                        events.discard_pending();
                         break;
                     }
                     Some(LinkEvent::Lost) => {
                         tracing::debug!("link announcements lost: listing links");
-                        events.discard_pending();
                         break;
                     }
                     Some(LinkEvent::Changed(_)) => {}
@@ -95,29 +91,18 @@ async fn reap_until_error() -> Result<()> {
     }
 }
 
-/// Deletes every retired veth there is now; returns whether there was any. One request
-/// deletes the whole group (one grace period for a burst of DELs: deleting them one by one,
-/// 15-45 ms each, fell behind 80 DELs a second and filled the bridge's 1,024 ports); a
-/// retired name outside the group (renamed by hand or by an older plugin) goes by name.
+/// Deletes every retired veth there is now; returns whether there was any.
 async fn delete_retired(nl: &Netlink) -> Result<bool> {
-    let retired: Vec<String> = nl
-        .links()
-        .await?
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| is_retired(n))
-        .collect();
-    if retired.is_empty() {
-        return Ok(false);
-    }
-    nl.delete_group(RETIRED_GROUP).await?;
-    for name in &retired {
-        if nl.delete_link(name).await? {
-            tracing::debug!("deleted retired veth {name} by name");
+    let mut found = false;
+    for l in nl.links().await? {
+        if is_retired(&l.name) {
+            found = true;
+            if nl.delete_link(&l.name).await? {
+                tracing::debug!("deleted retired veth {}", l.name);
+            }
         }
     }
-    tracing::debug!("deleted {} retired veths", retired.len());
-    Ok(true)
+    Ok(found)
 }
 
 #[cfg(test)]
