@@ -51,7 +51,7 @@ impl Daemon {
             None => {
                 let kernel = Arc::new(kernel_plane(&config).await?);
                 // Containers are attached in this namespace only with the kernel plane.
-                reap::start();
+                tokio::spawn(reap::run());
                 kernel
             }
         };

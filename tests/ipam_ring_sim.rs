@@ -177,17 +177,12 @@ fn random_schedules_keep_allocations_unique_and_converge() {
     );
 }
 
-fn report_convergence(n: usize) -> sim::Convergence {
+fn report_convergence(n: usize) {
     let c = sim::converge(n, 3, 200).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.owners > n / 2, "ring split among a quorum at least");
     let (rounds, messages) = (c.rounds, c.messages);
-    println!(
-        "ipam ring convergence: {n} peers agreed after {rounds} rounds, {messages} messages \
-         ({:.1} per peer)",
-        messages as f64 / n as f64
-    );
+    println!("ipam ring convergence: {n} peers agreed after {rounds} rounds, {messages} messages");
     assert!(rounds <= 60, "{n} peers took {rounds} rounds");
-    c
 }
 
 #[test]
@@ -196,8 +191,6 @@ fn ten_and_a_hundred_peers_converge() {
     report_convergence(100);
 }
 
-/// The bounded version of the scale bench (issue 15): 1,000 peers agree (the bench runs
-/// 5,000 and reports the growth).
 #[test]
 fn a_thousand_peers_converge() {
     report_convergence(1000);

@@ -68,28 +68,12 @@ pub struct LinkEvents {
     )>,
 }
 
-/// Receive buffer of a link-event socket.
-const EVENT_BUFFER: usize = 1 << 20;
-
-/// One announcement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkEvent {
-    /// A link was added or changed (renamed, up, down, ...).
-    Changed(LinkInfo),
-    /// The socket overflowed: announcements were lost; list the links to catch up.
-    Lost,
-}
-
 impl LinkEvents {
-    /// The next announcement; `None` once the connection has ended.
-    pub async fn next(&mut self) -> Option<LinkEvent> {
+    /// The next link added or changed; `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<LinkInfo> {
         while let Some((message, _)) = self.messages.next().await {
-            match message.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-                    return Some(LinkEvent::Changed(link::link_info(&l)))
-                }
-                NetlinkPayload::Overrun(_) => return Some(LinkEvent::Lost),
-                _ => {}
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = message.payload {
+                return Some(link::link_info(&l));
             }
         }
         None
@@ -123,15 +107,9 @@ impl Netlink {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::new(ErrorKind::Internal, "open netlink socket: no tokio runtime")
         })?;
-        let (mut connection, handle, messages) =
+        let (connection, handle, messages) =
             rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
                 .context("open netlink socket for link events")?;
-        // Room for bursts (32 concurrent ADDs announce a few hundred changes); an overflow
-        // is still reported, as `LinkEvent::Lost`.
-        let socket = netlink_sys::AsyncSocket::socket_ref(connection.socket_mut());
-        if let Err(e) = socket.set_rx_buf_sz(EVENT_BUFFER) {
-            tracing::debug!("netlink event buffer: {e}");
-        }
         runtime.spawn(connection);
         Ok((Netlink { handle }, LinkEvents { messages }))
     }
