@@ -64,11 +64,5 @@ pub const EXPOSE_ID: &str = "weave:expose";
 pub const NO_CONTAINER_ID: &str = "_";
 /// Prefix of host-side veths of CNI-attached containers (`weave reset` removes `vethwepl*`).
 pub const HOST_VETH_PREFIX: &str = "vethwepl";
-/// Prefix a DEL renames a host veth to: detached from its container's name, left for the
-/// router to delete (see [`router::reap`]), so DEL does not wait for the kernel to free it.
-pub const RETIRED_VETH_PREFIX: &str = "vethwepd";
-/// Prefix a DEL renames the container's end to (down, so it holds no routes) until the
-/// router deletes the pair; frees the interface name for the next ADD at once.
-pub const RETIRED_IF_PREFIX: &str = "wvdel";
 /// Version string reported by every binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

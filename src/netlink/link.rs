@@ -147,13 +147,6 @@ impl Netlink {
             .with_context(|| format!("set link {index} down"))
     }
 
-    /// `ip link set dev INDEX name NAME`.
-    pub async fn rename_link(&self, index: u32, name: &str) -> Result<()> {
-        self.set_link(LinkUnspec::new_with_index(index).name(name).build())
-            .await
-            .with_context(|| format!("rename link {index} to {name:?}"))
-    }
-
     /// `ip link set dev INDEX mtu MTU`.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build())

@@ -58,28 +58,6 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-/// Links added or changed, as the kernel announces them (see
-/// [`Netlink::open_with_link_events`]). Announcements can be lost when the socket's buffer
-/// overflows: a user that must not miss one also lists the links now and then.
-pub struct LinkEvents {
-    messages: futures::channel::mpsc::UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        netlink_sys::SocketAddr,
-    )>,
-}
-
-impl LinkEvents {
-    /// The next link added or changed; `None` once the connection has ended.
-    pub async fn next(&mut self) -> Option<LinkInfo> {
-        while let Some((message, _)) = self.messages.next().await {
-            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = message.payload {
-                return Some(link::link_info(&l));
-            }
-        }
-        None
-    }
-}
-
 /// How often an interrupted dump (the table changed while the kernel walked it) is retried.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -99,19 +77,6 @@ impl Netlink {
     pub fn open_in(ns: &NetNs) -> Result<Netlink> {
         ns.run(Netlink::open)?
             .with_context(|| format!("in netns {:?}", ns.path().display().to_string()))
-    }
-
-    /// Like [`Netlink::open`], plus the kernel's announcements of links added or changed in
-    /// this namespace (`ip monitor link`), for a task that reacts to them.
-    pub fn open_with_link_events() -> Result<(Netlink, LinkEvents)> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::new(ErrorKind::Internal, "open netlink socket: no tokio runtime")
-        })?;
-        let (connection, handle, messages) =
-            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
-                .context("open netlink socket for link events")?;
-        runtime.spawn(connection);
-        Ok((Netlink { handle }, LinkEvents { messages }))
     }
 
     /// The underlying rtnetlink handle, for requests this module does not wrap (FDB, VXLAN).

@@ -278,50 +278,6 @@ async fn install_routes(nl: &Netlink, index: u32, req: &AttachRequest<'_>) -> Re
     Ok(installed)
 }
 
-/// The name a retired host veth gets: unique while its index is (`vethwepd` + 7 hex digits).
-pub fn retired_veth_name(index: u32) -> String {
-    format!("{}{:07x}", crate::RETIRED_VETH_PREFIX, index & 0x0fff_ffff)
-}
-
-/// Takes an attachment out of use without waiting for the kernel to free the veth (an RCU
-/// grace period, most of a DEL): the container's end goes down (its routes with it) and is
-/// renamed, then the host end is renamed to [`retired_veth_name`]; the router deletes
-/// retired veths as it sees them, and at start. Both names are free for the next ADD at
-/// once. Falls back to [`detach`] when the veth is not ours to retire (no host end) or a
-/// rename fails. Returns whether anything was retired or deleted.
-pub async fn retire(
-    host: &Netlink,
-    container: Option<&Netlink>,
-    ifname: &str,
-    host_veth: &str,
-) -> Result<bool> {
-    let Some(host_end) = host.link(host_veth).await? else {
-        // No pair of ours: whatever `ifname` is, delete it as before.
-        return detach(host, container, ifname, host_veth).await;
-    };
-    let retired = async {
-        if let Some(c) = container {
-            if let Some(inner) = c.link(ifname).await? {
-                c.set_down(inner.index).await?;
-                let name = format!("{}{:x}", crate::RETIRED_IF_PREFIX, inner.index);
-                c.rename_link(inner.index, &name).await?;
-            }
-        }
-        host.rename_link(host_end.index, &retired_veth_name(host_end.index))
-            .await
-    }
-    .await;
-    match retired {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            tracing::warn!("retire {host_veth:?}: {e}; deleting it now");
-            let renamed = retired_veth_name(host_end.index);
-            let _ = host.delete_link(&renamed).await;
-            detach(host, container, ifname, host_veth).await
-        }
-    }
-}
-
 /// Removes `ifname` from the container (if its namespace is given) and the host veth.
 /// Missing links are fine; returns whether anything was deleted.
 pub async fn detach(

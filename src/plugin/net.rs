@@ -3,7 +3,7 @@
 
 use super::addressing::{Allocation, Ipam};
 use super::attach::{
-    finish, host_veth_name, prepare, retire, AttachRequest, Attached, LinkRequest, Prepared, Sides,
+    detach, finish, host_veth_name, prepare, AttachRequest, Attached, LinkRequest, Prepared, Sides,
 };
 use super::undo::Undo;
 use super::{ipam_id, require_netns, runtime};
@@ -374,8 +374,7 @@ impl CniPlugin for WeaveNet {
             }
             None => None,
         };
-        // Retired, not deleted: the router deletes the veth after we return.
-        if let Err(e) = rt.block_on(retire(&host, container.as_ref(), &args.ifname, &host_veth)) {
+        if let Err(e) = rt.block_on(detach(&host, container.as_ref(), &args.ifname, &host_veth)) {
             tracing::warn!("remove interface {:?}: {e}", args.ifname);
         }
         let ipam = Ipam::of(&self.client, args, conf);
