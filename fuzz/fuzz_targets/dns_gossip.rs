@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     let before = s.records();
     for u in &updates {
         let m = s.merge(u, 3_000);
-        assert!(!m.changed, "merging the same facts twice changed the records");
+        assert!(
+            !m.changed,
+            "merging the same facts twice changed the records"
+        );
     }
     let after = s.records();
     let strip = |v: &[weave::dns::Record]| {
@@ -32,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&before), strip(&after));
-    assert!(s.lookup("web.weave.local").contains(&"10.32.0.2".parse().unwrap()));
+    assert!(s
+        .lookup("web.weave.local")
+        .contains(&"10.32.0.2".parse().unwrap()));
     for r in &after {
         assert!(RecordKey::new(&r.name, &r.container_id, r.ip).is_ok());
         assert!(r.name.ends_with('.'));

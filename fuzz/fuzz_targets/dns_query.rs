@@ -16,7 +16,10 @@ fn fixture() -> &'static (Answerer, Zone) {
         let mut pairs = vec![
             ("web.weave.local".to_string(), "10.32.0.2".parse().unwrap()),
             ("web.weave.local".to_string(), "10.40.0.2".parse().unwrap()),
-            ("db.fw.weave.local".to_string(), "10.32.0.9".parse().unwrap()),
+            (
+                "db.fw.weave.local".to_string(),
+                "10.32.0.9".parse().unwrap(),
+            ),
         ];
         for i in 0..100u32 {
             pairs.push(("many.weave.local".to_string(), (0x0a30_0000 + i).into()));

@@ -6,7 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use weave::api::request::{parse_request, ApiRequest};
 
-const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "G\u{e9}T"];
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "G\u{e9}T",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
@@ -23,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
         Err(rej) => {
             assert!(matches!(rej.status, 400 | 404 | 405), "{rej:?}");
             assert!(!rej.reason.is_empty());
-            assert!(rej.reason.len() < 4096, "unbounded reason: {} bytes", rej.reason.len());
+            assert!(
+                rej.reason.len() < 4096,
+                "unbounded reason: {} bytes",
+                rej.reason.len()
+            );
         }
     }
 });

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let chunk = usize::from(chunk).max(1);
     let _ = decode_header(stream);
-    let stream = stream.get(HEADER_LEN.min(stream.len())..).unwrap_or_default();
+    let stream = stream
+        .get(HEADER_LEN.min(stream.len())..)
+        .unwrap_or_default();
 
     // Directly as a Hello and a Message, with round trips for whatever decodes.
     if let Ok(h) = Hello::decode(stream) {

@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         match dec.feed(piece) {
             Ok(rs) => records.extend(rs),
             Err(_) => {
-                assert!(dec.feed(b"1\nx").is_err(), "a failed stream must stay failed");
+                assert!(
+                    dec.feed(b"1\nx").is_err(),
+                    "a failed stream must stay failed"
+                );
                 break;
             }
         }
