@@ -348,7 +348,7 @@ fn scenario(hs: &Hosts) {
         || {
             hs.hosts
                 .iter()
-                .all(|h| owners(h).is_empty() && h.weave_veths().is_empty())
+                .all(|h| h.owners().is_empty() && h.weave_veths().is_empty())
         },
     );
 }
@@ -445,7 +445,7 @@ fn mixed_tasks_on_one_agent(hs: &Hosts, op: &OperatorClient) {
     }
     d.teardown().unwrap();
     wait_until("DEL of the mixed tasks", Duration::from_secs(30), || {
-        owners(hs.host(2)).is_empty()
+        hs.host(2).owners().is_empty()
     });
 }
 
@@ -480,7 +480,7 @@ fn bad_image(hs: &Hosts) {
     );
     let calls: Vec<String> = h3.cni_calls().split_off(calls_before);
     println!("bad image: plugin calls on host 3: {calls:?}");
-    assert!(owners(h3).is_empty());
+    assert!(h3.owners().is_empty());
     assert!(h3.weave_veths().is_empty());
 }
 
@@ -585,7 +585,7 @@ fn inside_the_image(hs: &Hosts) {
         "domain weave.local\nsearch weave.local example.org\noptions ndots:2\nnameserver 10.32.0.53"
     );
     wait_until("DEL of the check tasks", Duration::from_secs(30), || {
-        owners(h3).is_empty()
+        h3.owners().is_empty()
     });
 }
 

@@ -115,20 +115,6 @@ fn vxlan_packets(hs: &Hosts, k: usize) -> u64 {
     s["rx"]["packets"].as_u64().unwrap() + s["tx"]["packets"].as_u64().unwrap()
 }
 
-/// The container IDs host k's router holds addresses for (`GET /ip`), without the
-/// router's own (`weave:expose`, the bridge's gateway address).
-fn owners(hs: &Hosts, k: usize) -> Vec<String> {
-    let body = hs.host(k).get("/ip").expect("GET /ip");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["containerid"].as_str().unwrap().to_string())
-        .filter(|id| !id.starts_with("weave:"))
-        .collect()
-}
-
 #[test]
 #[cfg_attr(
     not(feature = "mesos-fixture-tests"),
@@ -219,7 +205,7 @@ fn weave_on_a_three_host_mesos_cluster() {
     }
     for k in 1..=HOSTS {
         assert_eq!(
-            owners(&hs, k),
+            hs.host(k).owners(),
             Vec::<String>::new(),
             "host {k} holds addresses"
         );
@@ -267,7 +253,10 @@ fn weave_on_a_three_host_mesos_cluster() {
     let took = wait_until(
         "DEL of the scenario's containers",
         Duration::from_secs(30),
-        || (1..=HOSTS).all(|k| owners(&hs, k).is_empty() && hs.host(k).weave_veths().is_empty()),
+        || {
+            (1..=HOSTS)
+                .all(|k| hs.host(k).owners().is_empty() && hs.host(k).weave_veths().is_empty())
+        },
     );
     println!(
         "check 3: all {} scenario addresses and veths gone {:.1}s after the scenario returned",
@@ -332,7 +321,7 @@ fn router_down_fails_the_task_cleanly(hs: &mut Hosts, d: &mut Driver) {
     assert!(calls[1].starts_with("DEL ") && !calls[1].ends_with(" rc=0"));
     hs.host_mut(2).start_router();
     let veths = hs.host(2).weave_veths();
-    let owned = owners(hs, 2);
+    let owned = hs.host(2).owners();
     println!("4a: container {cid}; after the router restart: veths {veths:?} owners {owned:?}");
     assert!(veths.is_empty(), "{veths:?}");
     assert!(owned.is_empty(), "{owned:?}");

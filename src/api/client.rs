@@ -554,7 +554,7 @@ fn decode_chunked(mut rest: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use weave_testkit::canned_http::{answer, serve};
+    use weave_testkit::canned_http::{answer, closed_port, serve};
 
     #[test]
     fn address_forms_follow_weave() {
@@ -594,12 +594,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_try_again_later() {
-        // Bind then drop to get a loopback port nobody listens on.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = closed_port();
         let c = Client::new(&format!("127.0.0.1:{port}"));
         let e = c.allocate("abc", None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TryAgainLater);
@@ -655,11 +650,7 @@ mod tests {
 
     #[test]
     fn over_the_shared_client_errors_keep_their_kinds_and_details() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = closed_port();
         let c = Client::new(&format!("127.0.0.1:{port}"))
             .over_shared_http()
             .unwrap();

@@ -93,19 +93,13 @@ impl BodyReader {
         got.unwrap_or_else(|_| Err(timed_out(left)))
     }
 
-    /// The rest of the body, refusing more than `max` bytes.
+    /// The rest of the body, refusing more than `max` bytes; waits at most until `deadline`.
     pub fn read_all(&mut self, deadline: Instant, max: usize) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(piece) = self.read_some(deadline)? {
-            out.extend_from_slice(&piece);
-            if out.len() > max {
-                return Err(Error::new(
-                    ErrorKind::Decode,
-                    format!("read body: larger than {max} bytes"),
-                ));
-            }
-        }
-        Ok(out)
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = self
+            .runtime
+            .block_on(async { tokio::time::timeout(left, self.body.read_all(max)).await });
+        got.unwrap_or_else(|_| Err(timed_out(left)))
     }
 }
 

@@ -7,7 +7,7 @@ use super::*;
 use std::io::Write;
 use std::net::TcpListener;
 
-use weave_testkit::canned_http::{answer, read_request, serve};
+use weave_testkit::canned_http::{answer, closed_port, read_request, serve};
 
 fn client() -> blocking::Client {
     blocking::Client::new(Client::new()).unwrap()
@@ -135,11 +135,7 @@ fn silent_server_times_out() {
 
 #[test]
 fn refused_connection_is_try_again_later() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let e = client()
         .fetch(&Request::get(url(port, "/")), 1024)
         .unwrap_err();

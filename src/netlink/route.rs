@@ -53,6 +53,12 @@ impl Netlink {
 
     /// `ip -4 route show` (main table).
     pub async fn routes_v4(&self) -> Result<Vec<RouteInfo>> {
+        let routes = self.dump_routes_v4().await?;
+        Ok(routes.iter().filter_map(main_table_route).collect())
+    }
+
+    /// Every IPv4 route of every table, as the kernel dumps them.
+    async fn dump_routes_v4(&self) -> Result<Vec<RouteMessage>> {
         let mut query = RouteMessage::default();
         query.header.address_family = AddressFamily::Inet;
         let replies = self
@@ -60,9 +66,9 @@ impl Netlink {
             .await
             .context("list routes")?;
         Ok(replies
-            .iter()
+            .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => main_table_route(r),
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
                 _ => None,
             })
             .collect())
@@ -155,22 +161,11 @@ impl Netlink {
 
     /// `ip -4 route show proto PROTO` (main table).
     pub async fn owned_routes(&self, proto: u8) -> Result<Vec<OwnedRoute>> {
-        let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet;
-        let replies = self
-            .dump(RouteNetlinkMessage::GetRoute(query))
-            .await
-            .context("list routes")?;
-        Ok(replies
+        let routes = self.dump_routes_v4().await?;
+        Ok(routes
             .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if r.header.protocol == RouteProtocol::from(proto) =>
-                {
-                    owned_route(r)
-                }
-                _ => None,
-            })
+            .filter(|r| r.header.protocol == RouteProtocol::from(proto))
+            .filter_map(owned_route)
             .collect())
     }
 }

@@ -52,6 +52,14 @@ pub fn serve(answers: Vec<Vec<u8>>) -> (u16, JoinHandle<Vec<String>>) {
     (port, handle)
 }
 
+/// A loopback port nobody listens on (bound, then released): connecting to it is refused.
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// An HTTP/1.1 response with `Content-Length`, the extra header lines and `body`.
 pub fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());

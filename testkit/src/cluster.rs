@@ -202,15 +202,29 @@ impl Cluster {
     fn add_host(&mut self, k: usize) -> Result<()> {
         let ns = self.spec.netns(&self.spec.host_suffix(k))?;
         let ip_k = subnet_ip(self.spec.subnet, k);
-        let (ul, port) = (self.underlay.name.clone(), format!("h{k}"));
-        let cidr = format!("{ip_k}/{UNDERLAY_PREFIX}");
+        self.plug_into_underlay(&format!("h{k}"), &ns.name, ip_k)
+            .map_err(|e| e.context(format!("connect host {k} to the underlay")))?;
+        self.hosts.push(Host {
+            k,
+            router: None,
+            ns,
+            ip: ip_k,
+        });
+        Ok(())
+    }
+
+    /// A veth from the underlay bridge (port `port`) into namespace `ns` as [`UNDERLAY_DEV`]
+    /// with address `addr`, both ends up.
+    fn plug_into_underlay(&self, port: &str, ns: &str, addr: Ipv4Addr) -> Result<()> {
+        let ul = self.underlay.name.as_str();
+        let cidr = format!("{addr}/{UNDERLAY_PREFIX}");
         let steps: [&[&str]; 4] = [
             &[
                 "-n",
-                &ul,
+                ul,
                 "link",
                 "add",
-                &port,
+                port,
                 "master",
                 UNDERLAY_BRIDGE,
                 "type",
@@ -219,21 +233,15 @@ impl Cluster {
                 "name",
                 UNDERLAY_DEV,
                 "netns",
-                &ns.name,
+                ns,
             ],
-            &["-n", &ul, "link", "set", &port, "up"],
-            &["-n", &ns.name, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
-            &["-n", &ns.name, "link", "set", UNDERLAY_DEV, "up"],
+            &["-n", ul, "link", "set", port, "up"],
+            &["-n", ns, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
+            &["-n", ns, "link", "set", UNDERLAY_DEV, "up"],
         ];
         for args in steps {
-            ip(args).map_err(|e| e.context(format!("connect host {k} to the underlay")))?;
+            ip(args)?;
         }
-        self.hosts.push(Host {
-            k,
-            router: None,
-            ns,
-            ip: ip_k,
-        });
         Ok(())
     }
 
@@ -255,32 +263,8 @@ impl Cluster {
             let gw = self.spec.netns("gw")?;
             let gw_name = gw.name.clone();
             self.gateway = Some(gw);
-            let ul = self.underlay.name.clone();
-            let cidr = format!("{gw_ul}/{UNDERLAY_PREFIX}");
-            let steps: [&[&str]; 4] = [
-                &[
-                    "-n",
-                    &ul,
-                    "link",
-                    "add",
-                    "gw",
-                    "master",
-                    UNDERLAY_BRIDGE,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    UNDERLAY_DEV,
-                    "netns",
-                    &gw_name,
-                ],
-                &["-n", &ul, "link", "set", "gw", "up"],
-                &["-n", &gw_name, "addr", "add", &cidr, "dev", UNDERLAY_DEV],
-                &["-n", &gw_name, "link", "set", UNDERLAY_DEV, "up"],
-            ];
-            for args in steps {
-                ip(args).map_err(|e| e.context("connect the gateway to the underlay"))?;
-            }
+            self.plug_into_underlay("gw", &gw_name, gw_ul)
+                .map_err(|e| e.context("connect the gateway to the underlay"))?;
             crate::ns::in_ns(&gw_name, || {
                 std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             })

@@ -112,19 +112,7 @@ pub fn req(r: &Router, method: &str, path: &str) -> (u16, String) {
     })
 }
 
-/// Polls `f` until it is true or `limit` passes.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+pub use crate::common::eventually;
 
 /// Three meshed hosts (plus `extra` router flags) whose ring exists on every one.
 pub fn cluster3(extra: &[&str]) -> Cluster {

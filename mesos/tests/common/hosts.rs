@@ -75,6 +75,20 @@ impl Host {
         router_get(&self.netns, path).and_then(|(s, b)| (s == 200).then_some(b))
     }
 
+    /// The container IDs the router holds addresses for (`GET /ip`), without the router's
+    /// own (`weave:expose`, the bridge's gateway address).
+    pub fn owners(&self) -> Vec<String> {
+        let body = self.get("/ip").expect("GET /ip");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["owned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["containerid"].as_str().unwrap().to_string())
+            .filter(|id| !id.starts_with("weave:"))
+            .collect()
+    }
+
     /// The CIDRs the router says `id` owns (`GET /ip/<id>`), empty if none.
     pub fn owned_by(&self, id: &str) -> String {
         let (status, body) = router_get(&self.netns, &format!("/ip/{id}"))

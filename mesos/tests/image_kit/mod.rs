@@ -275,19 +275,6 @@ pub fn container_pids(h: &Host, cid: &str) -> Vec<u32> {
     pids
 }
 
-/// Container IDs host k's router holds addresses for (without `weave:*`).
-pub fn owners(h: &Host) -> Vec<String> {
-    let body = h.get("/ip").expect("GET /ip");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["owned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["containerid"].as_str().unwrap().to_string())
-        .filter(|id| !id.starts_with("weave:"))
-        .collect()
-}
-
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !cond() {
