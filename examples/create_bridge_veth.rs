@@ -11,7 +11,7 @@
 
 use weave::netlink::{format_mac, Netlink};
 use weave::netns::NetNs;
-use weave::plugin::{attach, AttachRequest, Sides};
+use weave::plugin::{attach, AttachRequest, LinkRequest, Sides};
 
 const USAGE: &str = "usage: create_bridge_veth NETNS_PATH [BRIDGE [HOST_VETH [IFNAME [CIDR [GATEWAY_CIDR]]]]]
   defaults: BRIDGE=wvdemo HOST_VETH=vethdemo0 IFNAME=eth0 CIDR=10.99.0.2/24 GATEWAY_CIDR=10.99.0.1/24
@@ -55,11 +55,13 @@ fn main() {
             container: &container,
         };
         let req = AttachRequest {
-            host_veth: &veth,
-            ifname: &ifname,
-            mtu: br.mtu,
-            bridge_index: br.index,
-            hairpin: true,
+            link: LinkRequest {
+                host_veth: &veth,
+                ifname: &ifname,
+                mtu: br.mtu,
+                bridge_index: br.index,
+                hairpin: true,
+            },
             address: cidr,
             gateway: Some(gw.addr()),
             routes: None,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use weave::cni::Route;
 use weave::netlink::{format_mac, Netlink, RouteInfo};
 use weave::netns::NetNs;
-use weave::plugin::{attach, detach, host_veth_name, AttachRequest, Sides};
+use weave::plugin::{attach, detach, host_veth_name, AttachRequest, LinkRequest, Sides};
 use weave::ErrorKind;
 
 mod common;
@@ -79,11 +79,13 @@ fn request<'a>(
     routes: Option<&'a [Route]>,
 ) -> AttachRequest<'a> {
     AttachRequest {
-        host_veth: veth,
-        ifname: "eth0",
-        mtu: 1376,
-        bridge_index: bridge,
-        hairpin: true,
+        link: LinkRequest {
+            host_veth: veth,
+            ifname: "eth0",
+            mtu: 1376,
+            bridge_index: bridge,
+            hairpin: true,
+        },
         address: net(address),
         gateway: Some(ip(gateway)),
         routes,
@@ -318,7 +320,7 @@ fn failed_attach_leaves_nothing_behind() {
 
         // Fails at creation: an MTU the kernel refuses.
         let mut req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
-        req.mtu = 70000;
+        req.link.mtu = 70000;
         let e = attach(&sides, &req).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Kernel, "{e}");
         assert!(

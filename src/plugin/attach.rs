@@ -21,11 +21,8 @@ pub struct Sides<'a> {
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct AttachRequest<'a> {
-    pub host_veth: &'a str,
-    pub ifname: &'a str,
-    pub mtu: u32,
-    pub bridge_index: u32,
-    pub hairpin: bool,
+    /// The veth pair: what [`prepare`] builds before the address is known.
+    pub link: LinkRequest<'a>,
     pub address: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     /// `None`: default route via the gateway; `Some(list)`: exactly these (maybe none).
@@ -69,18 +66,6 @@ pub struct LinkRequest<'a> {
     pub hairpin: bool,
 }
 
-impl<'a> AttachRequest<'a> {
-    pub fn link(&self) -> LinkRequest<'a> {
-        LinkRequest {
-            host_veth: self.host_veth,
-            ifname: self.ifname,
-            mtu: self.mtu,
-            bridge_index: self.bridge_index,
-            hairpin: self.hairpin,
-        }
-    }
-}
-
 /// The outcome of [`prepare`]: the interface, created now or found from an earlier ADD.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -99,7 +84,7 @@ impl Prepared {
 /// Creates (unless `ifname` already exists in the container) and configures the interface.
 /// On failure, a veth created here is deleted again.
 pub async fn attach(sides: &Sides<'_>, req: &AttachRequest<'_>) -> Result<Attached> {
-    let prepared = prepare(sides, &req.link()).await?;
+    let prepared = prepare(sides, &req.link).await?;
     finish(sides, req, prepared).await
 }
 
@@ -165,7 +150,7 @@ pub async fn finish(
     let created = prepared.created();
     let result = configure(sides, req, prepared).await;
     if result.is_err() && created {
-        undo_prepare(sides, req.host_veth).await;
+        undo_prepare(sides, req.link.host_veth).await;
     }
     result
 }
@@ -182,12 +167,16 @@ async fn configure(
     let created = host_index.is_some();
     let mut link = match existing {
         Some(l) => l,
-        None => sides.container.link(req.ifname).await?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!("interface {:?} vanished after creation", req.ifname),
-            )
-        })?,
+        None => sides
+            .container
+            .link(req.link.ifname)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("interface {:?} vanished after creation", req.link.ifname),
+                )
+            })?,
     };
     if created {
         let mac = mac_for_ip(req.address.addr());
@@ -205,7 +194,7 @@ async fn configure(
     let routes = install_routes(sides.container, link.index, req).await?;
     let host = match host_index {
         Some(i) => sides.host.link_by_index(i).await?,
-        None => sides.host.link(req.host_veth).await?,
+        None => sides.host.link(req.link.host_veth).await?,
     };
     Ok(Attached {
         host,

@@ -20,7 +20,7 @@ pub mod net;
 pub mod portmap;
 pub mod undo;
 
-pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, Sides};
+pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, LinkRequest, Sides};
 pub use ipam::WeaveIpam;
 pub use net::WeaveNet;
 

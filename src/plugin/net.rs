@@ -151,11 +151,7 @@ impl WeaveNet {
         }
         let gateway = self.gateway(ipam, &bridge_addrs, &alloc, conf)?;
         let req = AttachRequest {
-            host_veth: &cx.host_veth,
-            ifname: &args.ifname,
-            mtu: link.mtu,
-            bridge_index: cx.bridge.index,
-            hairpin: conf.hairpin_mode,
+            link,
             address: alloc.address,
             gateway,
             routes: alloc.routes.as_deref(),
