@@ -11,10 +11,6 @@ pub use weave_testkit::router::Router;
 use std::path::Path;
 use std::time::Duration;
 
-/// How long the router may take to delete veths a DEL retired (each costs it an RCU grace
-/// period, 15-45 ms; 64 of them at once well under this).
-pub const REAP_LIMIT: Duration = Duration::from_secs(20);
-
 /// Polls `f` every 100 ms until it is true (`true`) or `limit` passes (`false`).
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -27,15 +23,6 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The links of `ns` that a DEL retired and the router has not deleted yet: the host ends
-/// (`vethwepd*`) and the container ends (`wvdel*`).
-pub fn retired(ns: &Netns) -> Vec<String> {
-    ns.links()
-        .into_iter()
-        .filter(|l| l.starts_with("vethwepd") || l.starts_with("wvdel"))
-        .collect()
 }
 
 /// The router's typed client, from a thread inside the router's host namespace.
