@@ -56,9 +56,17 @@ impl Daemon {
             let plane = follow.clone();
             async move { plane.set_peers(peers).await }
         }));
+        let ring_routes = plane.wants_ranges().then(|| {
+            Arc::new(RingRoutes {
+                plane: plane.clone(),
+                universe: config.ipalloc_range,
+                last: tokio::sync::Mutex::new(None),
+            })
+        });
         let opts = IpamOptions {
             mode: config.ipalloc_init.clone(),
             alloc_wait: config.alloc_wait,
+            ring_listener: ring_routes.as_ref().map(|r| r.listener()),
             ..IpamOptions::default()
         };
         let gossip = mesh.channel(crate::ipam::CHANNEL).await?;
@@ -71,7 +79,6 @@ impl Daemon {
         );
         let dns = Arc::new(start_dns(&config, &state.peer_name, &state.datadir, &mesh).await?);
         let sweep_every = config.sweep_interval;
-        let ring_universe = config.ipalloc_range;
         let (http_addr, status_addr) = (config.http_addr, config.status_addr);
         let router = Arc::new(Router::new(Parts {
             config,
@@ -84,8 +91,8 @@ impl Daemon {
             dns,
         }));
         router.reexpose().await?;
-        if plane.wants_ranges() {
-            tokio::spawn(follow_ring(ipam.clone(), plane.clone(), ring_universe));
+        if let Some(r) = ring_routes {
+            tokio::spawn(RingRoutes::heal(Arc::downgrade(&r)));
         }
         tokio::spawn(sweep::run(ipam, plane, sweep_every));
         let http = bind(http_addr).await?;
@@ -248,39 +255,57 @@ fn path_policy(config: &Config) -> Result<PathPolicy> {
     })
 }
 
-/// How often the ring's owners are compared with what the data plane was last given (well
-/// under the fastest gossip interval, 1 s, so a moved range is routed within one).
-const RING_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-/// How often the data plane checks the kernel even when the ring did not change.
-const RING_HEAL_EVERY: u32 = 40;
+/// How often the data plane re-reads the kernel's routes even when the ring did not change
+/// (someone may have deleted ours, or an update failed).
+const RING_HEAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Hands the ring's owners (as CIDR blocks) to the data plane whenever they change, until
-/// the IPAM service stops. Routes by owner ([`crate::dataplane::routed`]) follow donations,
-/// `rmpeer` and resets this way.
-async fn follow_ring(ipam: IpamHandle, plane: Arc<dyn DataPlane>, universe: Ipv4Net) {
-    let mut last = None;
-    let mut ticks = 0u32;
-    let mut every = tokio::time::interval(RING_POLL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let summary = match ipam.summary().await {
-            Ok(s) => s,
-            Err(e) if e.kind() == crate::ErrorKind::Internal => return,
-            Err(_) => continue,
+/// Hands the ring's owners (as CIDR blocks) to the data plane. Routes by owner
+/// ([`crate::dataplane::routed`]) follow donations, `rmpeer` and resets this way: the IPAM
+/// actor calls [`RingRoutes::listener`] on every change of owners and waits for it before
+/// its messages leave; [`RingRoutes::heal`] re-applies the last ranges periodically.
+struct RingRoutes {
+    plane: Arc<dyn DataPlane>,
+    universe: Ipv4Net,
+    last: tokio::sync::Mutex<Option<RangesByPeer>>,
+}
+
+type RangesByPeer = std::collections::BTreeMap<crate::peer::PeerName, Vec<Ipv4Net>>;
+
+impl RingRoutes {
+    fn listener(self: &Arc<Self>) -> crate::ipam::RingListener {
+        let me = self.clone();
+        crate::ipam::RingListener(Arc::new(move |entries| {
+            let me = me.clone();
+            Box::pin(async move {
+                let ranges = crate::dataplane::routed::ring_ranges(&entries, me.universe);
+                me.apply(Some(ranges), false).await;
+            })
+        }))
+    }
+
+    /// Gives the data plane `ranges` (or the last ones again: a failed update is retried at
+    /// the next heal).
+    async fn apply(&self, ranges: Option<RangesByPeer>, heal: bool) {
+        let mut last = self.last.lock().await;
+        let Some(ranges) = ranges.or_else(|| last.clone()) else {
+            return;
         };
-        let ranges = crate::dataplane::routed::ring_ranges(&summary.entries, universe);
-        ticks += 1;
-        let heal = ticks.is_multiple_of(RING_HEAL_EVERY);
-        if !heal && last.as_ref() == Some(&ranges) {
-            continue;
+        if let Err(e) = self.plane.set_ranges(ranges.clone(), heal).await {
+            tracing::warn!("data plane: {e}");
         }
-        match plane.set_ranges(ranges.clone(), heal).await {
-            Ok(()) => last = Some(ranges),
-            Err(e) => {
-                tracing::warn!("data plane: {e}");
-                last = None;
-            }
+        *last = Some(ranges);
+    }
+
+    /// Re-applies the last ranges every [`RING_HEAL`], checking the kernel's routes, until
+    /// the IPAM actor (which holds the listener) is gone.
+    async fn heal(me: std::sync::Weak<Self>) {
+        let mut every = tokio::time::interval(RING_HEAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(me) = me.upgrade() else { return };
+            me.apply(None, true).await;
         }
     }
 }

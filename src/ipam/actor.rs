@@ -11,7 +11,7 @@ use super::core::{Claimed, Core};
 use super::file::Owned;
 use super::journal::{self, Journal, Saved};
 use super::ring::{Gossip, Output, PeerName, Unicast};
-use super::service::{IpamOptions, IpamSummary, Reply, Request};
+use super::service::{IpamOptions, IpamSummary, Reply, Request, RING_LISTENER_WAIT};
 use super::store::DataDir;
 use crate::attachment::Attachment;
 use crate::mesh::{GossipChannel, GossipMessage, GossipSender, LivePeer};
@@ -51,6 +51,7 @@ pub(super) async fn run(
         nicknames: BTreeMap::new(),
         live: BTreeSet::new(),
         batch: 0,
+        ring_print: 0,
     };
     actor.run(rx, gossip, peers).await;
 }
@@ -143,6 +144,8 @@ struct Actor {
     /// What `ipam.json` holds; decides between appending a record and a snapshot.
     journal: Journal,
     batch: u64,
+    /// A fingerprint of the ring's owners as last told to the ring listener.
+    ring_print: u64,
 }
 
 /// What woke the actor.
@@ -213,6 +216,34 @@ impl Actor {
                 },
             };
             self.step(event).await;
+        }
+    }
+
+    /// Tells the ring listener the entries if the owners changed, and waits for it: before
+    /// the batch's messages leave, so a donor routes a donated range before its receiver
+    /// hears of it.
+    async fn publish_ring(&mut self) {
+        use std::hash::{Hash, Hasher};
+        let Some(listener) = self.opts.ring_listener.clone() else {
+            return;
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for e in self.core.alloc.ring().entries() {
+            (e.token, e.peer).hash(&mut h);
+        }
+        let print = h.finish();
+        if print == self.ring_print {
+            return;
+        }
+        self.ring_print = print;
+        let told = (listener.0)(self.core.entries());
+        if tokio::time::timeout(RING_LISTENER_WAIT, told)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "ipam: ring listener still busy after {RING_LISTENER_WAIT:?}; sending anyway"
+            );
         }
     }
 
@@ -300,6 +331,7 @@ impl Actor {
                 }
             }
         }
+        self.publish_ring().await;
         self.send(messages).await;
         for a in answers {
             a.ready.send();

@@ -28,7 +28,7 @@ pub mod tracked;
 
 pub use crate::attachment::validate_id;
 pub use handle::IpamHandle;
-pub use service::{IpamOptions, IpamSummary, CHANNEL};
+pub use service::{IpamOptions, IpamSummary, RingListener, CHANNEL};
 
 #[cfg(test)]
 mod tests;

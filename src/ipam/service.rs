@@ -8,9 +8,11 @@ use super::file::Owned;
 use crate::attachment::Attachment;
 use crate::ipam::ring::{InitMode, PeerName};
 use crate::Result;
+use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -27,6 +29,24 @@ pub struct IpamOptions {
     pub ring_wait: Duration,
     /// Allocator tick (election retries, donor time-outs, state re-broadcast).
     pub tick: Duration,
+    /// Told the ring's entries whenever its owners change; awaited (bounded by
+    /// [`RING_LISTENER_WAIT`]) before the batch's messages leave.
+    pub ring_listener: Option<RingListener>,
+}
+
+/// Longest the actor waits for its [`RingListener`] before sending anyway.
+pub const RING_LISTENER_WAIT: Duration = Duration::from_secs(2);
+
+/// Who follows the ring's owners: the data plane's routes by owner. Awaited by the actor, so
+/// a donor has routed a donated range before the receiver can hand out an address from it
+/// (a neighbour's first packet to it would otherwise go nowhere).
+#[derive(Clone)]
+pub struct RingListener(pub Arc<dyn Fn(Vec<RingEntry>) -> BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for RingListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RingListener")
+    }
 }
 
 impl Default for IpamOptions {
@@ -36,6 +56,7 @@ impl Default for IpamOptions {
             alloc_wait: Duration::from_secs(3),
             ring_wait: Duration::from_secs(30),
             tick: Duration::from_secs(1),
+            ring_listener: None,
         }
     }
 }
