@@ -155,8 +155,9 @@ fn main() {
     let (ref_add, _, _) = stats(&series[1].add);
     let (ref_del, _, _) = stats(&series[1].del);
     let (ra, rd) = (ours_add / ref_add, ours_del / ref_del);
-    println!("\nweave-net / bridge+host-local: ADD {ra:.3} (target <= 0.4: {}), DEL {rd:.3} (target <= 0.4: {})",
-        if ra <= 0.4 { "met" } else { "NOT met" }, if rd <= 0.4 { "met" } else { "NOT met" });
+    let met = |r: f64, target: f64| if r <= target { "met" } else { "NOT met" };
+    println!("\nweave-net / bridge+host-local: ADD {ra:.3} (target <= 0.4: {}), DEL {rd:.3} (target <= 0.4: {}; issue 15: <= 0.6: {})",
+        met(ra, 0.4), met(rd, 0.4), met(rd, 0.6));
     report.insert(
         "ratio".into(),
         serde_json::json!({"add": ra, "del": rd, "iterations": n}),

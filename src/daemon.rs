@@ -26,7 +26,7 @@ use crate::ipam::core::{self as ipam_core, Core};
 use crate::ipam::store::{self, DataDir};
 use crate::ipam::{IpamHandle, IpamOptions};
 use crate::mesh::{MeshConfig, MeshHandle, MeshRouter, MeshTimers};
-use crate::router::{sweep, Config, Parts, Router};
+use crate::router::{reap, sweep, Config, Parts, Router};
 use crate::{Context, Result, BRIDGE_NAME};
 use ipnet::{IpNet, Ipv4Net};
 use std::future::Future;
@@ -48,7 +48,12 @@ impl Daemon {
         let state = open_state(&config)?;
         let plane = match plane {
             Some(p) => p,
-            None => Arc::new(kernel_plane(&config).await?),
+            None => {
+                let kernel = Arc::new(kernel_plane(&config).await?);
+                // Containers are attached in this namespace only with the kernel plane.
+                reap::start();
+                kernel
+            }
         };
         let mesh = start_mesh(&config, &state.peer_name, &state.targets).await?;
         let follow = plane.clone();

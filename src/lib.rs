@@ -64,5 +64,16 @@ pub const EXPOSE_ID: &str = "weave:expose";
 pub const NO_CONTAINER_ID: &str = "_";
 /// Prefix of host-side veths of CNI-attached containers (`weave reset` removes `vethwepl*`).
 pub const HOST_VETH_PREFIX: &str = "vethwepl";
+/// Prefix of a host veth a DEL retired (see [`plugin::retire`]): `vethwepd00` to
+/// `vethwepd31`, one name per slot, so at most [`RETIRED_SLOTS`] wait for deletion.
+pub const RETIRED_VETH_PREFIX: &str = "vethwepd";
+/// How many retired veths may wait at once; a DEL that finds every slot taken deletes the
+/// whole backlog itself (one kernel grace period for all of them).
+pub const RETIRED_SLOTS: u32 = 32;
+/// Link group (IFLA_GROUP, "wvdp") of retired veths: one RTM_DELLINK deletes them all.
+pub const RETIRED_GROUP: u32 = 0x7776_6470;
+/// Prefix a DEL renames the container's end to (down: it holds no routes) until the pair is
+/// deleted, so the interface name is free for the next ADD at once.
+pub const RETIRED_IF_PREFIX: &str = "wvdel";
 /// Version string reported by every binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

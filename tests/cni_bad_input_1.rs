@@ -281,6 +281,8 @@ fn bad_inputs_give_cni_errors_and_leak_nothing_1() {
         &good().to_string(),
     );
     assert_eq!(r.code, 0, "{r:?}");
+    // DEL retired the pair; the baseline is taken once the router's reaper deleted it.
+    assert_reaped(&[&host, &c]);
     let baseline = owned_ids(&router);
     let host_links = host.links();
 

@@ -7,7 +7,9 @@
 //! Container namespaces come from a fixed pool of 216 (`wvt-` guards, deleted on drop even on
 //! panic) and are reused after DEL, so an interface a DEL left behind fails the next ADD.
 //! Asserted: zero failed calls, addresses unique at every moment and equal to the router's
-//! `GET /ip` every 10 waves; at the end no `vethwepl*` link, no allocation but the bridge's,
+//! `GET /ip` every 10 waves, and never more retired veths (`vethwepd*`, waiting for the
+//! router's reaper) than the plugin's slots; at the end no `vethwepl*` link, every retired
+//! link (host and container ends) deleted within seconds, no allocation but the bridge's,
 //! no attachment, the same iptables-save line count as after the first wave, and the router's
 //! fd count and VmRSS flat between the end of warm-up and the end of the churn.
 
@@ -135,6 +137,7 @@ fn soak_200_containers_in_waves_of_32_1() {
     let mut iptables_after_first: Option<usize> = None;
     let mut baseline: Option<(i64, u64, Duration)> = None;
     let mut end_sample: Option<(i64, u64)> = None;
+    let mut max_retired = 0usize;
     let started = Instant::now();
     let warmup = Duration::from_secs(60).min(duration / 4);
     let mut next_report = Duration::from_secs(60);
@@ -233,6 +236,7 @@ fn soak_200_containers_in_waves_of_32_1() {
         }
         // The router's view equals ours.
         if waves.is_multiple_of(10) {
+            max_retired = max_retired.max(retired(&host).len());
             let o = owned(&router);
             let theirs: BTreeSet<String> = o
                 .iter()
@@ -286,6 +290,18 @@ fn soak_200_containers_in_waves_of_32_1() {
         .filter(|l| l.starts_with("vethwepl"))
         .collect();
     assert!(veths.is_empty(), "veths left: {veths:?}");
+    let retired_at_end = retired(&host).len();
+    println!(
+        "retired veths: at most {max_retired} seen (every 10 waves), {retired_at_end} right \
+         after the drain"
+    );
+    assert!(
+        max_retired <= weave::RETIRED_SLOTS as usize,
+        "{max_retired} retired veths"
+    );
+    let mut all: Vec<&Netns> = pool.iter().map(|ns| &**ns).collect();
+    all.push(&host);
+    assert_reaped(&all);
     let left = owned(&router);
     let ids: Vec<&String> = left.keys().collect();
     assert_eq!(ids, vec!["weave:expose"], "allocations left: {left:?}");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use weave::cni::Route;
 use weave::netlink::{format_mac, Netlink, RouteInfo};
 use weave::netns::NetNs;
-use weave::plugin::{attach, detach, host_veth_name, AttachRequest, LinkRequest, Sides};
+use weave::plugin::{
+    attach, detach, host_veth_name, retire, AttachRequest, LinkRequest, Retired, Sides,
+};
 use weave::ErrorKind;
 
 mod common;
@@ -380,5 +382,79 @@ fn detach_removes_both_ends_and_is_idempotent() {
         assert!(detach(&host.nl, None, "eth0", &veth).await.unwrap());
         assert!(!host.links().contains(&veth));
         assert_eq!(c.links(), vec!["lo".to_string()]);
+    });
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn retire_frees_both_names_at_once_and_the_group_delete_takes_the_pair() {
+    run(async {
+        let (host, bridge) = host_with_bridge().await;
+        let c = TestNs::new("r");
+        let veth = host_veth_name("ret", "eth0");
+        let sides = Sides {
+            host_ns: &host.ns,
+            host: &host.nl,
+            container_ns: &c.ns,
+            container: &c.nl,
+        };
+        let req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
+        attach(&sides, &req).await.unwrap();
+        let how = retire(&host.nl, Some(&c.nl), "eth0", &veth).await.unwrap();
+        let Retired::Slot(slot) = how else {
+            panic!("not retired into a slot: {how:?}")
+        };
+        let name = weave::plugin::retire::retired_veth_name(slot);
+        // Host end: renamed, off the bridge, in the retired group; container end: down,
+        // renamed, without routes.
+        let show = host.sh(&format!("ip -d -o link show dev {name}"));
+        assert!(!show.contains("master"), "{show}");
+        assert!(
+            show.contains(&format!("group {}", weave::RETIRED_GROUP))
+                || show.contains(&format!("group {:#x}", weave::RETIRED_GROUP)),
+            "{show}"
+        );
+        assert!(!host.links().contains(&veth));
+        let inner: Vec<String> = c.links().into_iter().filter(|l| l != "lo").collect();
+        assert_eq!(inner.len(), 1, "{inner:?}");
+        assert!(inner[0].starts_with(weave::RETIRED_IF_PREFIX), "{inner:?}");
+        let show = c.sh(&format!("ip -o link show dev {}", inner[0]));
+        assert!(show.contains("state DOWN"), "{show}");
+        assert_eq!(c.sh("ip route show"), "");
+
+        // Both names are free: the same container and interface attach again at once.
+        attach(&sides, &req).await.unwrap();
+        assert!(host.links().contains(&veth));
+        c.sh("ping -c 1 -W 2 10.32.0.1");
+
+        // One request deletes the retired pair, both ends; the new one stays.
+        assert!(weave::plugin::retire::reap(&host.nl).await.unwrap());
+        assert!(!host.links().contains(&name));
+        let mut links = c.links();
+        links.sort();
+        assert_eq!(links, vec!["eth0".to_string(), "lo".to_string()]);
+        assert!(!weave::plugin::retire::reap(&host.nl).await.unwrap());
+
+        // Without the container's namespace: deleted here (its end would keep the name).
+        assert_eq!(
+            retire(&host.nl, None, "eth0", &veth).await.unwrap(),
+            Retired::Deleted
+        );
+        assert!(!host.links().contains(&veth));
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+
+        // Nothing of ours to retire: the container's interface is deleted as before.
+        attach(&sides, &req).await.unwrap();
+        assert_eq!(
+            retire(&host.nl, Some(&c.nl), "eth0", "vethweplmissing")
+                .await
+                .unwrap(),
+            Retired::Deleted
+        );
+        assert_eq!(c.links(), vec!["lo".to_string()]);
+        assert!(!host.links().contains(&veth), "a veth dies as a pair");
     });
 }

@@ -147,6 +147,43 @@ impl Netlink {
             .with_context(|| format!("set link {index} down"))
     }
 
+    /// `ip link set dev INDEX name NAME`.
+    pub async fn rename_link(&self, index: u32, name: &str) -> Result<()> {
+        self.set_link(LinkUnspec::new_with_index(index).name(name).build())
+            .await
+            .with_context(|| format!("rename link {index} to {name:?}"))
+    }
+
+    /// `ip link set dev INDEX group GROUP`.
+    pub async fn set_group(&self, index: u32, group: u32) -> Result<()> {
+        self.set_link(LinkUnspec::new_with_index(index).link_group(group).build())
+            .await
+            .with_context(|| format!("set link {index} group {group}"))
+    }
+
+    /// `ip link set dev INDEX nomaster name NAME`: off its bridge and under a new name, in
+    /// one request (the rename fails with `AlreadyExists` when NAME is taken).
+    pub async fn unbridge_as(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .nocontroller()
+            .name(name)
+            .build();
+        self.set_link(msg)
+            .await
+            .with_context(|| format!("rename link {index} to {name:?} off its bridge"))
+    }
+
+    /// `ip link delete group GROUP`: every link of the group in one request, so the kernel
+    /// waits for one grace period for all of them. `Ok(false)` if the group was empty.
+    pub async fn delete_group(&self, group: u32) -> Result<bool> {
+        let del = LinkUnspec::new_with_index(0).link_group(group).build();
+        match self.ack(RouteNetlinkMessage::DelLink(del), 0).await {
+            Ok(_) => Ok(true),
+            Err(e) if has_errno(&e, &[libc::ENODEV]) => Ok(false),
+            Err(e) => Err(e.context(format!("delete link group {group}"))),
+        }
+    }
+
     /// `ip link set dev INDEX mtu MTU`.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build())

@@ -18,11 +18,13 @@ pub mod delegate;
 pub mod ipam;
 pub mod net;
 pub mod portmap;
+pub mod retire;
 pub mod undo;
 
 pub use attach::{attach, detach, host_veth_name, AttachRequest, Attached, LinkRequest, Sides};
 pub use ipam::WeaveIpam;
 pub use net::WeaveNet;
+pub use retire::{retire, Retired};
 
 use crate::{Context, Error, ErrorKind, Result};
 

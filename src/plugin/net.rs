@@ -3,8 +3,9 @@
 
 use super::addressing::{Allocation, Ipam};
 use super::attach::{
-    detach, finish, host_veth_name, prepare, AttachRequest, Attached, LinkRequest, Prepared, Sides,
+    finish, host_veth_name, prepare, AttachRequest, Attached, LinkRequest, Prepared, Sides,
 };
+use super::retire::retire;
 use super::undo::Undo;
 use super::{ipam_id, require_netns, runtime};
 use crate::api::{Attachment, Client};
@@ -370,8 +371,10 @@ impl CniPlugin for WeaveNet {
             }
             None => None,
         };
-        if let Err(e) = rt.block_on(detach(&host, container.as_ref(), &args.ifname, &host_veth)) {
-            tracing::warn!("remove interface {:?}: {e}", args.ifname);
+        // Retired, not deleted: the kernel's grace period is paid by the reaper, not by us.
+        match rt.block_on(retire(&host, container.as_ref(), &args.ifname, &host_veth)) {
+            Ok(how) => tracing::debug!("interface {:?}: {how:?}", args.ifname),
+            Err(e) => tracing::warn!("remove interface {:?}: {e}", args.ifname),
         }
         let ipam = Ipam::of(&self.client, args, conf);
         // With the router's IPAM, this also drops the attachment recorded with the address.

@@ -4,11 +4,13 @@
 //!
 //! - [`config`]: [`Config`], parsed once at the edge.
 //! - [`sweep`]: releases the addresses of containers that went away unannounced.
+//! - [`reap`]: deletes the veths a DEL retired (DEL does not wait for the kernel).
 //!
 //! It does not build itself: the composition root, [`crate::daemon`], starts the parts and
 //! hands them to [`Router::new`].
 
 pub mod config;
+pub mod reap;
 pub mod sweep;
 
 pub use config::{parse_ipalloc_init, Config, MeshFlags};

@@ -25,6 +25,30 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How long the router's reaper may take to delete the veths a DEL retired (a round every
+/// 100 ms to 1 s, one grace period each).
+pub const REAP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The links of `ns` that a DEL retired and nobody deleted yet: host ends (`vethwepd*`) and
+/// container ends (`wvdel*`).
+pub fn retired(ns: &Netns) -> Vec<String> {
+    ns.links()
+        .into_iter()
+        .filter(|l| l.starts_with("vethwepd") || l.starts_with("wvdel"))
+        .collect()
+}
+
+/// Waits until the reaper has deleted every retired link in `namespaces`.
+pub fn assert_reaped(namespaces: &[&Netns]) {
+    assert!(
+        eventually(REAP_LIMIT, || namespaces
+            .iter()
+            .all(|ns| retired(ns).is_empty())),
+        "retired links left: {:?}",
+        namespaces.iter().map(|ns| retired(ns)).collect::<Vec<_>>()
+    );
+}
+
 /// The router's typed client, from a thread inside the router's host namespace.
 pub trait RouterApi {
     fn call<T: Send + 'static>(
