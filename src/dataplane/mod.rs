@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod memory;
 pub mod path;
 pub mod routed;
+mod sleeve_io;
 pub mod vxlan;
 
 pub use encrypted::EncryptedReport;
