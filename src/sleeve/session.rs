@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// When the sender moves to a new epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Datagrams per epoch (far below the 2^64 nonces a key allows).
+    /// Frames sealed per epoch (far below the 2^64 nonces a key allows).
     pub packets: u64,
     /// Age of an epoch.
     pub age: Duration,
