@@ -18,6 +18,7 @@
 //! Buffers are allocated once per thread (and per peer for reassembly). Counters per peer:
 //! bytes, frames, drops by reason, rekeys.
 
+pub use super::encrypted_counters::{EncryptedReport, PathCounters, PathReport, DROP_PMTU};
 use super::path::ENCRYPTED;
 use super::sleeve_io::{self, Batch};
 use super::{Overlay, Peer, PlaneFuture};
@@ -49,49 +50,10 @@ pub const UNDERLAY_OVERHEAD: u32 =
     14 + VNET_HDR_LEN as u32 + crate::sleeve::OVERHEAD as u32 + 8 + 20;
 /// The underlay MTU most networks have.
 const COMMON_UNDERLAY_MTU: u32 = 1500;
+/// Most frames the receiving thread sends on from the TAP after a write (see [`receive`]).
+const PULL_AFTER_WRITE: usize = 4;
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
-
-/// One peer's counters, kept across key changes (a peer's restart).
-#[derive(Debug, Default)]
-pub struct PathCounters {
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub rekeys: AtomicU64,
-    /// Indexed like [`Reject::ALL`], plus one for frames the underlay refused (path MTU).
-    pub drops: [AtomicU64; Reject::ALL.len() + 1],
-    pmtu_logged: AtomicBool,
-}
-
-/// The name of the extra drop counter: datagrams the underlay would not take (too big).
-pub const DROP_PMTU: &str = "pmtu";
-
-impl PathCounters {
-    fn reject(&self, d: Reject) {
-        self.rejects(d, 1);
-    }
-
-    fn rejects(&self, d: Reject, n: u64) {
-        let i = Reject::ALL.iter().position(|x| *x == d).unwrap_or(0);
-        self.drops[i].fetch_add(n, Relaxed);
-    }
-
-    /// Reject counts by name (only the non-zero ones).
-    pub fn drops_by_name(&self) -> BTreeMap<&'static str, u64> {
-        let names = Reject::ALL.iter().map(|d| d.name()).chain([DROP_PMTU]);
-        names
-            .zip(&self.drops)
-            .map(|(n, c)| (n, c.load(Relaxed)))
-            .filter(|(_, c)| *c > 0)
-            .collect()
-    }
-
-    pub fn drops_total(&self) -> u64 {
-        self.drops.iter().map(|c| c.load(Relaxed)).sum()
-    }
-}
 
 /// A peer as the workers see it.
 struct PeerLink {
@@ -123,6 +85,7 @@ struct Shared {
     /// Datagrams from addresses that are not peers'.
     not_peer: AtomicU64,
     stop: AtomicBool,
+    out: Mutex<Outbound>,
 }
 
 /// The encrypted path as an [`Overlay`]; its workers stop when it is dropped.
@@ -180,6 +143,7 @@ impl EncryptedOverlay {
             counters: Mutex::new(BTreeMap::new()),
             not_peer: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            out: Mutex::new(Outbound::default()),
         });
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = shared.clone();
@@ -215,27 +179,6 @@ impl EncryptedOverlay {
 
 /// Reads the encrypted path's counters.
 pub struct EncryptedStats(Arc<Shared>);
-
-/// One peer's encrypted-path counters, as status shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PathReport {
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rekeys: u64,
-    /// Non-zero drop counts by reason.
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// The whole encrypted path's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct EncryptedReport {
-    /// Every peer seen since the start (current or not), by name.
-    pub peers: BTreeMap<PeerName, PathReport>,
-    /// Datagrams from addresses that are not peers'.
-    pub not_peer_drops: u64,
-}
 
 impl EncryptedStats {
     pub fn report(&self) -> EncryptedReport {
@@ -296,49 +239,68 @@ fn readable(fd: &impl AsRawFd) {
 
 /// TAP → peers.
 fn outbound(s: &Shared) {
-    // Read with one byte to spare: a read that fills it was too long to seal.
-    let size = HEADER_LEN + MAX_FRAME + 1 + TAG_LEN;
-    let (mut buf, mut copy) = (vec![0u8; size], vec![0u8; size]);
-    let mut tx = Sender::default();
     while !s.stop.load(Relaxed) {
         // Non-blocking: poll only when the queue is empty, so a busy path costs one read per
         // frame rather than a poll and a read.
-        let n = match (&s.tap).read(&mut buf[HEADER_LEN..HEADER_LEN + MAX_FRAME + 1]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                readable(&s.tap);
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        match pull(s, &mut lock(&s.out)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => readable(&s.tap),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
                 std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        if !(VNET_HDR_LEN + 14..=MAX_FRAME).contains(&n) {
-            continue;
-        }
-        let at = HEADER_LEN + VNET_HDR_LEN;
-        let dst: [u8; 6] = buf[at..at + 6].try_into().expect("6 bytes");
-        let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
-        let owner = if dst[0] & 1 == 0 {
-            let macs = s.macs.read().unwrap_or_else(|p| p.into_inner());
-            macs.get(&dst).and_then(|ip| peers.get(ip))
-        } else {
-            None
-        };
-        match owner {
-            Some(p) => tx.send(s, p, &mut buf, n),
-            None => {
-                for p in peers.values() {
-                    copy[HEADER_LEN..HEADER_LEN + n]
-                        .copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + n]);
-                    tx.send(s, p, &mut copy, n);
-                }
             }
         }
     }
+}
+
+/// The sending side's buffers. Whoever holds them reads a frame from the TAP and sends it,
+/// so frames leave in the order they were read.
+struct Outbound {
+    buf: Vec<u8>,
+    copy: Vec<u8>,
+    tx: Sender,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        // Read with one byte to spare: a read that fills it was too long to seal.
+        let size = HEADER_LEN + MAX_FRAME + 1 + TAG_LEN;
+        Outbound {
+            buf: vec![0u8; size],
+            copy: vec![0u8; size],
+            tx: Sender::default(),
+        }
+    }
+}
+
+/// Reads one frame from the TAP (WouldBlock: none waiting) and sends it to its peer, or to
+/// every peer.
+fn pull(s: &Shared, o: &mut Outbound) -> std::io::Result<()> {
+    let Outbound { buf, copy, tx } = o;
+    let n = (&s.tap).read(&mut buf[HEADER_LEN..HEADER_LEN + MAX_FRAME + 1])?;
+    if !(VNET_HDR_LEN + 14..=MAX_FRAME).contains(&n) {
+        return Ok(());
+    }
+    let at = HEADER_LEN + VNET_HDR_LEN;
+    let dst: [u8; 6] = buf[at..at + 6].try_into().expect("6 bytes");
+    let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
+    let owner = if dst[0] & 1 == 0 {
+        let macs = s.macs.read().unwrap_or_else(|p| p.into_inner());
+        macs.get(&dst).and_then(|ip| peers.get(ip))
+    } else {
+        None
+    };
+    match owner {
+        Some(p) => tx.send(s, p, buf, n),
+        None => {
+            for p in peers.values() {
+                copy[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + n]);
+                tx.send(s, p, copy, n);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The sending thread's reusable state.
@@ -493,6 +455,17 @@ fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<
         }
         Err(e) => tracing::debug!("encrypted path: write {TAP_NAME}: {e}"),
     }
+    // The write ran the bridge and the container's stack, so its answer (an echo reply, a
+    // TCP ACK) may already wait in the TAP: send it from here rather than wake the sending
+    // thread for it, a hand-off less per round trip. Only if that thread is not busy (it
+    // holds the buffers while it works, which keeps the frames in order).
+    if let Ok(mut o) = s.out.try_lock() {
+        for _ in 0..PULL_AFTER_WRITE {
+            if pull(s, &mut o).is_err() {
+                break;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -580,17 +553,5 @@ mod tests {
     fn the_default_mtu_fits_a_common_underlay_once_encrypted() {
         assert_eq!(UNDERLAY_OVERHEAD, 88);
         const { assert!(crate::DEFAULT_MTU + UNDERLAY_OVERHEAD <= COMMON_UNDERLAY_MTU) };
-    }
-
-    #[test]
-    fn drops_are_counted_by_reason_and_pmtu_last() {
-        let c = PathCounters::default();
-        c.reject(Reject::Forged);
-        c.reject(Reject::Forged);
-        c.reject(Reject::NotPeer);
-        c.drops[Reject::ALL.len()].fetch_add(1, Relaxed);
-        let want: BTreeMap<&str, u64> = [("forged", 2), ("not_peer", 1), (DROP_PMTU, 1)].into();
-        assert_eq!(c.drops_by_name(), want);
-        assert_eq!(c.drops_total(), 4);
     }
 }

@@ -19,6 +19,7 @@
 //! composition root (`crate::daemon`) chooses the implementation at run time.
 
 pub mod encrypted;
+mod encrypted_counters;
 pub mod iptables;
 pub mod kernel;
 pub mod memory;

@@ -96,6 +96,10 @@ pub struct Batch {
     ctl: Vec<[u64; 4]>,
 }
 
+// SAFETY: the raw pointers in the arrays point at the caller's buffers only during one
+// `send` call, which rebuilds them first; between calls they are never read.
+unsafe impl Send for Batch {}
+
 impl Default for Batch {
     fn default() -> Self {
         Batch {
