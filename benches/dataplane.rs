@@ -20,6 +20,7 @@
 //! `bench/run` is the front door.
 //!
 //! Usage: cargo bench --bench dataplane -- [--smoke] [--seconds N] [--rounds N] [--json FILE]
+//!   [--encrypted-only]   (only our VXLAN and the encrypted path: quick runs while tuning it)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -243,6 +244,16 @@ fn routed_pair() -> Cluster {
     c
 }
 
+/// Between a cluster's two containers, measuring its routers' CPU or not.
+fn pair_path(c: &Cluster, cpu: bool) -> Path<'_> {
+    Path {
+        client: &c.containers[0].ns.name,
+        server: &c.containers[1].ns.name,
+        addr: c.containers[1].ip,
+        routers: if cpu { router_pids(c) } else { vec![] },
+    }
+}
+
 struct Row {
     name: &'static str,
     tcp1: Vec<f64>,
@@ -275,15 +286,20 @@ fn main() {
         .unwrap_or(if smoke { 1 } else { 3 });
     let json_out = arg("--json").unwrap_or_else(|| "target/bench/dataplane.json".into());
     let pings = if smoke { 10 } else { 200 };
+    // Only our VXLAN and the encrypted path (their ratio), for quick runs while tuning it.
+    let encrypted_only = args.iter().any(|a| a == "--encrypted-only");
 
     let ours = weave_pair();
-    let (a, b) = (0, 1);
-    let bare = weave_pair();
+    let a = 0;
+    let full = !encrypted_only;
+    let bare = full.then(weave_pair);
     for k in 1..=2 {
-        bare.host(k).ns.sh(
-            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null; \
-             iptables -w 10 -F && iptables -w 10 -t nat -F",
-        );
+        if let Some(bare) = &bare {
+            bare.host(k).ns.sh(
+                "sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null; \
+                 iptables -w 10 -F && iptables -w 10 -t nat -F",
+            );
+        }
     }
     let mtu: u32 = ours.containers[a]
         .ns
@@ -291,83 +307,48 @@ fn main() {
         .trim()
         .parse()
         .unwrap();
-    let hand = HandVxlan::new(mtu);
+    let hand = full.then(|| HandVxlan::new(mtu));
     let enc = encrypted_pair();
-    let tracked = weave_pair();
+    let tracked = full.then(weave_pair);
     for k in 1..=2 {
-        tracked
-            .host(k)
-            .ns
-            .sh("iptables -w 10 -t raw -D PREROUTING -j WEAVE-NOTRACK-UDP; \
-             iptables -w 10 -t raw -D OUTPUT -j WEAVE-NOTRACK-UDP");
+        if let Some(tracked) = &tracked {
+            tracked
+                .host(k)
+                .ns
+                .sh("iptables -w 10 -t raw -D PREROUTING -j WEAVE-NOTRACK-UDP; \
+                 iptables -w 10 -t raw -D OUTPUT -j WEAVE-NOTRACK-UDP");
+        }
     }
-    let routed = routed_pair();
+    let routed = full.then(routed_pair);
 
-    let paths = [
-        (
-            "weave (ours)",
-            Path {
-                client: &ours.containers[a].ns.name,
-                server: &ours.containers[b].ns.name,
-                addr: ours.containers[b].ip,
-                routers: router_pids(&ours),
-            },
-        ),
-        (
-            "hand vxlan",
-            Path {
-                client: &hand.containers[0].name,
-                server: &hand.containers[1].name,
-                addr: "10.99.0.2".parse().unwrap(),
-                routers: vec![],
-            },
-        ),
-        (
-            "ours, no netfilter",
-            Path {
-                client: &bare.containers[a].ns.name,
-                server: &bare.containers[b].ns.name,
-                addr: bare.containers[b].ip,
-                routers: vec![],
-            },
-        ),
-        (
-            "underlay veth",
-            Path {
-                client: &ours.host(1).ns.name,
-                server: &ours.host(2).ns.name,
-                addr: underlay_ip(2),
-                routers: vec![],
-            },
-        ),
-        (
-            "ours, vxlan tracked",
-            Path {
-                client: &tracked.containers[a].ns.name,
-                server: &tracked.containers[b].ns.name,
-                addr: tracked.containers[b].ip,
-                routers: router_pids(&tracked),
-            },
-        ),
-        (
-            "routed (ours)",
-            Path {
-                client: &routed.containers[a].ns.name,
-                server: &routed.containers[b].ns.name,
-                addr: routed.containers[b].ip,
-                routers: router_pids(&routed),
-            },
-        ),
-        (
-            "encrypted (ours)",
-            Path {
-                client: &enc.containers[0].ns.name,
-                server: &enc.containers[1].ns.name,
-                addr: enc.containers[1].ip,
-                routers: router_pids(&enc),
-            },
-        ),
-    ];
+    let mut paths = vec![("weave (ours)", pair_path(&ours, true))];
+    if let (Some(hand), Some(bare), Some(tracked), Some(routed)) = (&hand, &bare, &tracked, &routed)
+    {
+        paths.extend([
+            (
+                "hand vxlan",
+                Path {
+                    client: &hand.containers[0].name,
+                    server: &hand.containers[1].name,
+                    addr: "10.99.0.2".parse().unwrap(),
+                    routers: vec![],
+                },
+            ),
+            ("ours, no netfilter", pair_path(bare, false)),
+            (
+                "underlay veth",
+                Path {
+                    client: &ours.host(1).ns.name,
+                    server: &ours.host(2).ns.name,
+                    addr: underlay_ip(2),
+                    routers: vec![],
+                },
+            ),
+            ("ours, vxlan tracked", pair_path(tracked, true)),
+            ("routed (ours)", pair_path(routed, true)),
+        ]);
+    }
+    paths.push(("encrypted (ours)", pair_path(&enc, true)));
     let mut rows: Vec<Row> = paths
         .iter()
         .map(|(name, _)| Row {
@@ -440,51 +421,54 @@ fn main() {
         "ratio_encrypted_over_ours".into(),
         serde_json::json!({"tcp1": e1, "tcp4": e4, "added_ping_ms": added_ms, "target_tcp1": 0.3}),
     );
-    let over =
-        |i: usize, j: usize, f: fn(&Row) -> &Vec<f64>| median(f(&rows[i])) / median(f(&rows[j]));
-    let ratio = |i: usize, f: fn(&Row) -> &Vec<f64>| over(i, 1, f);
-    let (r1, r4) = (ratio(0, |r| &r.tcp1), ratio(0, |r| &r.tcp4));
-    let (b1, b4) = (ratio(2, |r| &r.tcp1), ratio(2, |r| &r.tcp4));
-    let (t1, t4) = (ratio(4, |r| &r.tcp1), ratio(4, |r| &r.tcp4));
-    let (u1, u4) = (over(5, 3, |r| &r.tcp1), over(5, 3, |r| &r.tcp4));
-    let verdict = |r: f64, target: f64| if r >= target { "met" } else { "NOT MET" };
-    println!(
-        "{:<20} {:>14.3} {:>14.3}   (target tcp >= 0.95: {}, {})",
-        "ours/hand",
-        r1,
-        r4,
-        verdict(r1, 0.95),
-        verdict(r4, 0.95)
-    );
-    println!(
-        "{:<20} {b1:>14.3} {b4:>14.3}   (the VXLAN path alone)",
-        "no-nf/hand"
-    );
-    println!(
-        "{:<20} {t1:>14.3} {t4:>14.3}   (VXLAN packets through conntrack, as before)",
-        "tracked/hand"
-    );
-    println!(
-        "{:<20} {u1:>14.3} {u4:>14.3}   (target tcp 1 >= 0.9: {})",
-        "routed/underlay",
-        verdict(u1, 0.9)
-    );
-    report.insert(
-        "ratio_routed_over_underlay".into(),
-        serde_json::json!({"tcp1": u1, "tcp4": u4, "target_tcp1": 0.9, "met": u1 >= 0.9}),
-    );
-    report.insert(
-        "ratio_ours_tracked_over_hand".into(),
-        serde_json::json!({"tcp1": t1, "tcp4": t4}),
-    );
-    report.insert(
-        "ratio_ours_no_netfilter_over_hand".into(),
-        serde_json::json!({"tcp1": b1, "tcp4": b4}),
-    );
-    report.insert(
+    if !encrypted_only {
+        let over = |i: usize, j: usize, f: fn(&Row) -> &Vec<f64>| {
+            median(f(&rows[i])) / median(f(&rows[j]))
+        };
+        let ratio = |i: usize, f: fn(&Row) -> &Vec<f64>| over(i, 1, f);
+        let (r1, r4) = (ratio(0, |r| &r.tcp1), ratio(0, |r| &r.tcp4));
+        let (b1, b4) = (ratio(2, |r| &r.tcp1), ratio(2, |r| &r.tcp4));
+        let (t1, t4) = (ratio(4, |r| &r.tcp1), ratio(4, |r| &r.tcp4));
+        let (u1, u4) = (over(5, 3, |r| &r.tcp1), over(5, 3, |r| &r.tcp4));
+        let verdict = |r: f64, target: f64| if r >= target { "met" } else { "NOT MET" };
+        println!(
+            "{:<20} {:>14.3} {:>14.3}   (target tcp >= 0.95: {}, {})",
+            "ours/hand",
+            r1,
+            r4,
+            verdict(r1, 0.95),
+            verdict(r4, 0.95)
+        );
+        println!(
+            "{:<20} {b1:>14.3} {b4:>14.3}   (the VXLAN path alone)",
+            "no-nf/hand"
+        );
+        println!(
+            "{:<20} {t1:>14.3} {t4:>14.3}   (VXLAN packets through conntrack, as before)",
+            "tracked/hand"
+        );
+        println!(
+            "{:<20} {u1:>14.3} {u4:>14.3}   (target tcp 1 >= 0.9: {})",
+            "routed/underlay",
+            verdict(u1, 0.9)
+        );
+        report.insert(
+            "ratio_routed_over_underlay".into(),
+            serde_json::json!({"tcp1": u1, "tcp4": u4, "target_tcp1": 0.9, "met": u1 >= 0.9}),
+        );
+        report.insert(
+            "ratio_ours_tracked_over_hand".into(),
+            serde_json::json!({"tcp1": t1, "tcp4": t4}),
+        );
+        report.insert(
+            "ratio_ours_no_netfilter_over_hand".into(),
+            serde_json::json!({"tcp1": b1, "tcp4": b4}),
+        );
+        report.insert(
         "ratio_ours_over_hand".into(),
         serde_json::json!({"tcp1": r1, "tcp4": r4, "target": 0.95, "met": r1 >= 0.95 && r4 >= 0.95}),
     );
+    }
     report.insert(
         "settings".into(),
         serde_json::json!({"seconds": seconds, "rounds": rounds, "mtu": mtu, "pings": pings}),

@@ -327,7 +327,14 @@ fn bad_datagrams_are_dropped_rekeys_keep_tcp_and_a_restart_brings_new_keys_3() {
     let pcap = cap.finish();
     let genuine = sleeve_payloads(&pcap, h2, h1);
     assert!(!genuine.is_empty(), "no datagram from h2 captured");
-    let d = genuine.last().unwrap().clone();
+    // One that carries a whole frame (fragment count, byte 17, is 1), so a tampered copy
+    // reaches the AEAD on its own.
+    let d = genuine
+        .iter()
+        .rev()
+        .find(|d| d.len() > 20 && d[17] == 1)
+        .expect("a single-datagram frame from h2")
+        .clone();
 
     let before = drops(&c, 1, 2);
     inject(&c.host(2).ns, h2, h1, d.clone()); // replayed

@@ -63,7 +63,7 @@ struct Args {
     /// Longest an allocation waits for the ring or for space before answering 503 (ms).
     #[arg(long, default_value_t = 3000, hide = true)]
     ipalloc_wait_ms: u64,
-    /// Datagrams per key on the encrypted path before it rekeys (tests).
+    /// Frames per key on the encrypted path before it rekeys (tests).
     #[arg(long, env = "WEAVE_REKEY_AFTER_PACKETS", hide = true)]
     rekey_after_packets: Option<u64>,
     /// Short mesh timers (heartbeat 0.5 s, dead after 3 s, backoff up to 2 s): tests.

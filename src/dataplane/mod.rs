@@ -19,11 +19,13 @@
 //! composition root (`crate::daemon`) chooses the implementation at run time.
 
 pub mod encrypted;
+mod encrypted_counters;
 pub mod iptables;
 pub mod kernel;
 pub mod memory;
 pub mod path;
 pub mod routed;
+mod sleeve_io;
 pub mod vxlan;
 
 pub use encrypted::EncryptedReport;

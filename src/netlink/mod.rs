@@ -18,7 +18,7 @@ mod vxlan;
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use fdb::{FdbEntry, FLOOD_MAC};
 pub use route::OwnedRoute;
-pub use tap::open_tap;
+pub use tap::{open_tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VNET_HDR_LEN};
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

@@ -4,15 +4,17 @@
 //! - [`keys`]: the password KDF, per-direction data keys derived from the mesh's Noise
 //!   handshake, and the ratchet that rekeys them.
 //! - [`datagram`]: the datagram's header (session, epoch, counter), sizes and drop reasons.
+//! - [`fragments`]: gathering a frame sealed once from the datagrams that carry it.
 //! - [`replay`]: the per-key replay window.
 //! - [`session`]: [`session::Sealer`] and [`session::Opener`]: one AEAD operation per
-//!   datagram, in place, with rekeying by count and age.
+//!   frame, in place, with rekeying by count and age.
 
 pub mod datagram;
+pub mod fragments;
 pub mod keys;
 pub mod replay;
 pub mod session;
 
-pub use datagram::{Header, Reject, OVERHEAD};
+pub use datagram::{Fragment, Header, Reject, OVERHEAD};
 pub use keys::SessionKeys;
 pub use session::{Limits, Opener, SealError, Sealer};

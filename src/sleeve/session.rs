@@ -2,13 +2,14 @@
 //! [`Opener`] on the receiving side, sharing a chain key from the handshake
 //! ([`super::keys::SessionKeys`]).
 //!
-//! Each datagram is one ChaCha20-Poly1305 operation in place (no allocation). The sealer
+//! Each frame is one ChaCha20-Poly1305 operation in place (no allocation), however many
+//! datagrams carry it ([`super::datagram::Fragment`]). The sealer
 //! moves to the next epoch (ratchets its key and restarts its counter) when the counter or
 //! the epoch's age reaches its [`Limits`]; the opener follows when a datagram of a later
 //! epoch authenticates, and keeps the previous epoch's key a short while for datagrams still
 //! in flight.
 
-use super::datagram::{Header, Reject, HEADER_LEN, MAX_FRAME, OVERHEAD, TAG_LEN};
+use super::datagram::{Header, Reject, HEADER_LEN, MAX_FRAME, SEAL_OVERHEAD, TAG_LEN};
 use super::keys::{ratchet, SESSION_MASK};
 use super::replay::ReplayWindow;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 /// When the sender moves to a new epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Datagrams per epoch (far below the 2^64 nonces a key allows).
+    /// Frames sealed per epoch (far below the 2^64 nonces a key allows).
     pub packets: u64,
     /// Age of an epoch.
     pub age: Duration,
@@ -44,7 +45,7 @@ fn aead_key(key: &[u8; 32]) -> LessSafeKey {
 /// Why a frame could not be sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealError {
-    /// The buffer cannot hold the frame plus [`OVERHEAD`], or the frame exceeds
+    /// The buffer cannot hold the frame plus [`SEAL_OVERHEAD`], or the frame exceeds
     /// [`MAX_FRAME`].
     TooLarge,
     /// Every epoch was used: the peers must handshake again.
@@ -103,9 +104,9 @@ impl Sealer {
     }
 
     /// Seals the frame in `buf[HEADER_LEN..HEADER_LEN + len]` in place, writing the header
-    /// before it and the tag after it; returns the datagram's length (`len + OVERHEAD`).
+    /// before it and the tag after it; returns the sealed length (`len + SEAL_OVERHEAD`).
     pub fn seal(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Result<usize, SealError> {
-        if len > MAX_FRAME || buf.len() < len + OVERHEAD {
+        if len > MAX_FRAME || buf.len() < len + SEAL_OVERHEAD {
             return Err(SealError::TooLarge);
         }
         if self.counter >= self.limits.packets
@@ -131,7 +132,7 @@ impl Sealer {
             )
             .map_err(|_| SealError::TooLarge)?;
         rest[len..len + TAG_LEN].copy_from_slice(tag.as_ref());
-        Ok(len + OVERHEAD)
+        Ok(len + SEAL_OVERHEAD)
     }
 }
 
@@ -177,12 +178,35 @@ impl Opener {
         self.current.epoch
     }
 
-    /// Authenticates and decrypts `datagram` in place; on success the frame is
-    /// `datagram[HEADER_LEN..HEADER_LEN + n]` for the returned `n`. Nothing changes on
+    /// Whether a frame with header `h` could still be accepted (its session, epoch and
+    /// counter), before its datagrams are gathered and authenticated; nothing changes.
+    pub fn check(&self, h: &Header) -> Result<(), Reject> {
+        if h.session != self.session {
+            return Err(Reject::StaleSession);
+        }
+        let fresh = |e: &RecvEpoch| match e.window.check(h.counter) {
+            true => Ok(()),
+            false => Err(Reject::Replayed),
+        };
+        if h.epoch == self.current.epoch {
+            return fresh(&self.current);
+        }
+        if let Some((prev, _)) = self.previous.as_ref().filter(|(p, _)| p.epoch == h.epoch) {
+            return fresh(prev);
+        }
+        let ahead = h.epoch.wrapping_sub(self.current.epoch);
+        if h.epoch <= self.current.epoch || ahead > MAX_EPOCH_SKIP {
+            return Err(Reject::UnknownEpoch);
+        }
+        Ok(())
+    }
+
+    /// Authenticates and decrypts a sealed frame (header, ciphertext, tag) in place; on success the frame is
+    /// `sealed[HEADER_LEN..HEADER_LEN + n]` for the returned `n`. Nothing changes on
     /// failure (a forged datagram neither moves the window nor the epoch), except that a
     /// previous epoch past its grace is forgotten.
-    pub fn open(&mut self, now: Instant, datagram: &mut [u8]) -> Result<usize, Reject> {
-        let h = Header::decode(datagram)?;
+    pub fn open(&mut self, now: Instant, sealed: &mut [u8]) -> Result<usize, Reject> {
+        let h = Header::decode(sealed)?;
         if h.session != self.session {
             return Err(Reject::StaleSession);
         }
@@ -191,7 +215,7 @@ impl Opener {
                 self.previous = None;
             }
         }
-        let (head, body) = datagram.split_at_mut(HEADER_LEN);
+        let (head, body) = sealed.split_at_mut(HEADER_LEN);
         let open = |key: &LessSafeKey, body: &mut [u8]| -> Result<usize, Reject> {
             key.open_in_place(
                 Nonce::assume_unique_for_key(h.nonce()),
@@ -250,7 +274,7 @@ impl Opener {
 
 /// Seals a frame already in a vector (tests and tools; the data path uses [`Sealer::seal`]).
 pub fn seal_vec(s: &mut Sealer, now: Instant, frame: &[u8]) -> Result<Vec<u8>, SealError> {
-    let mut buf = vec![0u8; frame.len() + OVERHEAD];
+    let mut buf = vec![0u8; frame.len() + SEAL_OVERHEAD];
     buf[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(frame);
     let n = s.seal(now, &mut buf, frame.len())?;
     buf.truncate(n);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::sleeve::datagram::MAX_DATAGRAM;
+use crate::sleeve::datagram::MAX_SEALED;
 
 const CHAIN: [u8; 32] = [0x42; 32];
 const SESSION: u32 = 0x00c0_ffee;
@@ -30,8 +30,8 @@ fn frames_of_every_size_round_trip() {
     for (i, len) in sizes.enumerate() {
         let f = frame(i, len);
         let d = seal_vec(&mut s, t, &f).unwrap();
-        assert_eq!(d.len(), len + OVERHEAD);
-        assert!(d.len() <= MAX_DATAGRAM);
+        assert_eq!(d.len(), len + SEAL_OVERHEAD);
+        assert!(d.len() <= HEADER_LEN + MAX_SEALED);
         if len >= 16 {
             assert_ne!(
                 &d[HEADER_LEN..HEADER_LEN + 16],
@@ -51,7 +51,7 @@ fn seal_refuses_what_does_not_fit() {
     let mut buf = vec![0u8; 100];
     assert_eq!(s.seal(t, &mut buf, 69), Err(SealError::TooLarge));
     assert_eq!(s.seal(t, &mut buf, 68), Ok(100));
-    let mut big = vec![0u8; MAX_DATAGRAM + 100];
+    let mut big = vec![0u8; HEADER_LEN + MAX_SEALED + 100];
     assert_eq!(s.seal(t, &mut big, MAX_FRAME + 1), Err(SealError::TooLarge));
 }
 
@@ -94,7 +94,7 @@ fn truncated_or_extended_datagrams_are_dropped() {
     let d = seal_vec(&mut s, t, &frame(1, 100)).unwrap();
     for n in 0..d.len() {
         let r = open(&mut o, t, &d[..n]);
-        let want = if n < OVERHEAD {
+        let want = if n < SEAL_OVERHEAD {
             Reject::Truncated
         } else {
             Reject::Forged
@@ -260,7 +260,7 @@ fn the_last_epoch_exhausts_the_session() {
     );
     s.epoch = u32::MAX;
     let mut buf = vec![0u8; 64];
-    assert_eq!(s.seal(t, &mut buf, 10), Ok(10 + OVERHEAD));
+    assert_eq!(s.seal(t, &mut buf, 10), Ok(10 + SEAL_OVERHEAD));
     assert_eq!(s.seal(t, &mut buf, 10), Err(SealError::Exhausted));
 }
 
