@@ -157,7 +157,7 @@ impl Allocator {
 
     /// The ids whose addresses changed since the last [`Allocator::checkpoint`].
     pub fn changed_ids(&self) -> impl Iterator<Item = &String> {
-        self.owned.changed()
+        self.owned.differing()
     }
 
     /// Starts a batch: what it changes can be taken back with [`Allocator::rollback`].
