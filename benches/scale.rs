@@ -8,8 +8,8 @@
 //! routers with their IPAM services in this process on loopback, over a sparse topology
 //! (each dials 2 earlier peers): time until every peer knows every other, then from priming
 //! one peer until all hold the same ring, with the mesh messages and bytes sent per peer.
-//! 500 real peers do not get there yet: the mesh's topology merge throws away updates about
-//! peers it cannot reach yet and costs O(n) per update; see bench/README.md. No root needed.
+//! 500 real peers do not get there yet: every topology update is flooded and costs O(n) to
+//! merge; see bench/README.md. No root needed.
 //!
 //! Usage: cargo bench --bench scale -- [--peers 10,100,1000,5000] [--repeat N]
 //!        [--mesh-peers 100,200] [--json FILE]
