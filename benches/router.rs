@@ -1,11 +1,12 @@
 //! The router: allocations per second through the HTTP API over loopback inside a `wvb-*`
 //! namespace (sequential, and 16 concurrent clients), beside the reference `host-local`
 //! IPAM plugin run once per allocation (what `bridge` does); resident memory of `weaver`
-//! idle and after 10,000 allocations; time from `weave launch` to ready (`/status` 200),
+//! idle, after 10,000 allocations, and after 1,000 attachments more (issue 15: at most
+//! 15 MB); time from `weave launch` to ready (`/status` 200),
 //! beside starting `weaver` by hand and polling it, median of 5. Needs root.
 //!
 //! Usage: cargo bench --bench router -- [--allocations N] [--reference-allocations N]
-//!        [--launches N] [--json FILE]
+//!        [--attachments N] [--launches N] [--json FILE]
 
 mod common;
 
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use weave::api::Client;
 
 const CLIENTS: usize = 16;
+/// Issue 15: the router stays within 15 MB RSS with 10,000 allocations and 1,000 attachments.
+const RSS_LIMIT_KIB: f64 = 15.0 * 1024.0;
 
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> f64 {
@@ -57,6 +60,29 @@ fn allocate_many(prefix: &str, n: usize, clients: usize) -> (f64, Vec<String>) {
         .flat_map(|h| h.join().expect("an allocation failed (see above)"))
         .collect();
     (n as f64 / started.elapsed().as_secs_f64(), ips)
+}
+
+/// `n` containers attached the way `weave-net` ADD does it (one call: address and record),
+/// all in `netns` and with host veths that exist nowhere (the sweep needs two sightings 30 s
+/// apart before it would release them, longer than this takes).
+fn attach_many(n: usize, netns: &str) {
+    let client = Client::new("127.0.0.1:6784")
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(10));
+    for i in 0..n {
+        let id = format!("{i:064x}");
+        let a = weave::attachment::Attachment {
+            container_id: id.clone(),
+            ifname: "eth0".into(),
+            host_veth: format!("vethwepl{i}"),
+            mac: String::new(),
+            ips: Vec::new(),
+            netns: netns.into(),
+            ipam_id: String::new(),
+        };
+        client
+            .allocate_attached(&id, None, &a)
+            .unwrap_or_else(|e| panic!("attach {id}: {e}"));
+    }
 }
 
 /// The reference: `host-local` ADDs, one process per allocation, from `clients` threads.
@@ -152,6 +178,9 @@ fn main() {
     let ref_n: usize = common::arg("--reference-allocations")
         .and_then(|s| s.parse().ok())
         .unwrap_or(400);
+    let attachments: usize = common::arg("--attachments")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let launches: usize = common::arg("--launches")
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
@@ -180,6 +209,9 @@ fn main() {
     assert_unique(&ips);
     std::thread::sleep(Duration::from_millis(200));
     let rss_after = rss_kib(pid);
+    attach_many(attachments, &format!("/var/run/netns/{}", host.0));
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_attached = rss_kib(pid);
     let _ = router.kill();
     let _ = router.wait();
     common::leave();
@@ -237,6 +269,12 @@ fn main() {
             rss_after,
         )
         .vs("idle", rss_idle, Target::None),
+        Row::new(
+            format!("weaver VmRSS after {total} allocations and {attachments} attachments"),
+            "KiB",
+            rss_attached,
+        )
+        .vs("issue 15 limit", RSS_LIMIT_KIB, Target::AtMost(1.0)),
         Row::new("weave launch to ready (median)", "ms", median(&cli_ms)).vs(
             "weaver by hand",
             median(&direct_ms),
@@ -247,11 +285,13 @@ fn main() {
         "router",
         &format!(
             "Router: HTTP API allocations over loopback ({total} in all, half sequential, half \
-             from {CLIENTS} clients; host-local: {ref_n} each), memory, launch (median of {launches})"
+             from {CLIENTS} clients; host-local: {ref_n} each), memory (then {attachments} \
+             attachments), launch (median of {launches})"
         ),
         &rows,
         json!({"allocations": total, "reference_allocations": ref_n, "launch_ms": cli_ms,
-               "weaver_by_hand_ms": direct_ms, "rss_idle_kib": rss_idle, "rss_after_kib": rss_after}),
+               "weaver_by_hand_ms": direct_ms, "rss_idle_kib": rss_idle, "rss_after_kib": rss_after,
+               "attachments": attachments, "rss_attached_kib": rss_attached}),
         json_out.as_deref(),
     );
 }

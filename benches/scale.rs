@@ -4,21 +4,31 @@
 //! messages (per peer too), and how they grow: the reference is n log n growth from the
 //! smallest size, so a ratio at most 1 means growth no faster than n log n; 1,000 and 5,000
 //! peers have wall-time targets (issue 15: under 1 s and 10 s). Uses `tests/ring_sim`, the same
-//! network the randomized test drives. No root needed.
+//! network the randomized test drives. Then real peers (`tests/mesh_sim`): 100 and 200 mesh
+//! routers with their IPAM services in this process on loopback, over a sparse topology
+//! (each dials 2 earlier peers): time until every peer knows every other, then from priming
+//! one peer until all hold the same ring, with the mesh messages and bytes sent per peer.
+//! 500 real peers do not get there yet: every topology update is flooded and costs O(n) to
+//! merge; see bench/README.md. No root needed.
 //!
-//! Usage: cargo bench --bench scale -- [--peers 10,100,1000,5000] [--repeat N] [--json FILE]
+//! Usage: cargo bench --bench scale -- [--peers 10,100,1000,5000] [--repeat N]
+//!        [--mesh-peers 100,200] [--json FILE]
 
 mod common;
 
 use common::{median, report, Row, Target};
 use serde_json::{json, Value};
 use std::time::Instant;
+#[path = "../tests/mesh_sim/mod.rs"]
+mod mesh_sim;
 #[path = "../tests/ring_sim/mod.rs"]
 mod sim;
 
 /// Peers each gossip reaches per round (the mesh's fan-out in the simulation).
 const FANOUT: usize = 3;
 const MAX_ROUNDS: usize = 200;
+/// Earlier peers each real peer dials (its predecessor and random others).
+const MESH_DIALS: usize = 2;
 
 /// Issue 15: 1,000 simulated peers agree in under 1 s of wall time, 5,000 in under 10 s.
 fn time_target_ms(peers: usize) -> Option<f64> {
@@ -39,6 +49,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let json_out = common::arg("--json");
+    let mesh_sizes: Vec<usize> = common::arg("--mesh-peers")
+        .unwrap_or_else(|| "100,200".into())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("--mesh-peers: numbers"))
+        .collect();
 
     let mut rows = Vec::new();
     let mut details = Vec::new();
@@ -127,14 +143,80 @@ fn main() {
             ));
         }
     }
+    mesh_rows(&mesh_sizes, &mut rows, &mut details);
     report(
         "scale",
         &format!(
             "Scale (in-process): {sizes:?} peers elect and agree on one ring, gossip fan-out \
-             {FANOUT}, median time of {repeat}"
+             {FANOUT}, median time of {repeat}; then {mesh_sizes:?} real mesh peers on loopback"
         ),
         &rows,
         Value::Array(details),
         json_out.as_deref(),
     );
+}
+
+/// Real peers on loopback: one run per size (each is seconds to a minute).
+fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
+    let Some(&largest) = sizes.iter().max() else {
+        return;
+    };
+    let fds = mesh_sim::raise_fd_limit(largest as u64 * 12 + 1024);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut smallest: Option<(usize, f64)> = None;
+    for &n in sizes {
+        let limit = std::time::Duration::from_secs(120 + n as u64 / 2);
+        let a = rt
+            .block_on(mesh_sim::agree(n, MESH_DIALS, limit))
+            .unwrap_or_else(|e| panic!("{n} real peers (open-file limit {fds}): {e}"));
+        assert!(
+            a.owners > n / 2,
+            "{n} real peers: ring split among a quorum at least"
+        );
+        let per = |x: u64| x as f64 / n as f64;
+        details.push(json!({"real_peers": n, "connections": a.connections,
+            "mesh_ms": a.mesh_ms, "mesh_messages": a.mesh_messages, "mesh_bytes": a.mesh_bytes,
+            "ring_ms": a.ring_ms, "ring_messages": a.ring_messages, "ring_bytes": a.ring_bytes,
+            "owners": a.owners}));
+        let label = |what: &str| format!("{n} real peers: {what}");
+        rows.push(Row::new(label("all know all"), "ms", a.mesh_ms));
+        rows.push(Row::new(
+            label("mesh messages per peer"),
+            "msgs",
+            per(a.mesh_messages),
+        ));
+        rows.push(Row::new(
+            label("mesh KiB per peer"),
+            "KiB",
+            per(a.mesh_bytes) / 1024.0,
+        ));
+        rows.push(Row::new(label("same ring"), "ms", a.ring_ms));
+        rows.push(Row::new(
+            label("ring messages per peer"),
+            "msgs",
+            per(a.ring_messages),
+        ));
+        rows.push(Row::new(
+            label("ring KiB per peer"),
+            "KiB",
+            per(a.ring_bytes) / 1024.0,
+        ));
+        // Growth of all messages against n log n from the smallest size.
+        let total = (a.mesh_messages + a.ring_messages) as f64;
+        match smallest {
+            None => smallest = Some((n, total)),
+            Some((n0, t0)) => {
+                let nlogn = |k: usize| k as f64 * (k as f64).ln();
+                rows.push(Row::new(label("messages"), "msgs", total).vs(
+                    format!("n log n from {n0}"),
+                    t0 * nlogn(n) / nlogn(n0),
+                    Target::AtMost(1.0),
+                ));
+            }
+        }
+    }
 }

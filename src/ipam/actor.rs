@@ -9,7 +9,7 @@
 
 use super::core::{Claimed, Core};
 use super::file::Owned;
-use super::journal::{self, Journal, Saved};
+use super::journal::{self, Journal};
 use super::ring::{Gossip, Output, PeerName, Unicast};
 use super::service::{IpamOptions, IpamSummary, Reply, Request, RING_LISTENER_WAIT};
 use super::store::DataDir;
@@ -41,7 +41,7 @@ pub(super) async fn run(
         None => (None, None),
     };
     let actor = Actor {
-        journal: Journal::new(Saved::default()),
+        journal: Journal::new(Vec::new()),
         core,
         datadir,
         peer_name,
@@ -172,11 +172,7 @@ impl Actor {
         mut gossip: Option<mpsc::Receiver<GossipMessage>>,
         mut peers: Option<watch::Receiver<Vec<LivePeer>>>,
     ) {
-        self.journal = Journal::new(Saved {
-            ring: self.core.alloc.persist_without_addresses(),
-            owned: self.core.owned(),
-            attachments: self.core.attachments.as_map().clone(),
-        });
+        self.journal = Journal::new(self.core.alloc.persist_without_addresses());
         if let Some(p) = &mut peers {
             self.update_peers(&p.borrow_and_update());
         }
@@ -375,14 +371,7 @@ impl Actor {
         let len = bytes.len();
         let dd = self.datadir.clone();
         blocking(move || dd.write_ipam(&bytes)).await?;
-        self.journal.snapshotted(
-            Saved {
-                ring,
-                owned,
-                attachments: self.core.attachments.as_map().clone(),
-            },
-            len,
-        );
+        self.journal.snapshotted(ring, len);
         Ok(())
     }
 

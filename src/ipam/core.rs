@@ -97,9 +97,9 @@ impl Attachments {
         }
     }
 
-    /// Keys changed since the last checkpoint.
+    /// Keys whose attachment changed since the last checkpoint.
     pub fn changed(&self) -> impl Iterator<Item = &AttachmentKey> {
-        self.by_key.changed()
+        self.by_key.differing()
     }
 
     fn settle(&mut self) {
@@ -228,7 +228,7 @@ impl Core {
     pub fn changed_ids(&self) -> BTreeSet<&String> {
         self.alloc
             .changed_ids()
-            .chain(self.outside.changed())
+            .chain(self.outside.differing())
             .collect()
     }
 

@@ -128,10 +128,29 @@ fn diff_maps<K: Ord + Clone, V: PartialEq + Clone>(
     }
 }
 
-/// The writer's bookkeeping: what is on disk and whether the next write may be an append.
+/// The whole-state comparison of `old` and `new` (tests and tools; the actor knows what a
+/// batch changed and calls [`Journal::delta`]).
+pub fn diff(old: &Saved, new: &Saved) -> Delta {
+    let mut d = Delta {
+        ring: (new.ring != old.ring).then(|| new.ring.clone()),
+        ..Delta::default()
+    };
+    diff_maps(&old.owned, &new.owned, |k, v| {
+        d.owned.insert(k, v);
+    });
+    diff_maps(&old.attachments, &new.attachments, |k, v| {
+        d.attachments.push((k, v))
+    });
+    d
+}
+
+/// The writer's bookkeeping: the ring state on disk and whether the next write may be an
+/// append. It keeps no copy of the allocations and attachments (that copy cost the router
+/// about 1 KB per attachment): the caller's tracked maps say what a batch really changed.
 #[derive(Debug)]
 pub struct Journal {
-    saved: Saved,
+    /// [`Saved::ring`] as the file last made it durable.
+    ring: Vec<u8>,
     /// Record bytes appended since the last snapshot.
     appended: u64,
     snapshot_len: u64,
@@ -140,60 +159,30 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Starts from the state as loaded; the first write will be a snapshot.
-    pub fn new(saved: Saved) -> Journal {
+    /// Starts from the ring state as loaded; the first write will be a snapshot.
+    pub fn new(ring: Vec<u8>) -> Journal {
         Journal {
-            saved,
+            ring,
             appended: 0,
             snapshot_len: 0,
             needs_snapshot: true,
         }
     }
 
-    /// What changed since the last durable write, given only what may have: the ids and the
-    /// attachment keys a batch touched, with their values now (`None`: gone). Costs what the
-    /// batch touched; those back at their saved value are left out.
+    /// What a batch changed: the ring state now (left out when unchanged), and the ids and
+    /// attachment keys whose values changed, with their values now (`None`: gone). Costs
+    /// what the batch changed.
     pub fn delta(
         &self,
         ring: &[u8],
         owned: impl IntoIterator<Item = (String, Option<Vec<Ipv4Net>>)>,
         attachments: impl IntoIterator<Item = (AttachmentKey, Option<Attachment>)>,
     ) -> Delta {
-        let mut d = Delta {
-            ring: (ring != self.saved.ring.as_slice()).then(|| ring.to_vec()),
-            ..Delta::default()
-        };
-        for (id, now) in owned {
-            if self.saved.owned.get(&id) != now.as_ref() {
-                d.owned.insert(id, now);
-            }
+        Delta {
+            ring: (ring != self.ring.as_slice()).then(|| ring.to_vec()),
+            owned: owned.into_iter().collect(),
+            attachments: attachments.into_iter().collect(),
         }
-        for (key, now) in attachments {
-            if self.saved.attachments.get(&key) != now.as_ref() {
-                d.attachments.push((key, now));
-            }
-        }
-        d
-    }
-
-    /// What changed since the last durable write, comparing whole states.
-    pub fn diff(
-        &self,
-        ring: &[u8],
-        owned: &Owned,
-        attachments: &BTreeMap<AttachmentKey, Attachment>,
-    ) -> Delta {
-        let mut d = Delta {
-            ring: (ring != self.saved.ring.as_slice()).then(|| ring.to_vec()),
-            ..Delta::default()
-        };
-        diff_maps(&self.saved.owned, owned, |k, v| {
-            d.owned.insert(k, v);
-        });
-        diff_maps(&self.saved.attachments, attachments, |k, v| {
-            d.attachments.push((k, v))
-        });
-        d
     }
 
     /// The record to append for `delta`, or `None` when the next write must be a snapshot
@@ -211,19 +200,7 @@ impl Journal {
     pub fn appended(&mut self, delta: Delta, len: usize) {
         self.appended += len as u64;
         if let Some(r) = delta.ring {
-            self.saved.ring = r;
-        }
-        for (k, v) in delta.owned {
-            match v {
-                Some(v) => self.saved.owned.insert(k, v),
-                None => self.saved.owned.remove(&k),
-            };
-        }
-        for (k, v) in delta.attachments {
-            match v {
-                Some(v) => self.saved.attachments.insert(k, v),
-                None => self.saved.attachments.remove(&k),
-            };
+            self.ring = r;
         }
     }
 
@@ -232,16 +209,17 @@ impl Journal {
         self.needs_snapshot = true;
     }
 
-    /// A snapshot of `saved`, `len` bytes, replaced the file.
-    pub fn snapshotted(&mut self, saved: Saved, len: usize) {
-        self.saved = saved;
+    /// A snapshot with ring state `ring`, `len` bytes, replaced the file.
+    pub fn snapshotted(&mut self, ring: Vec<u8>, len: usize) {
+        self.ring = ring;
         self.snapshot_len = len as u64;
         self.appended = 0;
         self.needs_snapshot = false;
     }
 
-    pub fn saved(&self) -> &Saved {
-        &self.saved
+    /// The ring state the file holds.
+    pub fn ring(&self) -> &[u8] {
+        &self.ring
     }
 }
 

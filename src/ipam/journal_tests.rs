@@ -47,16 +47,20 @@ fn snapshot(s: &Saved) -> Vec<u8> {
 
 /// Writes `steps` through a [`Journal`] the way the actor does; the file's bytes.
 fn journal_of(steps: &[Saved]) -> (Vec<u8>, Vec<usize>) {
-    let mut j = Journal::new(Saved::default());
+    let mut j = Journal::new(Vec::new());
     let mut bytes = snapshot(&steps[0]);
-    j.snapshotted(steps[0].clone(), bytes.len());
+    j.snapshotted(steps[0].ring.clone(), bytes.len());
     let mut ends = vec![bytes.len()];
-    for s in &steps[1..] {
-        let d = j.diff(&s.ring, &s.owned, &s.attachments);
+    for w in steps.windows(2) {
+        let d = diff(&w[0], &w[1]);
         let line = j.record(&d).unwrap().expect("append allowed");
         bytes.extend_from_slice(&line);
         j.appended(d, line.len());
-        assert_eq!(j.saved(), s, "bookkeeping follows the state");
+        assert_eq!(
+            j.ring(),
+            w[1].ring.as_slice(),
+            "bookkeeping follows the ring"
+        );
         ends.push(bytes.len());
     }
     (bytes, ends)
@@ -194,14 +198,14 @@ fn a_file_without_records_loads_as_before() {
 #[test]
 fn first_write_after_start_and_after_a_failed_append_is_a_snapshot() {
     let s = steps();
-    let mut j = Journal::new(s[0].clone());
-    let d = j.diff(&s[1].ring, &s[1].owned, &s[1].attachments);
+    let mut j = Journal::new(s[0].ring.clone());
+    let d = diff(&s[0], &s[1]);
     assert!(!d.is_empty());
     assert!(j.record(&d).unwrap().is_none(), "no snapshot of ours yet");
-    j.snapshotted(s[1].clone(), 100);
-    let d = j.diff(&s[1].ring, &s[1].owned, &s[1].attachments);
+    j.snapshotted(s[1].ring.clone(), 100);
+    let d = j.delta(&s[1].ring, [], []);
     assert!(d.is_empty(), "nothing changed");
-    let d = j.diff(&s[2].ring, &s[2].owned, &s[2].attachments);
+    let d = diff(&s[1], &s[2]);
     assert_eq!(d.owned.get("a"), Some(&None), "removal recorded");
     assert!(d.ring.is_none(), "unchanged ring left out");
     assert!(j.record(&d).unwrap().is_some());
@@ -215,14 +219,16 @@ fn first_write_after_start_and_after_a_failed_append_is_a_snapshot() {
 #[test]
 fn records_are_compacted_into_a_snapshot() {
     let s = steps();
-    let mut j = Journal::new(Saved::default());
-    j.snapshotted(s[0].clone(), 1000);
+    let mut j = Journal::new(Vec::new());
+    j.snapshotted(s[0].ring.clone(), 1000);
     let mut appended = 0;
     let mut flip = false;
+    let mut now = &s[0];
     loop {
         let next = &s[if flip { 1 } else { 0 }];
         flip = !flip;
-        let d = j.diff(&next.ring, &next.owned, &next.attachments);
+        let d = diff(now, next);
+        now = next;
         match j.record(&d).unwrap() {
             Some(line) => {
                 appended += line.len() as u64;
@@ -234,8 +240,8 @@ fn records_are_compacted_into_a_snapshot() {
     }
     println!("snapshot due after {appended} bytes of records");
     assert!(appended > COMPACT_MIN_BYTES - 1000);
-    j.snapshotted(s[0].clone(), 1000);
-    let d = j.diff(&s[1].ring, &s[1].owned, &s[1].attachments);
+    j.snapshotted(s[0].ring.clone(), 1000);
+    let d = diff(&s[0], &s[1]);
     assert!(j.record(&d).unwrap().is_some(), "appending again after it");
 }
 

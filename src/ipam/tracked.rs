@@ -136,6 +136,18 @@ impl<K: Ord + Clone, V: Clone> Tracked<K, V> {
         self.before.keys()
     }
 
+    /// The keys whose value now differs from the one at the last settle: what must be
+    /// written (the journal keeps no copy of the values to compare with).
+    pub fn differing(&self) -> impl Iterator<Item = &K>
+    where
+        V: PartialEq,
+    {
+        self.before
+            .iter()
+            .filter(|(k, old)| old.as_ref() != self.map.get(*k))
+            .map(|(k, _)| k)
+    }
+
     /// The changes are kept: the next undo record starts here.
     pub fn settle(&mut self) {
         self.before.clear();
@@ -194,5 +206,18 @@ mod tests {
         t.settle();
         t.rollback();
         assert_eq!(t.keys().copied().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn differing_leaves_out_keys_back_at_their_settled_value() {
+        let mut t: Tracked<u32, Vec<u32>> = BTreeMap::from([(1, vec![1]), (2, vec![2])]).into();
+        t.get_mut(&1).unwrap().push(5);
+        t.get_mut(&1).unwrap().pop();
+        t.insert(2, vec![3]);
+        t.insert(4, vec![4]);
+        t.remove(&4);
+        t.insert(5, vec![5]);
+        assert_eq!(t.changed().copied().collect::<Vec<_>>(), [1, 2, 4, 5]);
+        assert_eq!(t.differing().copied().collect::<Vec<_>>(), [2, 5]);
     }
 }

@@ -7,6 +7,7 @@ use super::protocol::{
     decode_header, encode_frame, encode_header, FrameDecoder, Hello, Message, ProtocolError,
     HEADER_LEN, MAX_FRAME, MAX_HANDSHAKE_FRAME,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,6 +163,19 @@ async fn read_frame(
     }
 }
 
+/// Messages (heartbeats left out) and their frame bytes written by every mesh connection of
+/// this process since it started: what the in-process scale benchmarks report per peer.
+static SENT_MESSAGES: AtomicU64 = AtomicU64::new(0);
+static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// (messages, bytes) sent by all mesh connections of this process; see [`SENT_MESSAGES`].
+pub fn sent_totals() -> (u64, u64) {
+    (
+        SENT_MESSAGES.load(Ordering::Relaxed),
+        SENT_BYTES.load(Ordering::Relaxed),
+    )
+}
+
 /// What the connection reports to the router.
 pub enum ConnEvent {
     Message(u64, Message),
@@ -194,12 +208,12 @@ pub async fn run(
         let mut tick = tokio::time::interval(timers.heartbeat);
         let heartbeat = Arc::new(Message::Heartbeat.encode());
         loop {
-            let plain = tokio::select! {
+            let (plain, counted) = tokio::select! {
                 m = out.recv() => match m {
-                    Some(m) => m,
+                    Some(m) => (m, true),
                     None => return "closed by us".to_string(),
                 },
-                _ = tick.tick() => heartbeat.clone(),
+                _ = tick.tick() => (heartbeat.clone(), false),
             };
             let body = match &seal {
                 Some(s) => match s.lock().expect("session lock").seal(&plain) {
@@ -213,6 +227,10 @@ pub async fn run(
                 return format!("send: {e}");
             }
             match timeout(timers.dead_after, wr.write_all(&frame)).await {
+                Ok(Ok(())) if counted => {
+                    SENT_MESSAGES.fetch_add(1, Ordering::Relaxed);
+                    SENT_BYTES.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                }
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return format!("write: {e}"),
                 Err(_) => return "write timed out (peer not reading)".to_string(),

@@ -13,14 +13,14 @@ use super::space::Space;
 use crate::ipam::tracked::Tracked;
 use crate::peer::PeerName;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A space request without answer for this many ticks is abandoned for the next donor.
 pub const REQUEST_TIMEOUT_TICKS: u64 = 3;
-/// Every this many ticks the whole state is gossiped (anti-entropy); in between, only what
-/// changed. Gossip used to carry the whole ring or election state every tick, which made
-/// each round cost peers x state size.
+/// Every this many ticks the whole state goes out again (anti-entropy; see
+/// [`Allocator::anti_entropy`]); in between, only what changed. Gossip used to carry the
+/// whole ring or election state every tick, which made each round cost peers x state size.
 pub const FULL_GOSSIP_TICKS: u64 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Allocator {
 
     /// The ids whose addresses changed since the last [`Allocator::checkpoint`].
     pub fn changed_ids(&self) -> impl Iterator<Item = &String> {
-        self.owned.changed()
+        self.owned.differing()
     }
 
     /// Starts a batch: what it changes can be taken back with [`Allocator::rollback`].
@@ -351,6 +351,18 @@ impl Allocator {
                 }
                 self.merge_ring(ring)
             }
+            Unicast::Paxos(claims) => {
+                if self.has_ring() {
+                    // The election is over: tell them how it ended.
+                    self.send(from, Unicast::Ring(self.ring.clone()));
+                } else if !self.paxos.is_observer() {
+                    if self.paxos.merge(claims) {
+                        self.paxos_dirty = true;
+                    }
+                    self.after_paxos_step();
+                }
+                Ok(())
+            }
             Unicast::SpaceDenied(ring) => {
                 if let Some(r) = self.request.filter(|_| answered) {
                     self.request = None;
@@ -400,7 +412,7 @@ impl Allocator {
             }
         } else {
             if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
-                self.ring_dirty = true;
+                self.anti_entropy();
             }
             if let Some(r) = self.request {
                 if self.now - r.sent_at >= REQUEST_TIMEOUT_TICKS {
@@ -466,6 +478,24 @@ impl Allocator {
         }
         self.flush();
         heir
+    }
+
+    /// The periodic whole ring. Over a mesh that floods broadcasts (no relay), a broadcast
+    /// from every peer would cost n^2 messages of n entries each period: one random peer
+    /// gets it instead, which still reaches a peer that missed a change within a few periods.
+    fn anti_entropy(&mut self) {
+        let peers: Vec<PeerName> = match &self.reachable {
+            Some(r) if !self.relay => r.iter().copied().filter(|p| *p != self.me).collect(),
+            _ => {
+                self.ring_dirty = true;
+                return;
+            }
+        };
+        if peers.is_empty() {
+            return;
+        }
+        let i = self.rng().random_range(0..peers.len());
+        self.send(peers[i], Unicast::Ring(self.ring.clone()));
     }
 
     fn rng(&mut self) -> StdRng {
@@ -629,9 +659,14 @@ impl Allocator {
         } else if self.paxos_dirty && !self.has_ring() {
             // Only the claims that changed (an empty election state means "an observer
             // wants a ring", so nothing is sent when nothing changed).
-            let delta = self.paxos.take_changed();
+            let delta = self.paxos.take_changed(!self.relay);
             if !delta.is_empty() {
                 self.outputs.push(Output::Broadcast(Gossip::Paxos(delta)));
+            }
+        }
+        if !self.has_ring() {
+            if let Some((to, claims)) = self.paxos.take_for_proposer() {
+                self.send(to, Unicast::Paxos(claims));
             }
         }
         self.ring_dirty = false;

@@ -77,21 +77,23 @@ impl Ring {
     /// Merges `other` (a peer's gossiped ring) into ours. Returns whether ours changed. On
     /// error ours is untouched.
     pub fn merge(&mut self, other: &Ring) -> Result<bool, MergeError> {
-        other.check_invariants().map_err(MergeError::Malformed)?;
-        if other.universe() != self.universe() {
+        if (other.start, other.end) != (self.start, self.end) {
+            other.check_invariants().map_err(MergeError::Malformed)?;
             return Err(MergeError::RangeMismatch {
                 received: other.universe(),
                 ours: self.universe(),
             });
         }
+        // Most gossip repeats what we have: settle that before any O(n) validation.
+        if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
+            return Ok(false);
+        }
+        other.check_invariants().map_err(MergeError::Malformed)?;
         if !self.seeds.is_empty() && !other.seeds.is_empty() && self.seeds != other.seeds {
             return Err(MergeError::SeedMismatch {
                 received: other.seeds.clone(),
                 ours: self.seeds.clone(),
             });
-        }
-        if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
-            return Ok(false);
         }
         let (merged, mut changed) = merge_entries(&self.entries, &other.entries, self.me)?;
         if self.seeds.is_empty() && !other.seeds.is_empty() {

@@ -24,6 +24,8 @@ pub enum Unicast {
     Ring(Ring),
     /// Nothing to give; the sender's ring so the requester's view of free space improves.
     SpaceDenied(Ring),
+    /// The sender's election claims, for the proposer it promised (see `paxos`).
+    Paxos(PaxosState),
 }
 
 /// What the driver (router, or the simulator) must do after a call.

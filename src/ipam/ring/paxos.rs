@@ -1,9 +1,12 @@
-//! Gossip-carried Paxos to agree, once, on the peers the ring is first split among.
+//! Paxos to agree, once, on the peers the ring is first split among.
 //!
-//! Every node's claims (its promise and what it accepted) travel in one map that is merged
-//! like a CRDT; each node only writes its own claims. A proposer that sees a quorum of
-//! promises for its proposal accepts a value (the one with the highest earlier acceptance, or
-//! the electors it knows); acceptors adopt it; a quorum of equal acceptances is consensus.
+//! Every node's claims (its promise and what it accepted) merge like a CRDT; each node only
+//! writes its own. Proposers' claims are gossiped to everyone; an acceptor sends its own
+//! claims only to the proposer it promised (a unicast), so an election among n peers costs
+//! about n claim merges at the proposer instead of n^2 across the peers. A proposer that sees
+//! a quorum of promises for its proposal accepts a value (the one with the highest earlier
+//! acceptance, or the electors it knows); acceptors adopt it; a quorum of equal acceptances
+//! is consensus, which the proposer sees first and announces by gossiping the ring.
 
 use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
@@ -91,6 +94,9 @@ pub struct Paxos {
     /// Peers whose claims changed since the last [`Paxos::take_changed`].
     #[serde(skip)]
     changed: BTreeSet<PeerName>,
+    /// Our own claims changed since they last went to the proposer we promised.
+    #[serde(skip)]
+    own_unsent: bool,
 }
 
 impl PartialEq for Paxos {
@@ -152,6 +158,7 @@ impl Paxos {
             knows: PaxosState::new(),
             tally: Tally::default(),
             changed: BTreeSet::new(),
+            own_unsent: false,
         }
     }
 
@@ -163,6 +170,7 @@ impl Paxos {
             knows: PaxosState::new(),
             tally: Tally::default(),
             changed: BTreeSet::new(),
+            own_unsent: false,
         }
     }
 
@@ -178,20 +186,43 @@ impl Paxos {
         &self.knows
     }
 
-    /// The claims that changed since the last call (ours and merged ones): what gossip
-    /// must carry so that others learn everything we learnt.
-    pub fn take_changed(&mut self) -> PaxosState {
+    /// The proposers' claims that changed since the last call: what gossip carries (only
+    /// ours with `own_only`, when the mesh floods every broadcast to everyone anyway). An
+    /// acceptor's claims go to its proposer alone ([`Paxos::take_for_proposer`]): gossiping
+    /// every claim to every peer made an election of n peers cost n^2 claim merges.
+    pub fn take_changed(&mut self, own_only: bool) -> PaxosState {
         let changed = std::mem::take(&mut self.changed);
         changed
             .into_iter()
-            .filter_map(|p| self.knows.get(&p).map(|c| (p, c.clone())))
+            .filter(|p| !own_only || *p == self.me)
+            .filter_map(|p| {
+                self.knows
+                    .get(&p)
+                    .filter(|c| c.promise.proposer == p)
+                    .map(|c| (p, c.clone()))
+            })
             .collect()
     }
 
-    /// Makes the next [`Paxos::take_changed`] the whole state (periodic anti-entropy: a
-    /// peer that lost a delta learns it from there).
+    /// Our claims, and the proposer they must reach, when they changed since last taken
+    /// (Paxos' promise and accept messages). None for a proposer or before any promise.
+    pub fn take_for_proposer(&mut self) -> Option<(PeerName, PaxosState)> {
+        if !std::mem::take(&mut self.own_unsent) {
+            return None;
+        }
+        let ours = self.knows.get(&self.me)?;
+        let to = ours.promise.proposer;
+        if to == self.me || ours.promise.round == 0 {
+            return None;
+        }
+        Some((to, PaxosState::from([(self.me, ours.clone())])))
+    }
+
+    /// Makes the next [`Paxos::take_changed`] the whole state and sends our claims again
+    /// (periodic anti-entropy: a peer that lost a message learns it from there).
     pub fn mark_all_changed(&mut self) {
         self.changed.extend(self.knows.keys().copied());
+        self.own_unsent = true;
     }
 
     fn set_claims(&mut self, peer: PeerName, claims: NodeClaims) {
@@ -201,6 +232,7 @@ impl Paxos {
         self.tally.add(&claims);
         self.knows.insert(peer, claims);
         self.changed.insert(peer);
+        self.own_unsent |= peer == self.me;
     }
 
     pub fn has_proposed(&self) -> bool {
@@ -221,6 +253,7 @@ impl Paxos {
             self.tally.add(c);
         }
         self.knows = state;
+        self.own_unsent = true;
     }
 
     /// Starts (or restarts, with a higher round) an election led by us.

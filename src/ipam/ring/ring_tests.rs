@@ -425,3 +425,72 @@ fn allocator_never_asks_an_unreachable_peer_for_space() {
     a.set_reachable(Default::default());
     assert!(asked(&mut a).is_empty());
 }
+
+#[test]
+fn acceptors_send_their_claims_to_the_proposer_only() {
+    // Five electors, every message delivered at once: the proposer's claims are gossiped,
+    // an acceptor's only reach the proposer, and the proposer's ring settles the election.
+    let names: Vec<PeerName> = (1..=5).map(peer).collect();
+    let mut nodes: BTreeMap<PeerName, Allocator> = names
+        .iter()
+        .map(|&p| (p, Allocator::new(p, universe(), InitMode::consensus(5))))
+        .collect();
+    nodes.get_mut(&peer(1)).unwrap().prime();
+    let mut queue: Vec<(PeerName, Output)> = nodes
+        .get_mut(&peer(1))
+        .unwrap()
+        .take_outputs()
+        .into_iter()
+        .map(|o| (peer(1), o))
+        .collect();
+    let (mut claims_to_proposer, mut steps) = (0, 0);
+    while let Some((from, out)) = queue.pop() {
+        steps += 1;
+        assert!(steps < 1000, "the election does not settle");
+        let to: Vec<PeerName> = match &out {
+            Output::Broadcast(Gossip::Paxos(state)) => {
+                assert!(
+                    state.iter().all(|(p, c)| c.promise.proposer == *p),
+                    "{from} gossiped an acceptor's claims: {state:?}"
+                );
+                names.iter().copied().filter(|p| *p != from).collect()
+            }
+            Output::Broadcast(_) => names.iter().copied().filter(|p| *p != from).collect(),
+            Output::Send { to, msg } => {
+                if let Unicast::Paxos(state) = msg {
+                    assert_eq!(*to, peer(1), "claims go to the proposer");
+                    assert_eq!(state.keys().copied().collect::<Vec<_>>(), vec![from]);
+                    claims_to_proposer += 1;
+                }
+                vec![*to]
+            }
+            _ => vec![],
+        };
+        for p in to {
+            let node = nodes.get_mut(&p).unwrap();
+            match &out {
+                Output::Broadcast(g) => node.on_gossip(from, g).unwrap(),
+                Output::Send { msg, .. } => node.on_unicast(from, msg).unwrap(),
+                _ => unreachable!(),
+            }
+            queue.extend(node.take_outputs().into_iter().map(|o| (p, o)));
+        }
+    }
+    // A promise and an acceptance from each of the four acceptors at most.
+    assert!(
+        (4..=8).contains(&claims_to_proposer),
+        "{claims_to_proposer}"
+    );
+    let ring = nodes[&peer(1)].ring().clone();
+    assert!(
+        ring.peers().len() >= 3,
+        "a quorum at least: {:?}",
+        ring.peers()
+    );
+    for n in nodes.values() {
+        assert_eq!(
+            (n.ring().entries(), n.ring().seeds()),
+            (ring.entries(), ring.seeds())
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! A bounded run of the real-peer scale scenario (issue 15; the full 500 peers is in
+//! `benches/scale.rs`): 60 mesh routers with their IPAM services in this process on
+//! loopback, a sparse topology, every peer learns every other and all agree on one ring.
+//! No root needed.
+
+#[path = "mesh_sim/mod.rs"]
+mod mesh_sim;
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_real_peers_learn_each_other_and_agree_on_one_ring() {
+    mesh_sim::raise_fd_limit(4096);
+    let a = mesh_sim::agree(60, 2, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("mesh scale: {a:?}");
+    assert!(a.owners > 30, "ring split among a quorum at least: {a:?}");
+    assert!(a.ring_messages > 0 && a.mesh_messages > 0, "{a:?}");
+}
