@@ -135,7 +135,6 @@ impl Actor {
             }
             if self.gossip_dirty {
                 self.gossip_dirty = false;
-                self.topology.forget_held();
                 self.changed_peers.clear();
                 self.send_topology();
             } else if !self.changed_peers.is_empty() {

@@ -14,12 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Topology {
     me: PeerName,
     peers: BTreeMap<PeerName, PeerInfo>,
-    /// Entries received but not reachable yet (the entries of the path to them had not
-    /// arrived): kept out of every view and taken in once a later update makes them
-    /// reachable. Dropping them lost the update until the next full gossip, a few hops per
-    /// interval, so hundreds of peers never all learnt of each other. Emptied on each
-    /// gossip tick ([`Topology::forget_held`]) so departed peers do not linger.
-    held: BTreeMap<PeerName, PeerInfo>,
 }
 
 impl Topology {
@@ -27,11 +21,7 @@ impl Topology {
         let name = me.name;
         let mut peers = BTreeMap::new();
         peers.insert(name, me);
-        Topology {
-            me: name,
-            peers,
-            held: BTreeMap::new(),
-        }
+        Topology { me: name, peers }
     }
 
     pub fn me(&self) -> &PeerInfo {
@@ -83,44 +73,22 @@ impl Topology {
             if p.name == self.me {
                 continue;
             }
-            let known = self.peers.get(&p.name).or_else(|| self.held.get(&p.name));
-            if known.is_some_and(|old| old.version >= p.version) {
-                continue;
+            match self.peers.get(&p.name) {
+                Some(old) if old.version >= p.version => {}
+                _ => {
+                    updated.push(p.name);
+                    self.peers.insert(p.name, p);
+                }
             }
-            self.held.remove(&p.name);
-            updated.push(p.name);
-            self.peers.insert(p.name, p);
         }
         if updated.is_empty() {
             // Nothing taken in: the graph, and so what is reachable, is unchanged. Most gossip
             // is a repeat (every neighbour passes each change on), so this skips most prunes.
             return (false, updated);
         }
-        // Held entries the new ones lead to are news as well.
-        let held = std::mem::take(&mut self.held);
-        updated.extend(held.keys().copied());
-        self.peers.extend(held);
-        let reachable = self.reachable();
-        let unreachable: Vec<PeerName> = self
-            .peers
-            .keys()
-            .filter(|n| !reachable.contains(n))
-            .copied()
-            .collect();
-        for n in unreachable {
-            if let Some(p) = self.peers.remove(&n) {
-                self.held.insert(n, p);
-            }
-        }
+        self.prune();
         updated.retain(|n| self.peers.contains_key(n));
-        updated.sort();
-        updated.dedup();
         (self.fingerprint() != before, updated)
-    }
-
-    /// Forgets the entries held back as unreachable (see `held`).
-    pub fn forget_held(&mut self) {
-        self.held.clear();
     }
 
     fn fingerprint(&self) -> Vec<(PeerName, u64, u64)> {
@@ -269,35 +237,6 @@ mod tests {
         assert!(changed);
         assert_eq!(updated, vec![n(2)]);
         assert!(!t.set_our_connections(vec![conn(2, true)]));
-    }
-
-    #[test]
-    fn updates_that_arrive_before_their_path_are_taken_in_once_it_does() {
-        // 1 - 2 - 3 - 4, learnt from the far end first.
-        let mut t = Topology::new(info(1, 1, &[]));
-        t.set_our_connections(vec![conn(2, true)]);
-        assert_eq!(
-            t.merge_updates(vec![info(4, 1, &[(3, true)])]),
-            (false, vec![])
-        );
-        assert_eq!(
-            t.merge_updates(vec![info(3, 1, &[(2, true), (4, true)])]),
-            (false, vec![])
-        );
-        assert_eq!(names(&t), [1]);
-        let (changed, updated) = t.merge_updates(vec![info(2, 1, &[(1, true), (3, true)])]);
-        assert!(changed);
-        assert_eq!(
-            updated,
-            vec![n(2), n(3), n(4)],
-            "all of it is news to pass on"
-        );
-        assert_eq!(names(&t), [1, 2, 3, 4]);
-        // What is held on a gossip tick is forgotten.
-        t.merge(vec![info(9, 1, &[(2, true)])]);
-        t.forget_held();
-        t.merge(vec![info(2, 2, &[(1, true), (3, true), (9, true)])]);
-        assert_eq!(names(&t), [1, 2, 3, 4]);
     }
 
     #[test]
