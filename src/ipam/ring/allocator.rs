@@ -74,14 +74,14 @@ pub struct Allocator {
     reachable: Option<BTreeSet<PeerName>>,
     /// Someone asked for the ring (allocate or prime): keep electing until it exists.
     pub(super) wants_ring: bool,
-    now: u64,
-    last_paxos_progress: (ProposalId, u64),
+    pub(super) now: u64,
+    pub(super) last_paxos_progress: (ProposalId, u64),
     rng_draws: u64,
-    ring_dirty: bool,
-    paxos_dirty: bool,
+    pub(super) ring_dirty: bool,
+    pub(super) paxos_dirty: bool,
     /// Pass on ring changes learnt from others (see [`Allocator::relay_merged`]).
     relay: bool,
-    outputs: Vec<Output>,
+    pub(super) outputs: Vec<Output>,
 }
 
 impl Allocator {
@@ -312,23 +312,7 @@ impl Allocator {
         let result = match msg {
             Gossip::Ring(ring) => self.merge_ring(ring),
             Gossip::Paxos(state) => {
-                if self.has_ring() {
-                    // They are still electing: tell them how it ended.
-                    self.send(from, Unicast::Ring(self.ring.clone()));
-                } else if !self.paxos.is_observer() {
-                    if state.is_empty() {
-                        // An observer wants a ring: elect one.
-                        self.wants_ring = true;
-                        if !self.paxos.has_proposed() {
-                            self.paxos.propose();
-                            self.paxos_dirty = true;
-                        }
-                    }
-                    if self.paxos.merge(state) {
-                        self.paxos_dirty = true;
-                    }
-                    self.after_paxos_step();
-                }
+                self.on_election_gossip(from, state);
                 Ok(())
             }
         };
@@ -352,15 +336,7 @@ impl Allocator {
                 self.merge_ring(ring)
             }
             Unicast::Paxos(claims) => {
-                if self.has_ring() {
-                    // The election is over: tell them how it ended.
-                    self.send(from, Unicast::Ring(self.ring.clone()));
-                } else if !self.paxos.is_observer() {
-                    if self.paxos.merge(claims) {
-                        self.paxos_dirty = true;
-                    }
-                    self.after_paxos_step();
-                }
+                self.on_election_claims(from, claims);
                 Ok(())
             }
             Unicast::SpaceDenied(ring) => {
@@ -395,21 +371,7 @@ impl Allocator {
     pub fn tick(&mut self) {
         self.now += 1;
         if self.ring.is_empty() {
-            if self.paxos.is_observer() {
-                if self.wants_ring {
-                    self.outputs
-                        .push(Output::Broadcast(Gossip::Paxos(Default::default())));
-                }
-            } else {
-                if self.wants_ring && self.paxos_stalled() {
-                    self.paxos.propose();
-                    self.after_paxos_step();
-                }
-                if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
-                    self.paxos.mark_all_changed();
-                }
-                self.paxos_dirty = true;
-            }
+            self.election_tick();
         } else {
             if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
                 self.anti_entropy();
@@ -503,48 +465,8 @@ impl Allocator {
         StdRng::seed_from_u64(self.me.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.rng_draws)
     }
 
-    fn send(&mut self, to: PeerName, msg: Unicast) {
+    pub(super) fn send(&mut self, to: PeerName, msg: Unicast) {
         self.outputs.push(Output::Send { to, msg });
-    }
-
-    pub(super) fn establish_ring(&mut self) {
-        if self.has_ring() {
-            return;
-        }
-        if self.paxos.is_observer() {
-            self.outputs
-                .push(Output::Broadcast(Gossip::Paxos(Default::default())));
-        } else if !self.paxos.has_proposed() {
-            self.paxos.propose();
-            self.paxos_dirty = true;
-            self.after_paxos_step();
-        }
-    }
-
-    /// Re-proposes after a pause that differs per peer, so duelling proposers stop duelling.
-    fn paxos_stalled(&self) -> bool {
-        if !self.paxos.has_proposed() {
-            return true;
-        }
-        let backoff = 4 + self.me.as_u64() % 5;
-        self.now - self.last_paxos_progress.1 >= backoff
-    }
-
-    fn after_paxos_step(&mut self) {
-        let highest = self.paxos.highest_promise();
-        if highest != self.last_paxos_progress.0 || self.paxos_dirty {
-            self.last_paxos_progress = (highest, self.now);
-        }
-        if let Some(peers) = self.paxos.consensus() {
-            self.create_ring(&peers);
-        }
-    }
-
-    fn create_ring(&mut self, peers: &[PeerName]) {
-        if self.ring.claim_for_peers(peers).is_ok() {
-            self.ring_dirty = true;
-            self.after_ring_change();
-        }
     }
 
     fn merge_ring(&mut self, ring: &Ring) -> Result<(), MergeError> {
@@ -558,7 +480,7 @@ impl Allocator {
     }
 
     /// Our space follows the ring; then waiting allocations may go ahead.
-    fn after_ring_change(&mut self) {
+    pub(super) fn after_ring_change(&mut self) {
         let dropped = self.space.set_owned(self.ring.owned_ranges(self.me));
         if !dropped.is_empty() {
             self.owned.update_all(|_, addrs| {

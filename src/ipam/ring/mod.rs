@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod allocator;
 pub mod claim;
+mod election;
 pub mod entries;
 pub mod merge;
 pub mod messages;
