@@ -32,6 +32,16 @@ impl TestNs {
         TestNs { base, ns, nl }
     }
 
+    /// This namespace as the host side of an attach, `c` as the container's.
+    fn sides_with<'a>(&'a self, c: &'a TestNs) -> Sides<'a> {
+        Sides {
+            host_ns: &self.ns,
+            host: &self.nl,
+            container_ns: &c.ns,
+            container: &c.nl,
+        }
+    }
+
     /// Runs a shell command inside the namespace; trimmed stdout.
     fn sh(&self, cmd: &str) -> String {
         self.base.sh(cmd).trim().to_string()
@@ -104,12 +114,7 @@ fn attach_builds_a_working_interface_and_is_rerunnable() {
         let (host, bridge) = host_with_bridge().await;
         let c = TestNs::new("c");
         let veth = host_veth_name("ctr-1", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c.ns,
-            container: &c.nl,
-        };
+        let sides = host.sides_with(&c);
         let req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
         let a = attach(&sides, &req).await.unwrap();
         assert!(a.created);
@@ -195,12 +200,7 @@ fn routes_follow_ipam_gateway_outside_explicit_and_none() {
 
         // Gateway outside the container's subnet: a link route to it first.
         let v1 = host_veth_name("r1", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c1.ns,
-            container: &c1.nl,
-        };
+        let sides = host.sides_with(&c1);
         let a = attach(
             &sides,
             &request(&v1, bridge, "10.32.0.5/24", "10.32.9.1", None),
@@ -236,12 +236,7 @@ fn routes_follow_ipam_gateway_outside_explicit_and_none() {
                 gw: Some(IpAddr::V4(ip("10.32.0.9"))),
             },
         ];
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c2.ns,
-            container: &c2.nl,
-        };
+        let sides = host.sides_with(&c2);
         let a = attach(
             &sides,
             &request(&v2, bridge, "10.32.0.6/12", "10.32.0.1", Some(&routes)),
@@ -265,12 +260,7 @@ fn routes_follow_ipam_gateway_outside_explicit_and_none() {
 
         // `routes: []`: no routes at all.
         let v3 = host_veth_name("r3", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c3.ns,
-            container: &c3.nl,
-        };
+        let sides = host.sides_with(&c3);
         let a = attach(
             &sides,
             &request(&v3, bridge, "10.32.0.7/12", "10.32.0.1", Some(&[])),
@@ -293,12 +283,7 @@ fn failed_attach_leaves_nothing_behind() {
         let c = TestNs::new("f");
         let before = host.links();
         let veth = host_veth_name("fail", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c.ns,
-            container: &c.nl,
-        };
+        let sides = host.sides_with(&c);
 
         // Fails after the veth exists: an unreachable route gateway.
         let bad = [Route {
@@ -355,12 +340,7 @@ fn detach_removes_both_ends_and_is_idempotent() {
         let (host, bridge) = host_with_bridge().await;
         let c = TestNs::new("d");
         let veth = host_veth_name("det", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c.ns,
-            container: &c.nl,
-        };
+        let sides = host.sides_with(&c);
         attach(
             &sides,
             &request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None),
@@ -395,12 +375,7 @@ fn retire_frees_both_names_at_once_and_the_group_delete_takes_the_pair() {
         let (host, bridge) = host_with_bridge().await;
         let c = TestNs::new("r");
         let veth = host_veth_name("ret", "eth0");
-        let sides = Sides {
-            host_ns: &host.ns,
-            host: &host.nl,
-            container_ns: &c.ns,
-            container: &c.nl,
-        };
+        let sides = host.sides_with(&c);
         let req = request(&veth, bridge, "10.32.0.5/12", "10.32.0.1", None);
         attach(&sides, &req).await.unwrap();
         let how = retire(&host.nl, Some(&c.nl), "eth0", &veth).await.unwrap();
@@ -431,12 +406,12 @@ fn retire_frees_both_names_at_once_and_the_group_delete_takes_the_pair() {
         c.sh("ping -c 1 -W 2 10.32.0.1");
 
         // One request deletes the retired pair, both ends; the new one stays.
-        assert!(weave::plugin::retire::reap(&host.nl).await.unwrap());
+        assert!(host.nl.delete_group(weave::RETIRED_GROUP).await.unwrap());
         assert!(!host.links().contains(&name));
         let mut links = c.links();
         links.sort();
         assert_eq!(links, vec!["eth0".to_string(), "lo".to_string()]);
-        assert!(!weave::plugin::retire::reap(&host.nl).await.unwrap());
+        assert!(!host.nl.delete_group(weave::RETIRED_GROUP).await.unwrap());
 
         // Without the container's namespace: deleted here (its end would keep the name).
         assert_eq!(

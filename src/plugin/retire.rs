@@ -115,11 +115,6 @@ fn gone(r: Result<()>) -> Result<bool> {
     }
 }
 
-/// Deletes every retired veth in the namespace of `nl`; returns whether there was any.
-pub async fn reap(nl: &Netlink) -> Result<bool> {
-    nl.delete_group(RETIRED_GROUP).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

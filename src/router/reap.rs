@@ -58,7 +58,7 @@ async fn round(nl: &mut Option<Netlink>) -> Result<bool> {
         *nl = Some(Netlink::open()?);
     }
     let nl = nl.as_ref().expect("opened above");
-    let deleted = crate::plugin::retire::reap(nl).await?;
+    let deleted = nl.delete_group(crate::RETIRED_GROUP).await?;
     if deleted {
         tracing::debug!("deleted retired veths");
     }

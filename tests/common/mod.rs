@@ -34,7 +34,7 @@ pub const REAP_LIMIT: Duration = Duration::from_secs(10);
 pub fn retired(ns: &Netns) -> Vec<String> {
     ns.links()
         .into_iter()
-        .filter(|l| l.starts_with("vethwepd") || l.starts_with("wvdel"))
+        .filter(|l| weave::plugin::retire::is_retired(l) || l.starts_with(weave::RETIRED_IF_PREFIX))
         .collect()
 }
 
