@@ -183,28 +183,16 @@ fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
             "ring_ms": a.ring_ms, "ring_messages": a.ring_messages, "ring_bytes": a.ring_bytes,
             "owners": a.owners}));
         let label = |what: &str| format!("{n} real peers: {what}");
-        rows.push(Row::new(label("all know all"), "ms", a.mesh_ms));
-        rows.push(Row::new(
-            label("mesh messages per peer"),
-            "msgs",
-            per(a.mesh_messages),
-        ));
-        rows.push(Row::new(
-            label("mesh KiB per peer"),
-            "KiB",
-            per(a.mesh_bytes) / 1024.0,
-        ));
-        rows.push(Row::new(label("same ring"), "ms", a.ring_ms));
-        rows.push(Row::new(
-            label("ring messages per peer"),
-            "msgs",
-            per(a.ring_messages),
-        ));
-        rows.push(Row::new(
-            label("ring KiB per peer"),
-            "KiB",
-            per(a.ring_bytes) / 1024.0,
-        ));
+        for (what, unit, value) in [
+            ("all know all", "ms", a.mesh_ms),
+            ("mesh messages per peer", "msgs", per(a.mesh_messages)),
+            ("mesh KiB per peer", "KiB", per(a.mesh_bytes) / 1024.0),
+            ("same ring", "ms", a.ring_ms),
+            ("ring messages per peer", "msgs", per(a.ring_messages)),
+            ("ring KiB per peer", "KiB", per(a.ring_bytes) / 1024.0),
+        ] {
+            rows.push(Row::new(label(what), unit, value));
+        }
         // Growth of all messages against n log n from the smallest size.
         let total = (a.mesh_messages + a.ring_messages) as f64;
         match smallest {
