@@ -27,11 +27,14 @@
 //!
 //! Usage: cargo bench --bench dataplane -- [--smoke] [--seconds N] [--rounds N] [--json FILE]
 //!   [--encrypted-only]   (only our VXLAN and the encrypted path: quick runs while tuning it)
+//!   [--trace]   (the encrypted routers trace each ping's stages; prints their timeline)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/common/hosts.rs"]
 mod hosts;
+#[path = "common/sleeve_trace.rs"]
+mod sleeve_trace;
 
 use common::Netns;
 use hosts::{underlay_ip, Cluster};
@@ -337,7 +340,17 @@ fn main() {
     let hand = full.then(|| HandVxlan::new(mtu, 2));
     let hand3 = full.then(|| HandVxlan::new(mtu, 3));
     let trio = full.then(vxlan_trio);
+    // The encrypted routers inherit it (set before they start, read once by each).
+    let trace = args.iter().any(|a| a == "--trace").then(|| {
+        let prefix = std::env::current_dir()
+            .expect("current dir")
+            .join("target/bench/sleeve-trace");
+        std::fs::create_dir_all(prefix.parent().unwrap()).expect("create trace dir");
+        std::env::set_var("WEAVE_SLEEVE_TRACE", &prefix);
+        prefix
+    });
     let enc = encrypted_pair();
+    std::env::remove_var("WEAVE_SLEEVE_TRACE");
     let tracked = full.then(weave_pair);
     for k in 1..=2 {
         if let Some(tracked) = &tracked {
@@ -517,6 +530,17 @@ fn main() {
         "ratio_ours_over_hand".into(),
         serde_json::json!({"tcp1": r1, "tcp4": r4, "target": 0.95, "met": r1 >= 0.95 && r4 >= 0.95}),
     );
+    }
+    if let Some(prefix) = &trace {
+        // Give the routers' trace threads time to write out the last pings.
+        std::thread::sleep(Duration::from_millis(500));
+        let pids = router_pids(&enc);
+        let span = sleeve_trace::report(prefix, [pids[0], pids[1]]);
+        println!(
+            "median span from the request's TAP read to the reply's TAP write: {span:.3} ms \
+             (encrypted ping median {:.3} ms)",
+            median(&rows[e].ping)
+        );
     }
     report.insert(
         "settings".into(),

@@ -19,9 +19,7 @@
 //! bytes, frames, drops by reason, rekeys.
 
 pub use super::encrypted_counters::{EncryptedReport, PathCounters, PathReport, DROP_PMTU};
-use super::path::ENCRYPTED;
 use super::sleeve_io::{self, Batch};
-use super::{Overlay, Peer, PlaneFuture};
 use crate::netlink::Netlink;
 use crate::netlink::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VNET_HDR_LEN};
 use crate::peer::PeerName;
@@ -29,7 +27,6 @@ use crate::sleeve::datagram::{DATAGRAM_HEADER_LEN, HEADER_LEN, MAX_FRAME, MAX_SE
 use crate::sleeve::fragments::{self, Reassembly};
 use crate::sleeve::{Fragment, Limits, Opener, Reject, SealError, Sealer};
 use crate::{Context, Error, ErrorKind, Result};
-use futures::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -38,6 +35,12 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use trace::Stage;
+
+#[path = "encrypted_overlay.rs"]
+mod overlay;
+#[path = "encrypted_trace.rs"]
+mod trace;
 
 /// The TAP port's name on the bridge.
 pub const TAP_NAME: &str = "weave-sleeve";
@@ -54,6 +57,13 @@ const COMMON_UNDERLAY_MTU: u32 = 1500;
 const PULL_AFTER_WRITE: usize = 4;
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
+/// A frame sent after this long without traffic either way is taken as a request (see
+/// [`await_answer`]); a stream's frames never are.
+const QUIET: Duration = Duration::from_millis(1);
+/// Longest the sending worker spins for a request's answer: a round trip here is 0.1-0.2 ms.
+const ANSWER_SPIN: Duration = Duration::from_micros(300);
+/// Receive buffer: a GRO batch is at most one 64 KiB IP packet's payload.
+const RECV_BUFFER: usize = 1 << 17;
 
 /// A peer as the workers see it.
 struct PeerLink {
@@ -86,9 +96,12 @@ struct Shared {
     not_peer: AtomicU64,
     stop: AtomicBool,
     out: Mutex<Outbound>,
+    /// When datagrams last came in, in ns since `epoch`.
+    last_rx: AtomicU64,
+    epoch: Instant,
 }
 
-/// The encrypted path as an [`Overlay`]; its workers stop when it is dropped.
+/// The encrypted path as an [`super::Overlay`]; its workers stop when it is dropped.
 pub struct EncryptedOverlay {
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -129,6 +142,9 @@ impl EncryptedOverlay {
         let udp = UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
             .with_context(|| format!("bind encrypted path to udp port {port}"))?;
         sleeve_io::configure(&udp)?;
+        if trace::on() {
+            sleeve_io::stamp(&udp)?;
+        }
         udp.set_nonblocking(true)
             .context("make the encrypted path's socket non-blocking")?;
         set_nonblocking(&tap)?;
@@ -144,6 +160,8 @@ impl EncryptedOverlay {
             not_peer: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             out: Mutex::new(Outbound::default()),
+            last_rx: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = shared.clone();
@@ -235,22 +253,66 @@ fn readable(fd: &impl AsRawFd) {
         libc::POLLIN,
         POLL.as_millis() as libc::c_int,
     );
+    trace::woke();
 }
 
 /// TAP → peers.
 fn outbound(s: &Shared) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    // Woken after a quiet spell; then: the frame sent was a request.
+    let (mut after_quiet, mut request) = (false, false);
     while !s.stop.load(Relaxed) {
         // Non-blocking: poll only when the queue is empty, so a busy path costs one read per
         // frame rather than a poll and a read.
-        match pull(s, &mut lock(&s.out)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => readable(&s.tap),
+        let mut out = lock(&s.out);
+        match pull(s, &mut out) {
+            Ok(()) => {
+                request = std::mem::take(&mut after_quiet) && quiet(s, s.epoch.elapsed());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::mem::take(&mut request) {
+                    await_answer(s, &mut out, &mut buf);
+                    continue;
+                }
+                let slept = Instant::now();
+                readable(&s.tap);
+                after_quiet = slept.elapsed() >= QUIET;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
                 std::thread::sleep(POLL);
             }
         }
+    }
+}
+
+/// Whether nothing came in from peers for [`QUIET`] before `now` (since `epoch`).
+fn quiet(s: &Shared, now: Duration) -> bool {
+    let last = Duration::from_nanos(s.last_rx.load(Relaxed));
+    now.saturating_sub(last) >= QUIET
+}
+
+/// After a request (a frame sent after a quiet spell both ways: a ping, an RPC, not a
+/// stream), keeps the sending worker polling the socket for up to [`ANSWER_SPIN`] and takes
+/// the answer itself. The receiving worker, asleep, would take it after a wake-up that here
+/// (virtual CPUs that halt when idle) costs about 20 us on the round trip (bench/README.md).
+/// Bounded: ends at the first datagram, when the TAP has a frame to send, or after
+/// [`ANSWER_SPIN`]; an idle path or a stream never spins.
+fn await_answer(s: &Shared, out: &mut Outbound, buf: &mut [u8]) {
+    let until = Instant::now() + ANSWER_SPIN;
+    while Instant::now() < until && !s.stop.load(Relaxed) {
+        match sleeve_io::recv(s.udp.as_raw_fd(), buf) {
+            Ok(r) => return deliver(s, r, buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        if pull(s, out).is_ok() {
+            return;
+        }
+        // Spin, but let whatever else is runnable here go first (on a small machine, the
+        // peer's or the container's work that the answer waits for).
+        std::thread::yield_now();
     }
 }
 
@@ -282,6 +344,7 @@ fn pull(s: &Shared, o: &mut Outbound) -> std::io::Result<()> {
     if !(VNET_HDR_LEN + 14..=MAX_FRAME).contains(&n) {
         return Ok(());
     }
+    trace::tap_read(&buf[HEADER_LEN + VNET_HDR_LEN..HEADER_LEN + n]);
     let at = HEADER_LEN + VNET_HDR_LEN;
     let dst: [u8; 6] = buf[at..at + 6].try_into().expect("6 bytes");
     let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
@@ -337,6 +400,7 @@ impl Sender {
                 return;
             }
         };
+        trace::mark(Stage::Sealed);
         let body = &buf[HEADER_LEN..len];
         let Some(count) = Fragment::count(body.len(), s.chunk) else {
             return;
@@ -348,6 +412,7 @@ impl Sender {
         let sent = self
             .batch
             .send(s.udp.as_raw_fd(), p.addr, &self.headers, body, s.chunk);
+        trace::mark(Stage::Sent);
         match sent {
             Ok(()) => {
                 p.counters.tx_packets.fetch_add(1, Relaxed);
@@ -378,41 +443,43 @@ impl Sender {
 
 /// Peers → TAP.
 fn inbound(s: &Shared) {
-    // A GRO batch is at most one 64 KiB IP packet's payload.
-    let mut buf = vec![0u8; 1 << 17];
+    let mut buf = vec![0u8; RECV_BUFFER];
     while !s.stop.load(Relaxed) {
-        let r = match sleeve_io::recv(s.udp.as_raw_fd(), &mut buf) {
-            Ok(r) => r,
+        match sleeve_io::recv(s.udp.as_raw_fd(), &mut buf) {
+            Ok(r) => deliver(s, r, &mut buf),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 expire(s);
                 readable(&s.udp);
-                continue;
             }
-            Err(e) => {
-                tracing::debug!("encrypted path: receive: {e}");
-                continue;
-            }
-        };
-        let from = r.from;
-        let peer = {
-            let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
-            peers.get(&from.ip()).filter(|p| p.addr == from).cloned()
-        };
-        let Some(p) = peer else {
-            if s.not_peer.fetch_add(1, Relaxed) == 0 {
-                tracing::info!("encrypted path: dropped a datagram from {from}, not a peer");
-            }
-            continue;
-        };
-        let mut rx = lock(&p.receiver);
-        for d in buf[..r.len].chunks_mut(r.segment.max(1)) {
-            if let Err(why) = receive(s, &p, &mut rx, d) {
-                p.counters.reject(why);
-            }
+            Err(e) => tracing::debug!("encrypted path: receive: {e}"),
         }
-        p.counters
-            .rejects(Reject::Incomplete, rx.frames.take_gave_up());
     }
+}
+
+/// What one receive brought (in `buf`): matched to its peer, and each datagram received.
+fn deliver(s: &Shared, r: sleeve_io::Received, buf: &mut [u8]) {
+    trace::received(r.stamp);
+    s.last_rx
+        .store(s.epoch.elapsed().as_nanos() as u64, Relaxed);
+    let from = r.from;
+    let peer = {
+        let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.get(&from.ip()).filter(|p| p.addr == from).cloned()
+    };
+    let Some(p) = peer else {
+        if s.not_peer.fetch_add(1, Relaxed) == 0 {
+            tracing::info!("encrypted path: dropped a datagram from {from}, not a peer");
+        }
+        return;
+    };
+    let mut rx = lock(&p.receiver);
+    for d in buf[..r.len].chunks_mut(r.segment.max(1)) {
+        if let Err(why) = receive(s, &p, &mut rx, d) {
+            p.counters.reject(why);
+        }
+    }
+    p.counters
+        .rejects(Reject::Incomplete, rx.frames.take_gave_up());
 }
 
 /// Gives up, on an idle path, frames whose datagrams stopped coming.
@@ -444,6 +511,7 @@ fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<
     if m < VNET_HDR_LEN + 14 {
         return Err(Reject::Truncated);
     }
+    trace::opened(&frame[VNET_HDR_LEN..]);
     learn(s, &frame[VNET_HDR_LEN..], p.addr.ip());
     // A TAP write takes the whole frame (offload header first) or fails.
     match (&s.tap).write_all(frame) {
@@ -455,6 +523,7 @@ fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<
         }
         Err(e) => tracing::debug!("encrypted path: write {TAP_NAME}: {e}"),
     }
+    trace::mark(Stage::TapWritten);
     // The write ran the bridge and the container's stack, so its answer (an echo reply, a
     // TCP ACK) may already wait in the TAP: send it from here rather than wake the sending
     // thread for it, a hand-off less per round trip. Only if that thread is not busy (it
@@ -482,66 +551,6 @@ fn learn(s: &Shared, frame: &[u8], peer: IpAddr) {
             macs.clear();
         }
         macs.insert(src, peer);
-    }
-}
-
-impl Overlay for EncryptedOverlay {
-    fn name(&self) -> &'static str {
-        ENCRYPTED
-    }
-
-    fn accepts(&self, peer: &Peer) -> bool {
-        peer.underlay.is_some() && peer.keys.is_some()
-    }
-
-    fn set_peers<'a>(&'a self, peers: &'a [Peer]) -> PlaneFuture<'a, ()> {
-        async move {
-            let s = &self.shared;
-            let now = Instant::now();
-            let mut next = HashMap::new();
-            let old = s.peers.read().unwrap_or_else(|p| p.into_inner()).clone();
-            for p in peers {
-                let (Some(ip), Some(keys)) = (p.underlay, p.keys.as_ref()) else {
-                    continue;
-                };
-                let addr = SocketAddr::new(ip, s.port);
-                let link = match old.get(&ip) {
-                    Some(l) if l.name == p.name && l.session == keys.session && l.addr == addr => {
-                        l.clone()
-                    }
-                    _ => {
-                        let counters = lock(&s.counters).entry(p.name).or_default().clone();
-                        tracing::info!(
-                            "encrypted path: keys for {}({}) at {addr}, session {:06x}",
-                            p.name,
-                            p.nickname,
-                            keys.session
-                        );
-                        Arc::new(PeerLink {
-                            name: p.name,
-                            nickname: p.nickname.clone(),
-                            addr,
-                            session: keys.session,
-                            sealer: Mutex::new(Sealer::new(
-                                &keys.send,
-                                keys.session,
-                                s.limits,
-                                now,
-                            )),
-                            receiver: Mutex::new(Receiver {
-                                opener: Opener::new(&keys.recv, keys.session),
-                                frames: Reassembly::default(),
-                            }),
-                            counters,
-                        })
-                    }
-                };
-                next.insert(ip, link);
-            }
-            *s.peers.write().unwrap_or_else(|p| p.into_inner()) = next;
-            Ok(())
-        }
-        .boxed()
     }
 }
 

@@ -16,7 +16,7 @@ pub const EXPOSE_CHAIN: &str = "WEAVE-EXPOSE";
 /// hairpin SNAT).
 pub const NOTRACK_CHAIN: &str = "WEAVE-NOTRACK";
 /// Raw chain, jumped from PREROUTING and OUTPUT: the VXLAN packets themselves (UDP to the
-/// data-plane port, both ways) skip connection tracking. Nothing NATs them, and tracking
+/// data-plane port, both ways) and the encrypted path's datagrams skip connection tracking. Nothing NATs them, and tracking
 /// every encapsulated packet (one conntrack lookup on send, one on receive, on top of the
 /// filter chains) costs throughput once conntrack is loaded (Docker, our NAT rules).
 pub const NOTRACK_UDP_CHAIN: &str = "WEAVE-NOTRACK-UDP";
@@ -65,11 +65,7 @@ pub fn delete_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
 
 /// The rules the router always wants: forwarding for the bridge, the NAT and expose chains,
 /// and (when the API listens on loopback) the INPUT rule keeping other hosts off the API port.
-pub fn configure_base(
-    protect_port: Option<u16>,
-    range: Ipv4Net,
-    vxlan_port: Option<u16>,
-) -> Result<()> {
+pub fn configure_base(protect_port: Option<u16>, range: Ipv4Net, udp_ports: &[u16]) -> Result<()> {
     let b = BRIDGE_NAME;
     ensure_chain("raw", NOTRACK_CHAIN)?;
     let range = range.trunc().to_string();
@@ -97,15 +93,19 @@ pub fn configure_base(
         ],
         false,
     )?;
-    if let Some(port) = vxlan_port {
-        let port = port.to_string();
+    if !udp_ports.is_empty() {
         ensure_chain("raw", NOTRACK_UDP_CHAIN)?;
+    }
+    for port in udp_ports {
+        let port = port.to_string();
         ensure_rule(
             "raw",
             NOTRACK_UDP_CHAIN,
             &["-p", "udp", "--dport", &port, "-j", "CT", "--notrack"],
             false,
         )?;
+    }
+    if !udp_ports.is_empty() {
         for hook in ["PREROUTING", "OUTPUT"] {
             ensure_rule("raw", hook, &["-j", NOTRACK_UDP_CHAIN], false)?;
         }

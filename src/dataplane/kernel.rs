@@ -66,8 +66,16 @@ impl KernelDataPlane {
             .await
             .context("ensure bridge")?;
         let (protect, range) = (opts.protect_port, opts.range);
-        let vxlan_port = (opts.mode != Mode::Routed).then_some(opts.udp_port);
-        blocking(move || iptables::configure_base(protect, range, vxlan_port))
+        // The UDP the data plane carries between hosts skips conntrack: VXLAN's port, and
+        // the encrypted path's (conntrack on both hosts lengthens every round trip).
+        let mut udp_ports = Vec::new();
+        if opts.mode != Mode::Routed {
+            udp_ports.push(opts.udp_port);
+        }
+        if opts.policy.encrypt {
+            udp_ports.push(opts.encrypted_port);
+        }
+        blocking(move || iptables::configure_base(protect, range, &udp_ports))
             .await
             .context("configure iptables")?;
         let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();

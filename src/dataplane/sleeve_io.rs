@@ -66,6 +66,16 @@ pub fn configure(udp: &UdpSocket) -> Result<()> {
     Ok(())
 }
 
+/// Asks the kernel to stamp received datagrams (SO_TIMESTAMPNS), for the stage trace.
+pub fn stamp(udp: &UdpSocket) -> Result<()> {
+    setsockopt(udp, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).map_err(|e| {
+        Error::kernel(
+            e.raw_os_error().unwrap_or(0),
+            format!("set SO_TIMESTAMPNS on the encrypted path's socket: {e}"),
+        )
+    })
+}
+
 /// Asks the scheduler for a short time slice (0.1 ms) for the calling thread (EEVDF's
 /// per-task slice, Linux 6.12+). A worker woken by a packet then preempts a busy CPU's
 /// current task at once instead of waiting for that task's slice to run out (up to a few
@@ -221,11 +231,12 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 /// What one `recvmsg` brought: `len` bytes from `from`, datagrams of `segment` bytes each
-/// (the last may be shorter).
+/// (the last may be shorter), stamped by the kernel at `stamp` (CLOCK_REALTIME ns) if asked.
 pub struct Received {
     pub len: usize,
     pub from: SocketAddr,
     pub segment: usize,
+    pub stamp: Option<u64>,
 }
 
 /// Receives one datagram or GRO batch into `buf` (non-blocking: WouldBlock when none).
@@ -258,6 +269,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
         ));
     }
     let mut segment = len;
+    let mut stamp = None;
     // SAFETY: walking the control messages the kernel wrote, within msg_controllen.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&hdr);
@@ -267,6 +279,10 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
                 if s > 0 {
                     segment = s as usize;
                 }
+            }
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
             }
             c = libc::CMSG_NXTHDR(&hdr, c);
         }
@@ -281,7 +297,12 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     } else {
         return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
     };
-    Ok(Received { len, from, segment })
+    Ok(Received {
+        len,
+        from,
+        segment,
+        stamp,
+    })
 }
 
 #[cfg(test)]
