@@ -7,11 +7,12 @@ use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
 use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
+use super::seen::Seen;
 use super::status::{ConnectionStatus, MeshStatus};
 use super::topology::Topology;
 use crate::peer::PeerName;
 use crate::{Error, ErrorKind, Result};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,31 +35,11 @@ struct Conn {
     tx: mpsc::Sender<Arc<Vec<u8>>>,
 }
 
-/// Recently seen broadcast sequence numbers of one origin (a 128-wide sliding window).
-#[derive(Default)]
-struct Seen {
-    max: u64,
-    mask: u128,
-}
-
-impl Seen {
-    /// True the first time `seq` is offered.
-    fn first(&mut self, seq: u64) -> bool {
-        if seq > self.max {
-            let shift = seq - self.max;
-            self.mask = if shift >= 128 { 0 } else { self.mask << shift };
-            self.mask |= 1;
-            self.max = seq;
-            return true;
-        }
-        let back = self.max - seq;
-        if back >= 128 || self.mask & (1 << back) != 0 {
-            return false;
-        }
-        self.mask |= 1 << back;
-        true
-    }
-}
+/// Least time between two flushes of topology changes: changes arriving meanwhile go out
+/// together, and the O(n) follow-ups run once for all of them.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Most connection events taken in one go before the follow-ups run.
+const BATCH: usize = 256;
 
 pub(super) struct Actor {
     config: MeshConfig,
@@ -75,10 +56,11 @@ pub(super) struct Actor {
     self_tx: mpsc::Sender<Cmd>,
     ev_tx: mpsc::Sender<ConnEvent>,
     /// Send the whole topology to every neighbour (periodic).
-    gossip_dirty: bool,
-    /// Entries that changed since the last send: only these go out, so a change costs one
-    /// entry per neighbour rather than the whole topology.
-    changed_peers: BTreeSet<PeerName>,
+    gossip_due: bool,
+    /// The topology or our connections changed since the last [`Actor::flush`].
+    dirty: bool,
+    /// No flush before this: changes arriving meanwhile are batched.
+    next_flush: Instant,
     leaving: bool,
     terminations: u64,
 }
@@ -106,8 +88,9 @@ impl Actor {
             peers_tx,
             self_tx,
             ev_tx,
-            gossip_dirty: false,
-            changed_peers: BTreeSet::new(),
+            gossip_due: false,
+            dirty: false,
+            next_flush: Instant::now(),
             leaving: false,
             terminations: 0,
             config,
@@ -124,21 +107,33 @@ impl Actor {
             tokio::time::interval(timers.backoff_initial.min(Duration::from_millis(200)));
         let mut gossip_tick = tokio::time::interval(timers.gossip_interval);
         loop {
+            let (flush_at, waiting) = (self.next_flush, self.dirty);
             tokio::select! {
                 c = cmds.recv() => match c {
                     None | Some(Cmd::Shutdown) => break,
                     Some(c) => self.command(c),
                 },
-                Some(e) = events.recv() => self.event(e),
+                Some(e) = events.recv() => {
+                    self.event(e);
+                    // Whatever else has arrived joins the batch: the follow-ups run once.
+                    for _ in 1..BATCH {
+                        match events.try_recv() {
+                            Ok(e) => self.event(e),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = maker_tick.tick() => self.make_connections(),
-                _ = gossip_tick.tick() => self.gossip_dirty = true,
+                _ = gossip_tick.tick() => self.gossip_due = true,
+                _ = tokio::time::sleep_until(flush_at), if waiting => {}
             }
-            if self.gossip_dirty {
-                self.gossip_dirty = false;
-                self.changed_peers.clear();
+            if self.gossip_due {
+                self.gossip_due = false;
+                self.topology.forget_unreachable();
+                self.flush(false);
                 self.send_topology();
-            } else if !self.changed_peers.is_empty() {
-                self.send_changes();
+            } else if self.dirty && Instant::now() >= self.next_flush {
+                self.flush(true);
             }
         }
         tracing::info!("mesh router stopped");
@@ -171,12 +166,19 @@ impl Actor {
                 };
                 let _ = reply.send(self.route(m));
             }
-            Cmd::Subscribe(channel, tx) => self.subscribers.entry(channel).or_default().push(tx),
+            Cmd::Subscribe(channel, tx, done) => {
+                self.subscribers.entry(channel).or_default().push(tx);
+                let _ = done.send(());
+            }
             Cmd::Targets(list, replace, remove) => {
                 self.maker.set(list, replace, remove);
                 self.make_connections();
             }
             Cmd::Status(reply) => {
+                // What status shows and what the live peers say agree at once.
+                if self.dirty {
+                    self.flush(true);
+                }
                 let _ = reply.send(self.status());
             }
             Cmd::Leave(reply) => {
@@ -300,6 +302,7 @@ impl Actor {
             self.ev_tx.clone(),
             timers,
         ));
+        self.topology.settle();
         for m in topology_messages(&self.topology.peers().cloned().collect::<Vec<_>>()) {
             let _ = tx.try_send(Arc::new(m.encode()));
         }
@@ -348,10 +351,8 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
-                let (changed, updated) = self.topology.merge_updates(peers);
-                self.changed_peers.extend(updated);
-                if changed {
-                    self.topology_changed();
+                if self.topology.absorb(peers) {
+                    self.dirty = true;
                 }
             }
             Message::Broadcast {
@@ -403,6 +404,7 @@ impl Actor {
                 format!("unicast to {dest}: hop limit reached"),
             ));
         }
+        self.topology.settle();
         let hop = self.topology.routes().get(&dest).copied();
         let conn = hop.and_then(|h| self.conns.values().find(|c| c.peer == h));
         let Some(conn) = conn else {
@@ -458,15 +460,21 @@ impl Actor {
         }
     }
 
-    /// Sends the entries that changed since the last send (gone ones need no news: every
-    /// peer prunes what it cannot reach).
-    fn send_changes(&mut self) {
-        let names = std::mem::take(&mut self.changed_peers);
-        let peers: Vec<PeerInfo> = names
-            .iter()
-            .filter_map(|n| self.topology.get(n).cloned())
-            .collect();
-        for m in topology_messages(&peers) {
+    /// The follow-ups of topology changes, once per batch: what is reachable, the live peers,
+    /// new connections, and (with `send_changes`) the changed entries to every neighbour as
+    /// one delta (gone ones need no news: every peer stops counting what it cannot reach).
+    fn flush(&mut self, send_changes: bool) {
+        self.dirty = false;
+        self.next_flush = Instant::now() + FLUSH_INTERVAL;
+        self.topology.settle();
+        self.publish_peers();
+        self.make_connections();
+        if !send_changes {
+            self.topology.clear_changes();
+            return;
+        }
+        let changes = self.topology.take_changes();
+        for m in topology_messages(&changes) {
             self.send_all(&m, None);
         }
     }
@@ -484,25 +492,27 @@ impl Actor {
             })
             .collect();
         if self.topology.set_our_connections(conns) {
-            self.changed_peers.insert(self.hello.name);
-            self.topology_changed();
+            self.dirty = true;
         }
     }
 
-    fn topology_changed(&mut self) {
+    /// Publishes the live peers if they changed (one pass over the topology).
+    fn publish_peers(&mut self) {
+        let direct: HashMap<PeerName, &Conn> = self.conns.values().map(|c| (c.peer, c)).collect();
+        let addresses = self.topology.addresses();
         let live: Vec<LivePeer> = self
             .topology
             .peers()
             .filter(|p| p.name != self.hello.name)
             .map(|p| {
-                let direct = self.conns.values().find(|c| c.peer == p.name);
+                let direct = direct.get(&p.name);
                 LivePeer {
                     name: p.name,
                     nickname: p.nickname.clone(),
                     uid: p.uid,
                     address: direct
                         .map(|c| c.remote.ip())
-                        .or_else(|| self.topology.address_of(&p.name)),
+                        .or_else(|| addresses.get(&p.name).copied()),
                     direct: direct.is_some(),
                     data_keys: direct.and_then(|c| c.data_keys.clone()),
                 }
@@ -513,7 +523,6 @@ impl Actor {
             *old = live;
             changed
         });
-        self.make_connections();
     }
 
     fn satisfied(&self, t: &Target) -> bool {

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) enum Cmd {
     Broadcast(String, Vec<u8>),
     Unicast(PeerName, String, Vec<u8>, oneshot::Sender<Result<()>>),
-    Subscribe(String, mpsc::Sender<GossipMessage>),
+    /// Answered once subscribed, so that nothing arriving after the answer is missed.
+    Subscribe(String, mpsc::Sender<GossipMessage>, oneshot::Sender<()>),
     /// (targets, replace, remove)
     Targets(Vec<String>, bool, bool),
     Status(oneshot::Sender<MeshStatus>),

@@ -77,7 +77,9 @@ impl MeshHandle {
     pub async fn subscribe(&self, channel: &str) -> Result<mpsc::Receiver<GossipMessage>> {
         check_channel(channel).map_err(|e| Error::new(ErrorKind::InvalidConfig, e.to_string()))?;
         let (tx, rx) = mpsc::channel(4096);
-        self.send(Cmd::Subscribe(channel.into(), tx)).await?;
+        let (done, subscribed) = oneshot::channel();
+        self.send(Cmd::Subscribe(channel.into(), tx, done)).await?;
+        subscribed.await.map_err(|_| stopped())?;
         Ok(rx)
     }
 

@@ -8,6 +8,7 @@
 //! - [`topology`]: pure peer/connection graph, merging by version, reachability, routes.
 //! - [`maker`]: the connection maker's bookkeeping (targets, backoff), pure.
 //! - [`ratelimit`]: admission of inbound connections before any handshake work.
+//! - [`seen`]: which broadcasts were already seen (deduplication of the flood).
 //! - [`connection`]: one TCP connection's task (handshake, heartbeats, framing).
 //! - [`config`], [`command`], [`status`]: what the mesh is told, what its actor receives, and
 //!   what it reports (Weave's text formats for `/status/connections|peers` and `/report`).
@@ -27,6 +28,7 @@ pub mod handle;
 pub mod maker;
 pub mod protocol;
 pub mod ratelimit;
+pub mod seen;
 pub mod status;
 pub mod topology;
 

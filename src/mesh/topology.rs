@@ -1,9 +1,16 @@
 //! What this peer knows of the mesh, as pure data: every peer's latest [`PeerInfo`], merged by
-//! version so that gossip in any order converges, and pruned to what is reachable from us.
+//! version so that gossip in any order converges, and what of it is reachable from us.
 //!
 //! Only a peer itself changes its entry (bumping the version); everyone else just keeps the
 //! highest version seen. A restarted peer starts its version from the wall clock in
 //! microseconds, so its new entry outranks the old one without any coordination.
+//!
+//! Merging is cheap and lazy: it stores newer entries and names them as changed; the
+//! reachability walk (which entries count, and the route to each) runs once per
+//! [`Topology::settle`], which the actor calls once per batch of messages rather than per
+//! message. An entry that arrives before the entries of the path to it is kept, out of every
+//! view, and counts once its path arrives; unreachable entries are forgotten on the gossip
+//! tick ([`Topology::forget_unreachable`]).
 
 use super::protocol::{ConnectionInfo, PeerInfo};
 use crate::peer::PeerName;
@@ -13,7 +20,15 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug, Clone)]
 pub struct Topology {
     me: PeerName,
+    /// Every entry held, reachable or not.
     peers: BTreeMap<PeerName, PeerInfo>,
+    /// Reachable peers (ourselves included), each with the neighbour to send through; as of
+    /// the last settle.
+    routes: HashMap<PeerName, PeerName>,
+    /// Entries were taken in since the last settle.
+    stale: bool,
+    /// Entries taken in, or newly reachable, since the last [`Topology::take_changes`].
+    changed: BTreeSet<PeerName>,
 }
 
 impl Topology {
@@ -21,31 +36,46 @@ impl Topology {
         let name = me.name;
         let mut peers = BTreeMap::new();
         peers.insert(name, me);
-        Topology { me: name, peers }
+        Topology {
+            me: name,
+            peers,
+            routes: HashMap::from([(name, name)]),
+            stale: false,
+            changed: BTreeSet::new(),
+        }
     }
 
     pub fn me(&self) -> &PeerInfo {
         &self.peers[&self.me]
     }
 
+    /// A reachable peer's entry (as of the last settle).
     pub fn get(&self, name: &PeerName) -> Option<&PeerInfo> {
-        self.peers.get(name)
+        self.routes.get(name).and_then(|_| self.peers.get(name))
     }
 
-    /// Every entry, ourselves included, ordered by name.
+    /// Every reachable entry, ourselves included, ordered by name (as of the last settle).
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
-        self.peers.values()
+        self.peers
+            .values()
+            .filter(|p| self.routes.contains_key(&p.name))
     }
 
+    /// Reachable peers, ourselves included (as of the last settle).
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.routes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.routes.is_empty()
     }
 
-    /// Replaces our own connection list; bumps our version and prunes if it changed.
+    /// True when entries were taken in since the last settle.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Replaces our own connection list; bumps our version if it changed (settle after).
     pub fn set_our_connections(&mut self, mut conns: Vec<ConnectionInfo>) -> bool {
         conns.sort_by_key(|c| (c.peer, c.addr, c.outbound));
         let me = self.peers.get_mut(&self.me).expect("own entry");
@@ -54,68 +84,107 @@ impl Topology {
         }
         me.connections = conns;
         me.version += 1;
-        self.prune();
+        self.changed.insert(self.me);
+        self.stale = true;
         true
     }
 
-    /// Merges gossip: newer versions replace older ones, our own entry is never taken from
-    /// others. True if anything we know changed (then it is worth passing on).
-    pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
-        self.merge_updates(received).0
+    /// Stores the entries newer than ours (our own entry is never taken from others), without
+    /// settling: cost proportional to what was received. True if any was taken in.
+    pub fn absorb(&mut self, received: Vec<PeerInfo>) -> bool {
+        !self.absorb_names(received).is_empty()
     }
 
-    /// [`merge`](Self::merge), also naming the entries that were taken in (newer than ours and
-    /// still reachable): what is worth passing on, rather than the whole topology.
-    pub fn merge_updates(&mut self, received: Vec<PeerInfo>) -> (bool, Vec<PeerName>) {
-        let before = self.fingerprint();
-        let mut updated = Vec::new();
+    fn absorb_names(&mut self, received: Vec<PeerInfo>) -> Vec<PeerName> {
+        let mut taken = Vec::new();
         for p in received {
             if p.name == self.me {
                 continue;
             }
-            match self.peers.get(&p.name) {
-                Some(old) if old.version >= p.version => {}
-                _ => {
-                    updated.push(p.name);
-                    self.peers.insert(p.name, p);
-                }
+            if self
+                .peers
+                .get(&p.name)
+                .is_some_and(|old| old.version >= p.version)
+            {
+                continue;
             }
+            self.changed.insert(p.name);
+            taken.push(p.name);
+            self.peers.insert(p.name, p);
         }
-        if updated.is_empty() {
-            // Nothing taken in: the graph, and so what is reachable, is unchanged. Most gossip
-            // is a repeat (every neighbour passes each change on), so this skips most prunes.
-            return (false, updated);
-        }
-        self.prune();
-        updated.retain(|n| self.peers.contains_key(n));
-        (self.fingerprint() != before, updated)
+        self.stale |= !taken.is_empty();
+        taken
     }
 
-    fn fingerprint(&self) -> Vec<(PeerName, u64, u64)> {
-        self.peers
-            .values()
-            .map(|p| (p.name, p.uid, p.version))
+    /// [`absorb`](Self::absorb) then [`settle`](Self::settle): true if what is reachable, or
+    /// a reachable entry, changed.
+    pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
+        let taken = self.absorb_names(received);
+        let moved = self.settle();
+        moved || taken.iter().any(|n| self.routes.contains_key(n))
+    }
+
+    /// Recomputes what is reachable (one walk) if entries were taken in since the last time;
+    /// entries that became reachable count as changed (they are news to our neighbours).
+    /// True if the set of reachable peers changed.
+    pub fn settle(&mut self) -> bool {
+        if !self.stale {
+            return false;
+        }
+        self.stale = false;
+        let routes = self.walk();
+        let mut moved = routes.len() != self.routes.len();
+        for n in routes.keys() {
+            if !self.routes.contains_key(n) {
+                self.changed.insert(*n);
+                moved = true;
+            }
+        }
+        self.routes = routes;
+        moved
+    }
+
+    /// The reachable entries taken in or made reachable since the last call: what is worth
+    /// passing on (gone ones need no news: every peer stops counting what it cannot reach).
+    pub fn take_changes(&mut self) -> Vec<PeerInfo> {
+        self.settle();
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .iter()
+            .filter_map(|n| self.get(n).cloned())
             .collect()
     }
 
-    /// Forgets peers no chain of established connections leads to from us; their names.
-    pub fn prune(&mut self) -> Vec<PeerName> {
-        let reachable = self.reachable();
+    /// Forgets the changes noted so far (a whole topology is about to go out).
+    pub fn clear_changes(&mut self) {
+        self.changed.clear();
+    }
+
+    /// Forgets the entries no chain of established connections leads to from us; their names.
+    pub fn forget_unreachable(&mut self) -> Vec<PeerName> {
+        self.settle();
         let gone: Vec<PeerName> = self
             .peers
             .keys()
-            .filter(|n| !reachable.contains(n))
+            .filter(|n| !self.routes.contains_key(n))
             .copied()
             .collect();
         for n in &gone {
             self.peers.remove(n);
+            self.changed.remove(n);
         }
         gone
     }
 
-    /// Peers reachable from us, ourselves included, each with the neighbour to send through.
-    pub fn routes(&self) -> HashMap<PeerName, PeerName> {
-        let mut via: HashMap<PeerName, PeerName> = HashMap::new();
+    /// Peers reachable from us, ourselves included, each with the neighbour to send through
+    /// (as of the last settle).
+    pub fn routes(&self) -> &HashMap<PeerName, PeerName> {
+        &self.routes
+    }
+
+    /// Breadth-first over the established connections of the entries held.
+    fn walk(&self) -> HashMap<PeerName, PeerName> {
+        let mut via: HashMap<PeerName, PeerName> = HashMap::with_capacity(self.routes.len());
         let mut queue = VecDeque::new();
         via.insert(self.me, self.me);
         queue.push_back(self.me);
@@ -136,14 +205,13 @@ impl Topology {
     }
 
     pub fn reachable(&self) -> BTreeSet<PeerName> {
-        self.routes().into_keys().collect()
+        self.routes.keys().copied().collect()
     }
 
     /// Addresses other peers use to reach peers: candidates for discovery.
     pub fn discovery_candidates(&self) -> Vec<(PeerName, SocketAddr)> {
         let mut out: Vec<(PeerName, SocketAddr)> = self
-            .peers
-            .values()
+            .peers()
             .filter(|p| p.name != self.me)
             .flat_map(|p| p.connections.iter())
             .filter(|c| c.peer != self.me)
@@ -156,11 +224,19 @@ impl Topology {
 
     /// An underlay IP for `peer` as others see it (the first one, by name order of reporter).
     pub fn address_of(&self, peer: &PeerName) -> Option<IpAddr> {
-        self.peers
-            .values()
+        self.peers()
             .flat_map(|p| p.connections.iter())
             .find(|c| c.peer == *peer)
             .map(|c| c.addr.ip())
+    }
+
+    /// [`address_of`](Self::address_of) for every peer at once: one pass, not one per peer.
+    pub fn addresses(&self) -> HashMap<PeerName, IpAddr> {
+        let mut out = HashMap::with_capacity(self.routes.len());
+        for c in self.peers().flat_map(|p| p.connections.iter()) {
+            out.entry(c.peer).or_insert(c.addr.ip());
+        }
+        out
     }
 }
 
@@ -228,15 +304,39 @@ mod tests {
         assert!(t.merge(vec![info(2, 4, &[(1, true)])]));
         assert!(!t.merge(vec![info(2, 4, &[(1, true)])]));
         assert!(!t.merge(vec![info(2, 3, &[])]));
-        // Only entries taken in are named: not stale ones, not unreachable ones.
-        let (changed, updated) = t.merge_updates(vec![
+        // Only entries taken in are news: not stale ones, not unreachable ones.
+        t.take_changes();
+        assert!(t.absorb(vec![
             info(2, 5, &[(1, true)]),
             info(2, 1, &[]),
             info(9, 1, &[]),
-        ]);
-        assert!(changed);
-        assert_eq!(updated, vec![n(2)]);
+        ]));
+        let news: Vec<PeerName> = t.take_changes().iter().map(|p| p.name).collect();
+        assert_eq!(news, vec![n(2)]);
+        assert!(t.take_changes().is_empty());
         assert!(!t.set_our_connections(vec![conn(2, true)]));
+    }
+
+    #[test]
+    fn entries_that_arrive_before_their_path_count_once_it_does() {
+        // 1 - 2 - 3 - 4, learnt from the far end first, in separate batches.
+        let mut t = Topology::new(info(1, 1, &[]));
+        t.set_our_connections(vec![conn(2, true)]);
+        t.take_changes();
+        assert!(t.absorb(vec![info(4, 1, &[(3, true)])]));
+        assert!(t.take_changes().is_empty(), "4 is not reachable yet");
+        assert!(!t.merge(vec![info(3, 1, &[(2, true), (4, true)])]));
+        assert_eq!(names(&t), [1]);
+        assert!(t.merge(vec![info(2, 1, &[(1, true), (3, true)])]));
+        assert_eq!(names(&t), [1, 2, 3, 4]);
+        let news: Vec<u64> = t.take_changes().iter().map(|p| p.name.as_u64()).collect();
+        assert_eq!(news, [2, 3, 4], "all of it is news to pass on");
+        // What is unreachable on a gossip tick is forgotten: 9 does not come back with 2.
+        t.merge(vec![info(9, 1, &[(2, true)])]);
+        assert_eq!(t.forget_unreachable(), vec![n(9)]);
+        t.merge(vec![info(2, 2, &[(1, true), (3, true), (9, true)])]);
+        assert_eq!(names(&t), [1, 2, 3, 4]);
+        assert_eq!(t.routes()[&n(4)], n(2));
     }
 
     #[test]
@@ -259,7 +359,9 @@ mod tests {
         assert_eq!(names(&t), [1, 2]);
         // Losing our only connection leaves just us.
         assert!(t.set_our_connections(vec![]));
+        assert!(t.settle());
         assert_eq!(names(&t), [1]);
+        assert_eq!(t.forget_unreachable().len(), 2);
     }
 
     #[test]
