@@ -44,7 +44,7 @@ pub struct Net {
     /// Deliver each broadcast to this many random peers (mesh-like gossip) instead of all.
     pub fanout: Option<usize>,
     /// With `fanout`: each peer's gossip not yet sent, sent once per round.
-    pub unsent_gossip: BTreeMap<PeerName, Gossip>,
+    pub unsent_gossip: BTreeMap<PeerName, Vec<Gossip>>,
     pub next_peer: u64,
     pub next_container: u64,
     pub delivered: u64,
@@ -67,6 +67,8 @@ pub struct Stats {
     pub partitions: usize,
     pub space_requests: usize,
     pub ring_replies: usize,
+    /// Whole rings asked for because a delta did not fit.
+    pub ring_requests: usize,
     pub lost: usize,
     pub duplicated: usize,
 }
@@ -81,6 +83,7 @@ impl Stats {
         self.partitions += o.partitions;
         self.space_requests += o.space_requests;
         self.ring_replies += o.ring_replies;
+        self.ring_requests += o.ring_requests;
         self.lost += o.lost;
         self.duplicated += o.duplicated;
     }
@@ -145,15 +148,18 @@ impl Net {
         for out in node.alloc.take_outputs() {
             match out {
                 Output::Broadcast(g) if self.fanout.is_some() => {
-                    // A later ring supersedes an unsent one; election deltas add up.
-                    let merged = match (self.unsent_gossip.remove(&name), g) {
-                        (Some(Gossip::Paxos(mut earlier)), Gossip::Paxos(later)) => {
+                    // A later whole ring supersedes anything unsent; deltas add up.
+                    let unsent = self.unsent_gossip.entry(name).or_default();
+                    match (unsent.last_mut(), g) {
+                        (Some(Gossip::Paxos(earlier)), Gossip::Paxos(later)) => {
                             earlier.extend(later);
-                            Gossip::Paxos(earlier)
                         }
-                        (_, later) => later,
-                    };
-                    self.unsent_gossip.insert(name, merged);
+                        (Some(Gossip::RingDelta(earlier)), Gossip::RingDelta(later)) => {
+                            earlier.absorb(later);
+                        }
+                        (_, Gossip::Ring(ring)) => *unsent = vec![Gossip::Ring(ring)],
+                        (_, later) => unsent.push(later),
+                    }
                 }
                 Output::Broadcast(g) => {
                     let g = Rc::new(g);
@@ -210,6 +216,7 @@ impl Net {
         match &msg.payload {
             Payload::Unicast(Unicast::SpaceRequest(_)) => self.stats.space_requests += 1,
             Payload::Unicast(Unicast::Ring(_)) => self.stats.ring_replies += 1,
+            Payload::Unicast(Unicast::RingRequest) => self.stats.ring_requests += 1,
             _ => {}
         }
         if lossy && self.rng.random_bool(self.duplicate) {
@@ -247,7 +254,11 @@ impl Net {
         for (p, n) in &self.nodes {
             groups.entry(n.group).or_default().push(*p);
         }
-        for (from, g) in std::mem::take(&mut self.unsent_gossip) {
+        let unsent = std::mem::take(&mut self.unsent_gossip);
+        for (from, g) in unsent
+            .into_iter()
+            .flat_map(|(p, gs)| gs.into_iter().map(move |g| (p, g)))
+        {
             let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
                 continue;
             };

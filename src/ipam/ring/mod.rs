@@ -5,8 +5,10 @@
 pub mod addr;
 pub mod allocator;
 pub mod claim;
+pub mod delta;
 mod election;
 pub mod entries;
+mod gossip;
 pub mod merge;
 pub mod messages;
 pub mod paxos;
@@ -17,6 +19,7 @@ pub use crate::peer::PeerName;
 pub use addr::{ip, AddrRange};
 pub use allocator::{Allocator, Checkpoint, REQUEST_TIMEOUT_TICKS};
 pub use claim::ClaimOutcome;
+pub use delta::{seeds_digest, DeltaMerge, RingDelta};
 pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
 pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
