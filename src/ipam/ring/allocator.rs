@@ -123,6 +123,7 @@ impl Allocator {
             let seeds = seeds.clone();
             alloc.create_ring(&seeds);
             alloc.ring_dirty = false;
+            alloc.ring.clear_touched();
         }
         alloc
     }

@@ -51,9 +51,23 @@ impl RingDelta {
         self.entries.len() == self.total as usize
     }
 
+    /// A complete delta as the ring it is, as seen by `me`.
+    fn as_ring(&self, me: PeerName) -> Ring {
+        let mut ring = Ring::new(AddrRange::new(self.start, self.end), me);
+        ring.entries = self.entries.clone();
+        ring.seeds = self.seeds.clone();
+        ring
+    }
+
     /// Adds a later delta of the same sender (gossip not yet sent, batched): its entries
     /// replace earlier ones of the same token.
-    pub fn absorb(&mut self, later: RingDelta) {
+    pub fn absorb(&mut self, mut later: RingDelta) {
+        for d in [&mut *self, &mut later] {
+            if d.is_complete() {
+                d.ends = vec![0; d.entries.len()];
+                d.prevs = vec![0; d.entries.len()];
+            }
+        }
         let mut out: Vec<(Entry, (u32, u32))> =
             Vec::with_capacity(self.entries.len() + later.entries.len());
         let bounds = std::mem::take(&mut self.ends)
@@ -81,6 +95,9 @@ impl RingDelta {
         let bounds: Vec<(u32, u32)>;
         (self.entries, bounds) = out.into_iter().unzip();
         (self.ends, self.prevs) = bounds.into_iter().unzip();
+        if self.entries.len() == later.total as usize {
+            (self.ends, self.prevs) = (Vec::new(), Vec::new());
+        }
         self.total = later.total;
         self.seeds_digest = later.seeds_digest;
         if !later.seeds.is_empty() || self.seeds_digest != seeds_digest(&self.seeds) {
@@ -94,7 +111,12 @@ impl RingDelta {
         if self.start >= self.end {
             return Err(format!("empty universe {universe:?}"));
         }
-        if self.ends.len() != self.entries.len() || self.prevs.len() != self.entries.len() {
+        let bounded = if self.is_complete() {
+            0
+        } else {
+            self.entries.len()
+        };
+        if self.ends.len() != bounded || self.prevs.len() != bounded {
             return Err(format!(
                 "{} entries but {} ends and {} previous tokens",
                 self.entries.len(),
@@ -161,7 +183,13 @@ impl Ring {
             .iter()
             .map(|&i| self.entries[(i + n - 1) % n].token)
             .collect();
+        // A complete delta is a whole ring: its bounds are its own tokens.
         let complete = entries.len() == n;
+        let (ends, prevs) = if complete {
+            (Vec::new(), Vec::new())
+        } else {
+            (ends, prevs)
+        };
         Some(RingDelta {
             start: self.start,
             end: self.end,
@@ -196,6 +224,9 @@ impl Ring {
             });
         }
         d.check().map_err(MergeError::Malformed)?;
+        if d.is_complete() {
+            return self.merge(&d.as_ring(self.me)).map(DeltaMerge::Merged);
+        }
         let no_seeds = seeds_digest(&[]);
         let adopt_seeds = if self.seeds.is_empty() {
             // A digest cannot teach us the seeds.

@@ -27,4 +27,6 @@ pub use paxos::{Paxos, PaxosState, ProposalId};
 pub use space::Space;
 
 #[cfg(test)]
+mod delta_tests;
+#[cfg(test)]
 mod ring_tests;
