@@ -377,15 +377,28 @@ impl Allocator {
 
     /// The peers the mesh reaches now. An outstanding space request to a peer that left is
     /// given up at once and the next donor asked.
+    /// An owner of ranges coming back (a healed partition, a restart) missed our deltas
+    /// meanwhile: our own entries go out again, to everyone (a new peer does not count).
     pub fn set_reachable(&mut self, peers: BTreeSet<PeerName>) {
         if let Some(r) = self.request.filter(|r| !peers.contains(&r.donor)) {
             self.tried.insert((r.donor, r.within));
             self.request = None;
         }
+        let back = |old: &BTreeSet<PeerName>| {
+            let owners = self.ring.peers();
+            peers
+                .iter()
+                .any(|p| *p != self.me && !old.contains(p) && owners.binary_search(p).is_ok())
+        };
+        if self.reachable.as_ref().is_some_and(back) {
+            self.ring.touch_own();
+            self.ring_dirty = true;
+        }
         self.reachable = Some(peers);
         if self.has_ring() {
             self.serve_pending();
         }
+        self.flush();
     }
 
     /// Periodic work: gossip our state, keep the election going, give up on silent donors.

@@ -206,6 +206,17 @@ impl Ring {
         })
     }
 
+    /// Marks our own entries changed: the next delta carries them all.
+    pub fn touch_own(&mut self) {
+        let me = self.me;
+        let own = self
+            .entries
+            .iter()
+            .filter(|e| e.peer == me)
+            .map(|e| e.token);
+        self.touched.extend(own);
+    }
+
     /// Forgets what changed (it was sent whole, or is not ours to pass on).
     pub fn clear_touched(&mut self) {
         self.touched.clear();

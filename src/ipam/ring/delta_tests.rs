@@ -353,3 +353,22 @@ fn an_allocator_asks_for_the_whole_ring_when_a_delta_does_not_fit() {
     late.on_unicast(peer(1), msg).unwrap();
     assert_eq!(late.ring().entries(), a.ring().entries());
 }
+
+#[test]
+fn an_owner_coming_back_gets_our_own_entries_again() {
+    let seeds = vec![peer(1), peer(2), peer(3)];
+    let mut a = Allocator::new(peer(1), universe(), InitMode::Seed(seeds));
+    a.set_reachable([peer(2), peer(3)].into());
+    a.set_reachable([peer(2)].into());
+    a.set_reachable([peer(2), peer(9)].into());
+    assert!(
+        a.take_outputs().is_empty(),
+        "a peer leaving or a new one: nothing"
+    );
+    a.set_reachable([peer(2), peer(3), peer(9)].into());
+    let out = a.take_outputs();
+    let [Output::Broadcast(Gossip::RingDelta(d))] = out.as_slice() else {
+        panic!("one delta: {out:?}");
+    };
+    assert!(d.entries.iter().all(|e| e.peer == peer(1)) && !d.entries.is_empty());
+}
