@@ -160,16 +160,18 @@ fn main() {
 /// Bytes (JSON, as the router sends them) per peer to agree, then to agree again after a
 /// tenth of the peers each changed one entry: one more untimed run, as counting costs a
 /// serialisation per message.
-fn ring_bytes_rows(n: usize, rows: &mut Vec<Row>, details: &mut Vec<Value>) {
+fn ring_bytes_rows(n: usize, rows: &mut Vec<Row>, details: &mut [Value]) {
     let changes = (n / 10).max(1);
     let (c, churn) =
         sim::converge_and_churn(n, FANOUT, MAX_ROUNDS, changes).unwrap_or_else(|e| panic!("{e}"));
     let per = |x: u64| x as f64 / n as f64;
-    details.push(
-        json!({"peers": n, "bytes": c.bytes, "churn_changes": churn.changes,
-        "churn_rounds": churn.rounds, "churn_messages": churn.messages,
-        "churn_bytes": churn.bytes}),
-    );
+    // Into this size's entry: the growth figures read the first and last entries.
+    if let Some(Value::Object(o)) = details.last_mut() {
+        let more = json!({"bytes": c.bytes, "churn_changes": churn.changes,
+            "churn_rounds": churn.rounds, "churn_messages": churn.messages,
+            "churn_bytes": churn.bytes});
+        o.extend(more.as_object().cloned().unwrap_or_default());
+    }
     let k = churn.changes;
     rows.push(Row::new(
         format!("{n} peers: KiB per peer"),

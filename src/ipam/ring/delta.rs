@@ -170,10 +170,18 @@ impl Ring {
             return None;
         }
         let n = self.entries.len();
-        let at: Vec<usize> = std::mem::take(&mut self.touched)
-            .into_iter()
-            .filter_map(|t| self.find(t).ok())
-            .collect();
+        let touched = std::mem::take(&mut self.touched);
+        let at: Vec<usize> = if touched.all {
+            (0..n).collect()
+        } else {
+            let mut tokens = touched.tokens;
+            tokens.sort_unstable();
+            tokens.dedup();
+            tokens
+                .into_iter()
+                .filter_map(|t| self.find(t).ok())
+                .collect()
+        };
         let entries: Vec<Entry> = at.iter().map(|&i| self.entries[i]).collect();
         let ends = at
             .iter()
@@ -219,7 +227,7 @@ impl Ring {
 
     /// Forgets what changed (it was sent whole, or is not ours to pass on).
     pub fn clear_touched(&mut self) {
-        self.touched.clear();
+        self.touched = Default::default();
     }
 
     /// Merges a peer's delta: for a receiver that already holds everything the sender had

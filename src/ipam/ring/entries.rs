@@ -8,7 +8,7 @@ use super::addr::AddrRange;
 use crate::peer::PeerName;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Version bump applied by `transfer`, so it beats any update the old owner still had in flight.
 pub const TRANSFER_VERSION_BUMP: u32 = 100;
@@ -35,7 +35,39 @@ pub struct Ring {
     /// Tokens whose entry changed since the last [`Ring::take_delta`]: what the next gossip
     /// carries. Local bookkeeping, never sent nor saved, not part of equality.
     #[serde(skip)]
-    pub(super) touched: BTreeSet<u32>,
+    pub(super) touched: Touched,
+}
+
+/// Tokens changed since the last delta: a list (cheap to add to; sorted when taken), or all.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Touched {
+    pub(super) all: bool,
+    pub(super) tokens: Vec<u32>,
+}
+
+impl Touched {
+    pub(super) fn insert(&mut self, token: u32) {
+        if !self.all {
+            self.tokens.push(token);
+        }
+    }
+
+    pub(super) fn extend(&mut self, tokens: impl IntoIterator<Item = u32>) {
+        if !self.all {
+            self.tokens.extend(tokens);
+        }
+    }
+
+    pub(super) fn set_all(&mut self) {
+        *self = Touched {
+            all: true,
+            tokens: Vec::new(),
+        };
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        !self.all && self.tokens.is_empty()
+    }
 }
 
 impl PartialEq for Ring {
@@ -79,7 +111,7 @@ impl Ring {
             me,
             entries: Vec::new(),
             seeds: Vec::new(),
-            touched: BTreeSet::new(),
+            touched: Touched::default(),
         }
     }
 
@@ -178,7 +210,7 @@ impl Ring {
             split(out, mid, end, &peers[half..]);
         }
         split(&mut self.entries, self.start, self.end, &peers);
-        self.touched.extend(self.entries.iter().map(|e| e.token));
+        self.touched.set_all();
         self.seeds = peers;
         Ok(())
     }

@@ -106,7 +106,11 @@ impl Ring {
             self.entries = before;
             return Err(MergeError::Malformed(format!("merge would give {why}")));
         }
-        self.touched.extend(taken);
+        if taken.len() == self.entries.len() {
+            self.touched.set_all();
+        } else {
+            self.touched.extend(taken);
+        }
         Ok(changed)
     }
 }
