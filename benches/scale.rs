@@ -93,6 +93,7 @@ fn main() {
             "ms",
             ms / n as f64,
         ));
+        ring_bytes_rows(n, &mut rows, &mut details);
         // Issue 15's wall-time targets.
         if let Some(limit) = time_target_ms(n) {
             rows.push(Row::new(format!("{n} peers: time to agree"), "ms", ms).vs(
@@ -153,6 +154,44 @@ fn main() {
         Value::Array(details),
         json_out.as_deref(),
     );
+}
+
+/// Bytes (JSON, as the router sends them) per peer to agree, then to agree again after a
+/// tenth of the peers each changed one entry: one more untimed run, as counting costs a
+/// serialisation per message.
+fn ring_bytes_rows(n: usize, rows: &mut Vec<Row>, details: &mut [Value]) {
+    let changes = (n / 10).max(1);
+    let (c, churn) =
+        sim::converge_and_churn(n, FANOUT, MAX_ROUNDS, changes).unwrap_or_else(|e| panic!("{e}"));
+    let per = |x: u64| x as f64 / n as f64;
+    // Into this size's entry: the growth figures read the first and last entries.
+    if let Some(Value::Object(o)) = details.last_mut() {
+        let more = json!({"bytes": c.bytes, "churn_changes": churn.changes,
+            "churn_rounds": churn.rounds, "churn_messages": churn.messages,
+            "churn_bytes": churn.bytes});
+        o.extend(more.as_object().cloned().unwrap_or_default());
+    }
+    let k = churn.changes;
+    rows.push(Row::new(
+        format!("{n} peers: KiB per peer"),
+        "KiB",
+        per(c.bytes) / 1024.0,
+    ));
+    rows.push(Row::new(
+        format!("{n} peers, {k} changes: rounds"),
+        "rounds",
+        churn.rounds as f64,
+    ));
+    rows.push(Row::new(
+        format!("{n} peers, {k} changes: msgs per peer"),
+        "msgs",
+        per(churn.messages),
+    ));
+    rows.push(Row::new(
+        format!("{n} peers, {k} changes: KiB per peer"),
+        "KiB",
+        per(churn.bytes) / 1024.0,
+    ));
 }
 
 /// Real peers on loopback: one run per size (each is seconds to a minute).

@@ -25,6 +25,8 @@ pub struct Message {
     pub from: PeerName,
     pub to: PeerName,
     pub payload: Payload,
+    /// Its JSON size (as the router sends it) when the network counts bytes, else 0.
+    pub size: u64,
 }
 
 pub struct Node {
@@ -44,10 +46,13 @@ pub struct Net {
     /// Deliver each broadcast to this many random peers (mesh-like gossip) instead of all.
     pub fanout: Option<usize>,
     /// With `fanout`: each peer's gossip not yet sent, sent once per round.
-    pub unsent_gossip: BTreeMap<PeerName, Gossip>,
+    pub unsent_gossip: BTreeMap<PeerName, Vec<Gossip>>,
     pub next_peer: u64,
     pub next_container: u64,
     pub delivered: u64,
+    /// Count the bytes of delivered messages (costs a serialisation per message sent).
+    pub count_bytes: bool,
+    pub delivered_bytes: u64,
     /// Peers gone for good (killed, removed, reset): names never reused.
     pub gone: BTreeSet<PeerName>,
     /// Killed peers not yet removed with rmpeer.
@@ -67,6 +72,8 @@ pub struct Stats {
     pub partitions: usize,
     pub space_requests: usize,
     pub ring_replies: usize,
+    /// Whole rings asked for because a delta did not fit.
+    pub ring_requests: usize,
     pub lost: usize,
     pub duplicated: usize,
 }
@@ -81,6 +88,7 @@ impl Stats {
         self.partitions += o.partitions;
         self.space_requests += o.space_requests;
         self.ring_replies += o.ring_replies;
+        self.ring_requests += o.ring_requests;
         self.lost += o.lost;
         self.duplicated += o.duplicated;
     }
@@ -100,6 +108,8 @@ impl Net {
             next_peer: 1,
             next_container: 0,
             delivered: 0,
+            count_bytes: false,
+            delivered_bytes: 0,
             gone: BTreeSet::new(),
             dead: Vec::new(),
             seed,
@@ -145,17 +155,21 @@ impl Net {
         for out in node.alloc.take_outputs() {
             match out {
                 Output::Broadcast(g) if self.fanout.is_some() => {
-                    // A later ring supersedes an unsent one; election deltas add up.
-                    let merged = match (self.unsent_gossip.remove(&name), g) {
-                        (Some(Gossip::Paxos(mut earlier)), Gossip::Paxos(later)) => {
+                    // A later whole ring supersedes anything unsent; deltas add up.
+                    let unsent = self.unsent_gossip.entry(name).or_default();
+                    match (unsent.last_mut(), g) {
+                        (Some(Gossip::Paxos(earlier)), Gossip::Paxos(later)) => {
                             earlier.extend(later);
-                            Gossip::Paxos(earlier)
                         }
-                        (_, later) => later,
-                    };
-                    self.unsent_gossip.insert(name, merged);
+                        (Some(Gossip::RingDelta(earlier)), Gossip::RingDelta(later)) => {
+                            earlier.absorb(later);
+                        }
+                        (_, Gossip::Ring(ring)) => *unsent = vec![Gossip::Ring(ring)],
+                        (_, later) => unsent.push(later),
+                    }
                 }
                 Output::Broadcast(g) => {
+                    let size = self.size_of(&g);
                     let g = Rc::new(g);
                     let targets: Vec<PeerName> = self
                         .nodes
@@ -168,14 +182,17 @@ impl Net {
                             from: name,
                             to,
                             payload: Payload::Gossip(Rc::clone(&g)),
+                            size,
                         });
                     }
                 }
                 Output::Send { to, msg } => {
+                    let size = self.size_of(&msg);
                     self.inflight.push(Message {
                         from: name,
                         to,
                         payload: Payload::Unicast(msg),
+                        size,
                     });
                 }
                 Output::Allocated { .. } | Output::Cancelled { .. } => {}
@@ -210,6 +227,7 @@ impl Net {
         match &msg.payload {
             Payload::Unicast(Unicast::SpaceRequest(_)) => self.stats.space_requests += 1,
             Payload::Unicast(Unicast::Ring(_)) => self.stats.ring_replies += 1,
+            Payload::Unicast(Unicast::RingRequest) => self.stats.ring_requests += 1,
             _ => {}
         }
         if lossy && self.rng.random_bool(self.duplicate) {
@@ -222,9 +240,11 @@ impl Net {
                 from: msg.from,
                 to: msg.to,
                 payload: copy,
+                size: msg.size,
             });
         }
         self.delivered += 1;
+        self.delivered_bytes += msg.size;
         let node = self.nodes.get_mut(&msg.to).unwrap();
         let result = match &msg.payload {
             Payload::Gossip(g) => node.alloc.on_gossip(msg.from, g),
@@ -247,11 +267,16 @@ impl Net {
         for (p, n) in &self.nodes {
             groups.entry(n.group).or_default().push(*p);
         }
-        for (from, g) in std::mem::take(&mut self.unsent_gossip) {
+        let unsent = std::mem::take(&mut self.unsent_gossip);
+        for (from, g) in unsent
+            .into_iter()
+            .flat_map(|(p, gs)| gs.into_iter().map(move |g| (p, g)))
+        {
             let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
                 continue;
             };
             let members = &groups[&group];
+            let size = self.size_of(&g);
             let g = Rc::new(g);
             // k distinct random peers other than the sender (all of them when fewer).
             let mut chosen: Vec<PeerName> = Vec::with_capacity(k);
@@ -270,9 +295,17 @@ impl Net {
                     from,
                     to,
                     payload: Payload::Gossip(Rc::clone(&g)),
+                    size,
                 });
             }
         }
+    }
+
+    fn size_of<T: serde::Serialize>(&self, msg: &T) -> u64 {
+        if !self.count_bytes {
+            return 0;
+        }
+        serde_json::to_vec(msg).map_or(0, |b| b.len() as u64)
     }
 
     pub fn tick_all(&mut self) {
@@ -439,17 +472,80 @@ pub struct Convergence {
     pub rounds: usize,
     /// Messages delivered until then (gossip and unicast).
     pub messages: u64,
+    /// Their JSON bytes, when counted (else 0).
+    pub bytes: u64,
     /// Peers that own part of the ring at the end.
     pub owners: usize,
+}
+
+/// After agreement, `changes` owners each allocate one address (a new free count in one
+/// entry) at once, and gossip runs until every peer has the same ring again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Churn {
+    pub changes: usize,
+    pub rounds: usize,
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 /// Runs `n` electors from scratch (consensus mode, one primed) with each peer gossiping its
 /// latest state to `fanout` random peers per round, until every peer has the same ring.
 /// Err if that takes more than `max_rounds`.
 pub fn converge(n: usize, fanout: usize, max_rounds: usize) -> Result<Convergence, String> {
+    let (net, c) = elect(n, fanout, max_rounds, false)?;
+    drop(net);
+    Ok(c)
+}
+
+/// [`converge`], counting bytes, then a [`Churn`] of `changes` allocations.
+pub fn converge_and_churn(
+    n: usize,
+    fanout: usize,
+    max_rounds: usize,
+    changes: usize,
+) -> Result<(Convergence, Churn), String> {
+    let (mut net, c) = elect(n, fanout, max_rounds, true)?;
+    let (messages, bytes) = (net.delivered, net.delivered_bytes);
+    let owners: Vec<PeerName> = net
+        .nodes
+        .iter()
+        .filter(|(_, p)| !p.alloc.space().owned().is_empty())
+        .map(|(name, _)| *name)
+        .take(changes)
+        .collect();
+    for &p in &owners {
+        let within = net.universe;
+        net.allocate(p, within);
+    }
+    for round in 1..=max_rounds {
+        net.round(false);
+        if net.converged() {
+            return Ok((
+                c,
+                Churn {
+                    changes: owners.len(),
+                    rounds: round,
+                    messages: net.delivered - messages,
+                    bytes: net.delivered_bytes - bytes,
+                },
+            ));
+        }
+    }
+    Err(format!(
+        "{n} peers did not agree again in {max_rounds} rounds"
+    ))
+}
+
+fn elect(
+    n: usize,
+    fanout: usize,
+    max_rounds: usize,
+    count_bytes: bool,
+) -> Result<(Net, Convergence), String> {
     let universe = AddrRange::from_cidr("10.32.0.0/12").expect("valid universe");
     let mut net = Net::new(n as u64, universe);
     net.fanout = Some(fanout);
+    net.count_bytes = count_bytes;
     let names: Vec<PeerName> = (0..n).map(|_| net.fresh_name()).collect();
     for &p in &names {
         net.add(p, InitMode::consensus(n));
@@ -464,12 +560,14 @@ pub fn converge(n: usize, fanout: usize, max_rounds: usize) -> Result<Convergenc
         net.round(false);
         if net.nodes.values().all(|p| p.alloc.has_ring()) && net.converged() {
             let owners = net.nodes[&names[0]].alloc.ring().peers().len();
-            return Ok(Convergence {
+            let c = Convergence {
                 peers: n,
                 rounds: round,
                 messages: net.delivered,
+                bytes: net.delivered_bytes,
                 owners,
-            });
+            };
+            return Ok((net, c));
         }
     }
     Err(format!("{n} peers did not converge in {max_rounds} rounds"))

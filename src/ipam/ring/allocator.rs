@@ -13,7 +13,7 @@ use super::space::Space;
 use crate::ipam::tracked::Tracked;
 use crate::peer::PeerName;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A space request without answer for this many ticks is abandoned for the next donor.
@@ -52,6 +52,8 @@ pub struct Checkpoint {
     rng_draws: u64,
     ring_dirty: bool,
     paxos_dirty: bool,
+    full_gossip_due: bool,
+    ring_asked_at: Option<u64>,
     outputs: Vec<Output>,
 }
 
@@ -71,7 +73,7 @@ pub struct Allocator {
     /// Peers the mesh can reach, when known: a gone peer (whose ranges stay in the ring until
     /// `rmpeer`) is never asked for space, as its silence would stall allocation until the
     /// request times out. `None`: ask anyone (no mesh view).
-    reachable: Option<BTreeSet<PeerName>>,
+    pub(super) reachable: Option<BTreeSet<PeerName>>,
     /// Someone asked for the ring (allocate or prime): keep electing until it exists.
     pub(super) wants_ring: bool,
     pub(super) now: u64,
@@ -80,7 +82,11 @@ pub struct Allocator {
     pub(super) ring_dirty: bool,
     pub(super) paxos_dirty: bool,
     /// Pass on ring changes learnt from others (see [`Allocator::relay_merged`]).
-    relay: bool,
+    pub(super) relay: bool,
+    /// The next flush sends the whole ring, not a delta (anti-entropy when relaying).
+    pub(super) full_gossip_due: bool,
+    /// When we last asked a peer for its whole ring (a delta did not fit ours).
+    pub(super) ring_asked_at: Option<u64>,
     pub(super) outputs: Vec<Output>,
 }
 
@@ -108,6 +114,8 @@ impl Allocator {
             ring_dirty: false,
             paxos_dirty: false,
             relay: false,
+            full_gossip_due: false,
+            ring_asked_at: None,
             outputs: Vec::new(),
             mode,
         };
@@ -115,6 +123,7 @@ impl Allocator {
             let seeds = seeds.clone();
             alloc.create_ring(&seeds);
             alloc.ring_dirty = false;
+            alloc.ring.clear_touched();
         }
         alloc
     }
@@ -178,6 +187,8 @@ impl Allocator {
             rng_draws: self.rng_draws,
             ring_dirty: self.ring_dirty,
             paxos_dirty: self.paxos_dirty,
+            full_gossip_due: self.full_gossip_due,
+            ring_asked_at: self.ring_asked_at,
             outputs: self.outputs.clone(),
         }
     }
@@ -198,6 +209,8 @@ impl Allocator {
         self.rng_draws = cp.rng_draws;
         self.ring_dirty = cp.ring_dirty;
         self.paxos_dirty = cp.paxos_dirty;
+        self.full_gossip_due = cp.full_gossip_due;
+        self.ring_asked_at = cp.ring_asked_at;
         self.outputs = cp.outputs;
     }
 
@@ -311,6 +324,7 @@ impl Allocator {
     pub fn on_gossip(&mut self, from: PeerName, msg: &Gossip) -> Result<(), MergeError> {
         let result = match msg {
             Gossip::Ring(ring) => self.merge_ring(ring),
+            Gossip::RingDelta(delta) => self.merge_ring_delta(from, delta),
             Gossip::Paxos(state) => {
                 self.on_election_gossip(from, state);
                 Ok(())
@@ -339,6 +353,13 @@ impl Allocator {
                 self.on_election_claims(from, claims);
                 Ok(())
             }
+            Unicast::RingRequest => {
+                if self.has_ring() {
+                    self.send(from, Unicast::RingReply(self.ring.clone()));
+                }
+                Ok(())
+            }
+            Unicast::RingReply(ring) => self.merge_ring(ring),
             Unicast::SpaceDenied(ring) => {
                 if let Some(r) = self.request.filter(|_| answered) {
                     self.request = None;
@@ -356,15 +377,28 @@ impl Allocator {
 
     /// The peers the mesh reaches now. An outstanding space request to a peer that left is
     /// given up at once and the next donor asked.
+    /// An owner of ranges coming back (a healed partition, a restart) missed our deltas
+    /// meanwhile: our own entries go out again, to everyone (a new peer does not count).
     pub fn set_reachable(&mut self, peers: BTreeSet<PeerName>) {
         if let Some(r) = self.request.filter(|r| !peers.contains(&r.donor)) {
             self.tried.insert((r.donor, r.within));
             self.request = None;
         }
+        let back = |old: &BTreeSet<PeerName>| {
+            let owners = self.ring.peers();
+            peers
+                .iter()
+                .any(|p| *p != self.me && !old.contains(p) && owners.binary_search(p).is_ok())
+        };
+        if self.reachable.as_ref().is_some_and(back) {
+            self.ring.touch_own();
+            self.ring_dirty = true;
+        }
         self.reachable = Some(peers);
         if self.has_ring() {
             self.serve_pending();
         }
+        self.flush();
     }
 
     /// Periodic work: gossip our state, keep the election going, give up on silent donors.
@@ -442,41 +476,13 @@ impl Allocator {
         heir
     }
 
-    /// The periodic whole ring. Over a mesh that floods broadcasts (no relay), a broadcast
-    /// from every peer would cost n^2 messages of n entries each period: one random peer
-    /// gets it instead, which still reaches a peer that missed a change within a few periods.
-    fn anti_entropy(&mut self) {
-        let peers: Vec<PeerName> = match &self.reachable {
-            Some(r) if !self.relay => r.iter().copied().filter(|p| *p != self.me).collect(),
-            _ => {
-                self.ring_dirty = true;
-                return;
-            }
-        };
-        if peers.is_empty() {
-            return;
-        }
-        let i = self.rng().random_range(0..peers.len());
-        self.send(peers[i], Unicast::Ring(self.ring.clone()));
-    }
-
-    fn rng(&mut self) -> StdRng {
+    pub(super) fn rng(&mut self) -> StdRng {
         self.rng_draws += 1;
         StdRng::seed_from_u64(self.me.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.rng_draws)
     }
 
     pub(super) fn send(&mut self, to: PeerName, msg: Unicast) {
         self.outputs.push(Output::Send { to, msg });
-    }
-
-    fn merge_ring(&mut self, ring: &Ring) -> Result<(), MergeError> {
-        if self.ring.merge(ring)? {
-            // Over gossip that reaches a few peers, news travels only if passed on; a mesh
-            // that floods every broadcast to everyone needs no relay.
-            self.ring_dirty |= self.relay;
-            self.after_ring_change();
-        }
-        Ok(())
     }
 
     /// Our space follows the ring; then waiting allocations may go ahead.
@@ -572,26 +578,5 @@ impl Allocator {
         if self.ring.report_free(&counts) {
             self.ring_dirty = true;
         }
-    }
-
-    pub(super) fn flush(&mut self) {
-        if self.ring_dirty && self.has_ring() {
-            self.outputs
-                .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
-        } else if self.paxos_dirty && !self.has_ring() {
-            // Only the claims that changed (an empty election state means "an observer
-            // wants a ring", so nothing is sent when nothing changed).
-            let delta = self.paxos.take_changed(!self.relay);
-            if !delta.is_empty() {
-                self.outputs.push(Output::Broadcast(Gossip::Paxos(delta)));
-            }
-        }
-        if !self.has_ring() {
-            if let Some((to, claims)) = self.paxos.take_for_proposer() {
-                self.send(to, Unicast::Paxos(claims));
-            }
-        }
-        self.ring_dirty = false;
-        self.paxos_dirty = false;
     }
 }

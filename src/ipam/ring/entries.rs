@@ -24,7 +24,7 @@ pub struct Entry {
 }
 
 /// The ring of one peer (`me`), over the universe `[start, end)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ring {
     pub(super) start: u32,
     pub(super) end: u32,
@@ -32,7 +32,53 @@ pub struct Ring {
     pub(super) entries: Vec<Entry>,
     /// The peers the ring was first split among; rings with different seeds never merge.
     pub(super) seeds: Vec<PeerName>,
+    /// Tokens whose entry changed since the last [`Ring::take_delta`]: what the next gossip
+    /// carries. Local bookkeeping, never sent nor saved, not part of equality.
+    #[serde(skip)]
+    pub(super) touched: Touched,
 }
+
+/// Tokens changed since the last delta: a list (cheap to add to; sorted when taken), or all.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Touched {
+    pub(super) all: bool,
+    pub(super) tokens: Vec<u32>,
+}
+
+impl Touched {
+    pub(super) fn insert(&mut self, token: u32) {
+        if !self.all {
+            self.tokens.push(token);
+        }
+    }
+
+    pub(super) fn extend(&mut self, tokens: impl IntoIterator<Item = u32>) {
+        if !self.all {
+            self.tokens.extend(tokens);
+        }
+    }
+
+    pub(super) fn set_all(&mut self) {
+        *self = Touched {
+            all: true,
+            tokens: Vec::new(),
+        };
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        !self.all && self.tokens.is_empty()
+    }
+}
+
+impl PartialEq for Ring {
+    fn eq(&self, other: &Ring) -> bool {
+        (self.start, self.end, self.me) == (other.start, other.end, other.me)
+            && self.entries == other.entries
+            && self.seeds == other.seeds
+    }
+}
+
+impl Eq for Ring {}
 
 /// Why a ring operation by the local peer is not allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +111,7 @@ impl Ring {
             me,
             entries: Vec::new(),
             seeds: Vec::new(),
+            touched: Touched::default(),
         }
     }
 
@@ -89,7 +136,7 @@ impl Ring {
         &self.seeds
     }
 
-    fn find(&self, token: u32) -> Result<usize, usize> {
+    pub(super) fn find(&self, token: u32) -> Result<usize, usize> {
         self.entries.binary_search_by_key(&token, |e| e.token)
     }
 
@@ -109,7 +156,7 @@ impl Ring {
         }
     }
 
-    fn entry_size(&self, i: usize) -> u32 {
+    pub(super) fn entry_size(&self, i: usize) -> u32 {
         let token = self.entries[i].token;
         match self.entries.get(i + 1) {
             Some(next) => next.token - token,
@@ -163,6 +210,7 @@ impl Ring {
             split(out, mid, end, &peers[half..]);
         }
         split(&mut self.entries, self.start, self.end, &peers);
+        self.touched.set_all();
         self.seeds = peers;
         Ok(())
     }
@@ -225,6 +273,7 @@ impl Ring {
                         free: 0,
                     },
                 );
+                self.touched.insert(after);
             }
         }
         let start_is_new = match self.find(range.start) {
@@ -255,7 +304,10 @@ impl Ring {
                 // Our entry just shrank: its old free count cannot stand.
                 e.free = size;
                 e.version += 1;
+            } else {
+                continue;
             }
+            self.touched.insert(e.token);
         }
         Ok(())
     }
@@ -271,6 +323,7 @@ impl Ring {
         for e in self.entries.iter_mut().filter(|e| e.peer == from) {
             e.peer = to;
             e.version += TRANSFER_VERSION_BUMP;
+            self.touched.insert(e.token);
         }
         moved
     }
@@ -290,6 +343,7 @@ impl Ring {
                 if e.free != free {
                     e.free = free;
                     e.version += 1;
+                    self.touched.insert(e.token);
                     changed = true;
                 }
             }

@@ -95,7 +95,8 @@ impl Ring {
                 ours: self.seeds.clone(),
             });
         }
-        let (merged, mut changed) = merge_entries(&self.entries, &other.entries, self.me)?;
+        let (merged, taken) = merge_entries(&self.entries, &other.entries, self.me)?;
+        let mut changed = !taken.is_empty();
         if self.seeds.is_empty() && !other.seeds.is_empty() {
             self.seeds = other.seeds.clone();
             changed = true;
@@ -105,18 +106,23 @@ impl Ring {
             self.entries = before;
             return Err(MergeError::Malformed(format!("merge would give {why}")));
         }
+        if taken.len() == self.entries.len() {
+            self.touched.set_all();
+        } else {
+            self.touched.extend(taken);
+        }
         Ok(changed)
     }
 }
 
-/// The join of two sorted entry lists, as seen by peer `me`.
+/// The join of two sorted entry lists, as seen by peer `me`, and the tokens taken from theirs.
 fn merge_entries(
     mine: &[Entry],
     theirs: &[Entry],
     me: PeerName,
-) -> Result<(Vec<Entry>, bool), MergeError> {
+) -> Result<(Vec<Entry>, Vec<u32>), MergeError> {
     let mut out = Vec::with_capacity(mine.len().max(theirs.len()));
-    let mut changed = false;
+    let mut taken = Vec::new();
     // Owner of the last entry taken from our side: only then can we tell that an incoming
     // new token lands inside a range we own.
     let mut previous_mine: Option<PeerName> = None;
@@ -135,30 +141,10 @@ fn merge_entries(
         let t = theirs.get(j);
         match (m, t) {
             (Some(m), Some(t)) if m.token == t.token => {
-                let take_theirs = if m.version != t.version {
-                    t.version > m.version
-                } else if m == t {
-                    false
-                } else if m.peer == t.peer {
-                    t.free > m.free
-                } else {
-                    return Err(MergeError::InconsistentEntries {
-                        ours: *m,
-                        theirs: *t,
-                    });
-                };
-                if take_theirs {
-                    if m.peer == me && t.peer != me {
-                        return Err(MergeError::UpdateForMyRange {
-                            token: m.token,
-                            version: m.version,
-                            incoming_peer: t.peer,
-                            incoming_version: t.version,
-                        });
-                    }
+                if take_theirs(m, t, me)? {
                     out.push(*t);
                     previous_mine = None;
-                    changed = true;
+                    taken.push(t.token);
                 } else {
                     out.push(*m);
                     previous_mine = Some(m.peer);
@@ -175,11 +161,37 @@ fn merge_entries(
                 insert_theirs(t, previous_mine)?;
                 out.push(*t);
                 previous_mine = None;
-                changed = true;
+                taken.push(t.token);
                 j += 1;
             }
             (m, t) => unreachable!("merge cursor stuck at {m:?} / {t:?}"),
         }
     }
-    Ok((out, changed))
+    Ok((out, taken))
+}
+
+/// Whether their entry replaces ours for the same token: the higher version wins, then the
+/// higher free count; never when it would take an entry of ours (`me`) away.
+pub(super) fn take_theirs(m: &Entry, t: &Entry, me: PeerName) -> Result<bool, MergeError> {
+    let take = if m.version != t.version {
+        t.version > m.version
+    } else if m == t {
+        false
+    } else if m.peer == t.peer {
+        t.free > m.free
+    } else {
+        return Err(MergeError::InconsistentEntries {
+            ours: *m,
+            theirs: *t,
+        });
+    };
+    if take && m.peer == me && t.peer != me {
+        return Err(MergeError::UpdateForMyRange {
+            token: m.token,
+            version: m.version,
+            incoming_peer: t.peer,
+            incoming_version: t.version,
+        });
+    }
+    Ok(take)
 }

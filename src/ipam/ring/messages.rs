@@ -1,18 +1,20 @@
 //! What allocators say to each other, and what they hand back to their driver.
 
 use super::addr::{ip, AddrRange};
+use super::delta::RingDelta;
 use super::entries::Ring;
 use super::paxos::PaxosState;
 use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Broadcast on the `IPallocation` gossip channel: the election before a ring exists, the
-/// whole ring after.
+/// Broadcast on the `IPallocation` gossip channel: the election before a ring exists, then
+/// what changed in the ring; the whole ring now and then (anti-entropy).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gossip {
     Paxos(PaxosState),
     Ring(Ring),
+    RingDelta(RingDelta),
 }
 
 /// Point-to-point messages for moving space between peers.
@@ -26,6 +28,10 @@ pub enum Unicast {
     SpaceDenied(Ring),
     /// The sender's election claims, for the proposer it promised (see `paxos`).
     Paxos(PaxosState),
+    /// "Your delta did not fit my ring: send me your whole ring."
+    RingRequest,
+    /// The answer to a `RingRequest`.
+    RingReply(Ring),
 }
 
 /// What the driver (router, or the simulator) must do after a call.

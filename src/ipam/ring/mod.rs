@@ -5,8 +5,10 @@
 pub mod addr;
 pub mod allocator;
 pub mod claim;
+pub mod delta;
 mod election;
 pub mod entries;
+mod gossip;
 pub mod merge;
 pub mod messages;
 pub mod paxos;
@@ -17,11 +19,14 @@ pub use crate::peer::PeerName;
 pub use addr::{ip, AddrRange};
 pub use allocator::{Allocator, Checkpoint, REQUEST_TIMEOUT_TICKS};
 pub use claim::ClaimOutcome;
+pub use delta::{seeds_digest, DeltaMerge, RingDelta};
 pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
 pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
 pub use paxos::{Paxos, PaxosState, ProposalId};
 pub use space::Space;
 
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod ring_tests;
