@@ -1,24 +1,15 @@
 //! Delta gossip against whole-ring gossip: random histories (seeded, so a failure names
 //! its seed), delivery in any order, and the refusals.
 
+use super::ring_tests::{peer, ring_of, universe};
 use super::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-fn peer(n: u64) -> PeerName {
-    PeerName::from_u64(n).unwrap()
-}
-
-fn universe() -> AddrRange {
-    AddrRange::from_cidr("10.0.0.0/24").unwrap()
-}
-
 fn seeded(me: u64, seeds: &[u64]) -> Ring {
-    let mut r = Ring::new(universe(), peer(me));
-    let names: Vec<PeerName> = seeds.iter().map(|p| peer(*p)).collect();
-    r.claim_for_peers(&names).unwrap();
+    let mut r = ring_of(me, seeds);
     r.clear_touched();
     r
 }

@@ -5,15 +5,15 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 
-fn peer(n: u64) -> PeerName {
+pub(super) fn peer(n: u64) -> PeerName {
     PeerName::from_u64(n).unwrap()
 }
 
-fn universe() -> AddrRange {
+pub(super) fn universe() -> AddrRange {
     AddrRange::from_cidr("10.0.0.0/24").unwrap()
 }
 
-fn ring_of(me: u64, peers: &[u64]) -> Ring {
+pub(super) fn ring_of(me: u64, peers: &[u64]) -> Ring {
     let mut r = Ring::new(universe(), peer(me));
     let names: Vec<PeerName> = peers.iter().map(|p| peer(*p)).collect();
     r.claim_for_peers(&names).unwrap();
