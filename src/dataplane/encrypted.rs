@@ -274,6 +274,9 @@ fn outbound(s: &Shared) {
                     await_answer(s, &mut out, &mut buf);
                     continue;
                 }
+                // Sleep without the buffers: the receiving worker pulls what the container
+                // answers after each TAP write (`PULL_AFTER_WRITE`) only if it gets them.
+                drop(out);
                 let slept = Instant::now();
                 readable(&s.tap);
                 after_quiet = slept.elapsed() >= QUIET;
@@ -281,6 +284,7 @@ fn outbound(s: &Shared) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
+                drop(out);
                 std::thread::sleep(POLL);
             }
         }
