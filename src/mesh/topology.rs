@@ -70,11 +70,6 @@ impl Topology {
         self.routes.is_empty()
     }
 
-    /// True when entries were taken in since the last settle.
-    pub fn is_stale(&self) -> bool {
-        self.stale
-    }
-
     /// Replaces our own connection list; bumps our version if it changed (settle after).
     pub fn set_our_connections(&mut self, mut conns: Vec<ConnectionInfo>) -> bool {
         conns.sort_by_key(|c| (c.peer, c.addr, c.outbound));
@@ -117,7 +112,8 @@ impl Topology {
     }
 
     /// [`absorb`](Self::absorb) then [`settle`](Self::settle): true if what is reachable, or
-    /// a reachable entry, changed.
+    /// a reachable entry, changed. The actor absorbs per message and settles per batch.
+    #[cfg(test)]
     pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
         let taken = self.absorb_names(received);
         let moved = self.settle();
