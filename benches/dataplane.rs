@@ -9,8 +9,8 @@
 //!   ChaCha20-Poly1305), with the CPU the two routers use during the single-stream run;
 //! - ours again on a pair of hosts whose router iptables rules (filter, nat) are flushed and
 //!   bridge-nf-call-iptables is off: how much of any gap is netfilter, not the VXLAN path;
-//! - ours with the VXLAN packets tracked by conntrack again (the raw-table NOTRACK jump for
-//!   the VXLAN UDP port removed): what that rule buys;
+//! - ours with the VXLAN packets tracked by conntrack again (the `udp dport` notrack rules of
+//!   the router's nftables table removed): what that rule buys;
 //! - the routed path (`--dataplane auto` between two meshed routers on one subnet: no
 //!   encapsulation), against the raw underlay veth;
 //! - three hosts: ours (three meshed routers, `--dataplane vxlan`) against a hand-made VXLAN
@@ -327,7 +327,7 @@ fn main() {
         if let Some(bare) = &bare {
             bare.host(k).ns.sh(
                 "sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null; \
-                 iptables -w 10 -F && iptables -w 10 -t nat -F",
+                 nft delete table ip weave; iptables -w 10 -F && iptables -w 10 -t nat -F",
             );
         }
     }
@@ -357,8 +357,8 @@ fn main() {
             tracked
                 .host(k)
                 .ns
-                .sh("iptables -w 10 -t raw -D PREROUTING -j WEAVE-NOTRACK-UDP; \
-                 iptables -w 10 -t raw -D OUTPUT -j WEAVE-NOTRACK-UDP");
+                .sh("nft flush chain ip weave prerouting && nft flush chain ip weave output && \
+                 nft add rule ip weave prerouting ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack");
         }
     }
     let routed = full.then(routed_pair);

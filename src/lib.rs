@@ -40,6 +40,7 @@ pub mod iptables;
 pub mod mesh;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod peer;
 pub mod plugin;
 pub mod router;

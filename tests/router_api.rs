@@ -201,17 +201,45 @@ fn expose_and_hide_change_bridge_and_iptables() {
     let ns = Netns::new("rt");
     let r = start(&ns, &[]);
     assert!(ns.sh("ip -o link show weave").contains("mtu 1376"));
-    // Base rules, including the guard on the API port.
-    ns.sh("iptables -w -C FORWARD -i weave ! -o weave -j ACCEPT");
-    ns.sh("iptables -w -C FORWARD -o weave -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
-    ns.sh("iptables -w -C FORWARD -i weave -o weave -j ACCEPT");
-    ns.sh("iptables -w -t nat -C POSTROUTING -j WEAVE");
-    assert!(ns.sh("iptables -w -S INPUT").contains("--dport 6784"));
+    // Base rules, including the guard on the API port; bridge to bridge first. Nothing
+    // needs conntrack before an expose.
+    let forward = ns.sh("iptables -w -S FORWARD");
+    let forward: Vec<&str> = forward.lines().skip(1).collect();
+    assert_eq!(
+        forward,
+        [
+            "-A FORWARD -i weave -o weave -j ACCEPT",
+            "-A FORWARD -i weave ! -o weave -j ACCEPT",
+            "-A FORWARD -o weave -j WEAVE-EXPOSE",
+            // Containers routed in from a neighbour (the routed path).
+            "-A FORWARD -s 10.32.0.0/12 -d 10.32.0.0/12 -o weave -j ACCEPT",
+        ],
+        "{forward:#?}"
+    );
+    let input = ns.sh("iptables -w -S INPUT");
+    assert!(input.contains("--dport 6784"), "{input}");
+    assert!(!input.contains("conntrack"), "{input}");
+    assert!(!ns.sh("iptables -w -t nat -S").contains("WEAVE"));
+    // Container-to-container traffic and the VXLAN packets skip conntrack, in our own
+    // nftables table.
+    let table = ns.sh("nft list table ip weave");
+    assert!(
+        table.contains("ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack"),
+        "{table}"
+    );
+    assert_eq!(
+        table.matches("udp dport 6784 notrack").count(),
+        2,
+        "{table}"
+    );
+    assert!(!ns.sh("iptables -w -t raw -S").contains("WEAVE"));
 
     expect(&r, "POST", "/ip/weave:expose", None, 200, "10.32.0.1/12");
     expect(&r, "POST", "/expose/10.32.0.1/12", None, 204, "");
     expect(&r, "POST", "/expose/10.32.0.1/12", None, 204, ""); // idempotent
     assert_eq!(ns.addrs("weave"), vec!["10.32.0.1/12"]);
+    ns.sh("iptables -w -C FORWARD -o weave -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+    ns.sh("iptables -w -t nat -C POSTROUTING -j WEAVE");
     let masq = "iptables -w -t nat -C WEAVE -s 10.32.0.0/12 ! -d 10.32.0.0/12 -j MASQUERADE";
     ns.sh(masq);
     ns.sh("iptables -w -t nat -C WEAVE ! -s 10.32.0.0/12 -d 10.32.0.0/12 -j MASQUERADE");
@@ -223,31 +251,17 @@ fn expose_and_hide_change_bridge_and_iptables() {
         "one copy of each rule:\n{nat_rules}"
     );
 
-    // Container-to-container traffic skips conntrack; the bridge's own address does not.
-    ns.sh("iptables -w -t raw -C PREROUTING -i weave -j WEAVE-NOTRACK");
-    let notrack = ns.sh("iptables -w -t raw -S WEAVE-NOTRACK");
-    let lines: Vec<&str> = notrack.lines().skip(1).collect();
-    assert_eq!(
-        lines,
-        vec![
-            "-A WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN",
-            "-A WEAVE-NOTRACK -s 10.32.0.0/12 -d 10.32.0.0/12 -j CT --notrack",
-        ],
-        "{notrack}"
-    );
-    // ... also when routed in from a neighbour; the VXLAN packets themselves skip it both
-    // ways; containers routed in from a neighbour are forwarded to the bridge.
-    ns.sh("iptables -w -t raw -C PREROUTING ! -i weave -s 10.32.0.0/12 -d 10.32.0.0/12 -j WEAVE-NOTRACK");
-    ns.sh("iptables -w -t raw -C PREROUTING -j WEAVE-NOTRACK-UDP");
-    ns.sh("iptables -w -t raw -C OUTPUT -j WEAVE-NOTRACK-UDP");
-    ns.sh("iptables -w -t raw -C WEAVE-NOTRACK-UDP -p udp --dport 6784 -j CT --notrack");
-    ns.sh("iptables -w -C FORWARD -s 10.32.0.0/12 -d 10.32.0.0/12 -o weave -j ACCEPT");
+    // The bridge's own address stays tracked (NAT replies, portmap's hairpin).
+    let keep_tracked = "ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 ip daddr != 10.32.0.1 notrack";
+    let table = ns.sh("nft list table ip weave");
+    assert!(table.contains(keep_tracked), "{table}");
 
     expect(&r, "DELETE", "/expose/10.32.0.1/12", None, 204, "");
     assert!(ns.addrs("weave").is_empty());
     assert_ne!(ns.try_sh(masq).0, 0, "rule still there");
-    let keep_tracked = "iptables -w -t raw -C WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN";
-    assert_ne!(ns.try_sh(keep_tracked).0, 0, "RETURN still there");
+    let table = ns.sh("nft list table ip weave");
+    assert!(!table.contains("10.32.0.1"), "still tracked:\n{table}");
+    assert!(table.contains("ip daddr 10.32.0.0/12 notrack"), "{table}");
 
     expect(
         &r,
@@ -269,6 +283,46 @@ fn expose_and_hide_change_bridge_and_iptables() {
         (400, true),
         "{body}"
     );
+}
+
+/// A host without the `nft` binary gets the same exemptions as iptables raw chains; a
+/// router that later finds `nft` moves them into its table and removes the chains.
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn without_nft_the_notrack_rules_go_through_iptables() {
+    let ns = Netns::new("rt");
+    // A PATH with what the router and `ip netns exec` run, but no nft.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ip", "iptables", "iptables-save", "iptables-restore"] {
+        let found = ns.sh(&format!("command -v {tool}"));
+        std::os::unix::fs::symlink(found.trim(), bin.path().join(tool)).unwrap();
+    }
+    let path = bin.path().to_str().unwrap();
+    let mut r = Router::start_with_env(&ns, &[], &[("PATH", path)]);
+    let raw = ns.sh("iptables -w -t raw -S");
+    for rule in [
+        "-A PREROUTING -i weave -j WEAVE-NOTRACK",
+        "-A PREROUTING -s 10.32.0.0/12 -d 10.32.0.0/12 ! -i weave -j WEAVE-NOTRACK",
+        "-A PREROUTING -j WEAVE-NOTRACK-UDP",
+        "-A OUTPUT -j WEAVE-NOTRACK-UDP",
+        "-A WEAVE-NOTRACK -s 10.32.0.0/12 -d 10.32.0.0/12 -j CT --notrack",
+        "-A WEAVE-NOTRACK-UDP -p udp -m udp --dport 6784 -j CT --notrack",
+    ] {
+        assert!(raw.lines().any(|l| l == rule), "no {rule:?} in:\n{raw}");
+    }
+    assert!(!ns.sh("nft list tables").contains("weave"));
+    expect(&r, "POST", "/expose/10.32.0.1/12", None, 204, "");
+    ns.sh("iptables -w -t raw -C WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN");
+
+    r.stop(Duration::from_secs(5));
+    r.env.clear();
+    r.spawn();
+    assert!(!ns.sh("iptables -w -t raw -S").contains("WEAVE"));
+    let table = ns.sh("nft list table ip weave");
+    assert!(table.contains("ip daddr != 10.32.0.1 notrack"), "{table}");
 }
 
 #[test]

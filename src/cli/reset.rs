@@ -50,6 +50,10 @@ pub(super) fn run(ctx: &Ctx, force: bool) -> CliResult {
         Err(f) => return Err(f),
     }
     errors.push_err(iptables::remove_weave_rules());
+    errors.push_err(crate::nftables::delete_table(
+        "ip",
+        crate::dataplane::notrack::TABLE,
+    ));
     errors.push_err(remove_state_files(&ctx.datadir));
     errors
         .into_result()

@@ -9,18 +9,6 @@ use ipnet::Ipv4Net;
 pub const NAT_CHAIN: &str = "WEAVE";
 /// Filter chain accepting traffic to exposed subnets, jumped from FORWARD for `-o weave`.
 pub const EXPOSE_CHAIN: &str = "WEAVE-EXPOSE";
-/// Raw chain, jumped from PREROUTING for packets arriving on the bridge: traffic between two
-/// container addresses skips connection tracking (nothing NATs it, and br_netfilter would
-/// otherwise track every bridged frame, local and from VXLAN peers: ~10% of cross-host
-/// throughput). Packets to the bridge's own addresses stay tracked (NAT replies, portmap's
-/// hairpin SNAT).
-pub const NOTRACK_CHAIN: &str = "WEAVE-NOTRACK";
-/// Raw chain, jumped from PREROUTING and OUTPUT: the VXLAN packets themselves (UDP to the
-/// data-plane port, both ways) and the encrypted path's datagrams skip connection tracking. Nothing NATs them, and tracking
-/// every encapsulated packet (one conntrack lookup on send, one on receive, on top of the
-/// filter chains) costs throughput once conntrack is loaded (Docker, our NAT rules).
-pub const NOTRACK_UDP_CHAIN: &str = "WEAVE-NOTRACK-UDP";
-
 use crate::iptables::output as iptables;
 
 fn run_ok(args: &[&str]) -> Result<()> {
@@ -63,60 +51,40 @@ pub fn delete_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The rules the router always wants: forwarding for the bridge, the NAT and expose chains,
-/// and (when the API listens on loopback) the INPUT rule keeping other hosts off the API port.
-pub fn configure_base(protect_port: Option<u16>, range: Ipv4Net, udp_ports: &[u16]) -> Result<()> {
+/// The rules the router always wants: forwarding for the bridge and (when the API listens on
+/// loopback) the INPUT rule keeping other hosts off the API port. Bridge-to-bridge comes first:
+/// with br_netfilter every bridged frame, local or from a VXLAN peer, walks FORWARD. Nothing
+/// here needs connection tracking, so a namespace without other users of conntrack does not
+/// load it for us; the rules that need it come with the first [`expose`].
+pub fn configure_base(protect_port: Option<u16>) -> Result<()> {
     let b = BRIDGE_NAME;
-    ensure_chain("raw", NOTRACK_CHAIN)?;
-    let range = range.trunc().to_string();
-    ensure_rule(
-        "raw",
-        NOTRACK_CHAIN,
-        &["-s", &range, "-d", &range, "-j", "CT", "--notrack"],
-        false,
-    )?;
-    ensure_rule("raw", "PREROUTING", &["-i", b, "-j", NOTRACK_CHAIN], false)?;
-    // Container traffic routed in from a neighbour (routed path) arrives on the underlay.
-    ensure_rule(
-        "raw",
-        "PREROUTING",
-        &[
-            "!",
-            "-i",
-            b,
-            "-s",
-            &range,
-            "-d",
-            &range,
-            "-j",
-            NOTRACK_CHAIN,
-        ],
-        false,
-    )?;
-    if !udp_ports.is_empty() {
-        ensure_chain("raw", NOTRACK_UDP_CHAIN)?;
-    }
-    for port in udp_ports {
-        let port = port.to_string();
-        ensure_rule(
-            "raw",
-            NOTRACK_UDP_CHAIN,
-            &["-p", "udp", "--dport", &port, "-j", "CT", "--notrack"],
-            false,
-        )?;
-    }
-    if !udp_ports.is_empty() {
-        for hook in ["PREROUTING", "OUTPUT"] {
-            ensure_rule("raw", hook, &["-j", NOTRACK_UDP_CHAIN], false)?;
-        }
-    }
     ensure_chain("filter", EXPOSE_CHAIN)?;
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &["-i", b, "-o", b, "-j", "ACCEPT"],
+        false,
+    )?;
     ensure_rule(
         "filter",
         "FORWARD",
         &["-i", b, "!", "-o", b, "-j", "ACCEPT"],
         false,
     )?;
+    ensure_rule("filter", "FORWARD", &["-o", b, "-j", EXPOSE_CHAIN], false)?;
+    if let Some(port) = protect_port {
+        let port = port.to_string();
+        // An older router's form of the guard matched conntrack state too.
+        delete_rule("filter", "INPUT", &tracked_input_guard(&port))?;
+        ensure_rule("filter", "INPUT", &input_guard(&port), true)?;
+    }
+    Ok(())
+}
+
+/// The rules an exposed subnet needs besides its own: replies to connections the hosts'
+/// masquerading (or portmap) made come back into the bridge; the NAT chain.
+fn configure_exposed(skip_nat: bool) -> Result<()> {
+    let b = BRIDGE_NAME;
     ensure_rule(
         "filter",
         "FORWARD",
@@ -132,26 +100,19 @@ pub fn configure_base(protect_port: Option<u16>, range: Ipv4Net, udp_ports: &[u1
         ],
         false,
     )?;
-    ensure_rule(
-        "filter",
-        "FORWARD",
-        &["-i", b, "-o", b, "-j", "ACCEPT"],
-        false,
-    )?;
-    ensure_rule("filter", "FORWARD", &["-o", b, "-j", EXPOSE_CHAIN], false)?;
-    ensure_chain("nat", NAT_CHAIN)?;
-    ensure_rule("nat", "POSTROUTING", &["-j", NAT_CHAIN], false)?;
-    if let Some(port) = protect_port {
-        let port = port.to_string();
-        ensure_rule("filter", "INPUT", &input_guard(&port), true)?;
+    if !skip_nat {
+        ensure_chain("nat", NAT_CHAIN)?;
+        ensure_rule("nat", "POSTROUTING", &["-j", NAT_CHAIN], false)?;
     }
     Ok(())
 }
 
-/// Weave's rule: drop new connections to the control port on 127.0.0.1 that do not come from
-/// a local address (e.g. routed in by a container with route_localnet tricks).
+/// Weave's guard on the control port: drop connections to it on 127.0.0.1 that do not come
+/// from a local address (e.g. routed in by a container with route_localnet tricks). Weave's
+/// rule also spares established connections, which loads conntrack; a packet to this port
+/// is always client to server, and a foreign client's first packet is already dropped.
 pub fn input_guard(port: &str) -> Vec<&str> {
-    vec![
+    let mut rule = vec![
         "-p",
         "tcp",
         "-d",
@@ -163,18 +124,27 @@ pub fn input_guard(port: &str) -> Vec<&str> {
         "!",
         "--src-type",
         "LOCAL",
-        "-m",
-        "conntrack",
-        "!",
-        "--ctstate",
-        "RELATED,ESTABLISHED",
-        "-m",
-        "comment",
-        "--comment",
-        "Block non-local access to Weave Net control port",
-        "-j",
-        "DROP",
-    ]
+    ];
+    rule.extend(GUARD_TAIL);
+    rule
+}
+
+const GUARD_TAIL: [&str; 6] = [
+    "-m",
+    "comment",
+    "--comment",
+    "Block non-local access to Weave Net control port",
+    "-j",
+    "DROP",
+];
+
+/// The guard as routers before this one installed it (with conntrack state).
+fn tracked_input_guard(port: &str) -> Vec<&str> {
+    let mut rule = input_guard(port);
+    rule.truncate(rule.len() - GUARD_TAIL.len());
+    rule.extend(["-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED"]);
+    rule.extend(GUARD_TAIL);
+    rule
 }
 
 /// The three NAT rules of an exposed subnet, as argument lists.
@@ -197,16 +167,6 @@ fn expose_rule(cidr: Ipv4Net) -> Vec<String> {
     ]
 }
 
-/// Keeps packets to the bridge address `cidr.addr()` tracked (see [`NOTRACK_CHAIN`]).
-fn tracked_rule(cidr: Ipv4Net) -> Vec<String> {
-    vec![
-        "-d".into(),
-        format!("{}/32", cidr.addr()),
-        "-j".into(),
-        "RETURN".into(),
-    ]
-}
-
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -214,8 +174,8 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// Firewall side of `expose`: accept forwarding to the subnet and, unless `skip_nat`,
 /// masquerade traffic leaving or entering it.
 pub fn expose(cidr: Ipv4Net, skip_nat: bool) -> Result<()> {
+    configure_exposed(skip_nat)?;
     ensure_rule("filter", EXPOSE_CHAIN, &strs(&expose_rule(cidr)), false)?;
-    ensure_rule("raw", NOTRACK_CHAIN, &strs(&tracked_rule(cidr)), true)?;
     if !skip_nat {
         for r in nat_rules(cidr) {
             ensure_rule("nat", NAT_CHAIN, &strs(&r), false)?;
@@ -227,7 +187,6 @@ pub fn expose(cidr: Ipv4Net, skip_nat: bool) -> Result<()> {
 /// Undoes [`expose`] (whether or not NAT had been skipped).
 pub fn hide(cidr: Ipv4Net) -> Result<()> {
     delete_rule("filter", EXPOSE_CHAIN, &strs(&expose_rule(cidr)))?;
-    delete_rule("raw", NOTRACK_CHAIN, &strs(&tracked_rule(cidr)))?;
     for r in nat_rules(cidr) {
         delete_rule("nat", NAT_CHAIN, &strs(&r))?;
     }

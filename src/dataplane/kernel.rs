@@ -6,6 +6,7 @@
 //! Needs CAP_NET_ADMIN.
 
 use super::encrypted::{EncryptedOverlay, EncryptedStats};
+use super::notrack::Notrack;
 use super::path::{Only, PathPolicy};
 use super::routed::{Mode, Routed, RoutedOverlay};
 use super::vxlan::{Datapath, VxlanOverlay};
@@ -55,6 +56,13 @@ pub struct KernelDataPlane {
     /// The peers of the last [`DataPlane::set_peers`] (re-sorted when the host's subnets
     /// change).
     peers: Mutex<Vec<Peer>>,
+    /// The connection-tracking exemptions, told of each exposed address.
+    notrack: Notrack,
+}
+
+/// The bridge's own addresses (host parts of its subnets), which stay tracked.
+fn bridge_hosts(subnets: &[Ipv4Net]) -> Vec<std::net::Ipv4Addr> {
+    subnets.iter().map(Ipv4Net::addr).collect()
 }
 
 impl KernelDataPlane {
@@ -75,9 +83,19 @@ impl KernelDataPlane {
         if opts.policy.encrypt {
             udp_ports.push(opts.encrypted_port);
         }
-        blocking(move || iptables::configure_base(protect, range, &udp_ports))
+        // A restarted router finds its exposed addresses still on the bridge.
+        let tracked = bridge_hosts(
+            &netlink
+                .addresses_v4(bridge.index)
+                .await
+                .context("list bridge addresses")?,
+        );
+        blocking(move || iptables::configure_base(protect))
             .await
             .context("configure iptables")?;
+        let notrack = blocking(move || Notrack::install(range, &udp_ports, &tracked))
+            .await
+            .context("configure connection tracking")?;
         let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
         let routed = match opts.mode {
             Mode::Vxlan => None,
@@ -140,6 +158,7 @@ impl KernelDataPlane {
             switch: OverlaySwitch::new(overlays),
             encrypted,
             routed,
+            notrack,
             peers: Mutex::new(Vec::new()),
         })
     }
@@ -162,7 +181,13 @@ impl DataPlane for KernelDataPlane {
             nl.add_address(self.bridge_index, cidr)
                 .await
                 .with_context(|| format!("add {cidr} to bridge"))?;
-            blocking(move || iptables::expose(cidr, skip_nat)).await
+            let tracked = bridge_hosts(&nl.addresses_v4(self.bridge_index).await?);
+            let notrack = self.notrack.clone();
+            blocking(move || {
+                iptables::expose(cidr, skip_nat)?;
+                notrack.track(cidr.addr(), &tracked)
+            })
+            .await
         }
         .boxed()
     }
@@ -173,7 +198,13 @@ impl DataPlane for KernelDataPlane {
             nl.delete_address(self.bridge_index, cidr)
                 .await
                 .with_context(|| format!("remove {cidr} from bridge"))?;
-            blocking(move || iptables::hide(cidr)).await
+            let tracked = bridge_hosts(&nl.addresses_v4(self.bridge_index).await?);
+            let notrack = self.notrack.clone();
+            blocking(move || {
+                iptables::hide(cidr)?;
+                notrack.untrack(cidr.addr(), &tracked)
+            })
+            .await
         }
         .boxed()
     }

@@ -23,6 +23,7 @@ mod encrypted_counters;
 pub mod iptables;
 pub mod kernel;
 pub mod memory;
+pub mod notrack;
 pub mod path;
 pub mod routed;
 mod sleeve_io;

@@ -301,6 +301,8 @@ fn reset_removes_bridge_veths_rules_and_state() {
         assert!(host.datadir.path().join(f).exists(), "router wrote no {f}");
     }
 
+    let tables = host.sh(&["nft", "list", "tables"]);
+    assert!(tables.contains("table ip weave"), "no nft table:\n{tables}");
     host.weave_ok(&["reset"]);
     assert!(gone(pid), "router still running after reset");
     assert!(!host.link_exists("weave"), "bridge left");
@@ -312,6 +314,11 @@ fn reset_removes_bridge_veths_rules_and_state() {
             "{table} rules left:\n{rules}"
         );
     }
+    let tables = host.sh(&["nft", "list", "tables"]);
+    assert!(
+        !tables.contains("table ip weave"),
+        "nft table left:\n{tables}"
+    );
     for f in ["ipam.json", "peername", "weaver.pid", "targets.json"] {
         assert!(!host.datadir.path().join(f).exists(), "{f} left");
     }
