@@ -6,7 +6,7 @@
 //!   flood entry), in its own namespaces, in the same run;
 //! - the raw underlay veth between the two hosts (the ceiling);
 //! - ours with `--password` on another pair: the encrypted user-space path (TAP + UDP,
-//!   ChaCha20-Poly1305), with the CPU the two routers use during the single-stream run;
+//!   AES-256-GCM), with the CPU the two routers use during the single-stream run;
 //! - ours again on a pair of hosts whose router iptables rules (filter, nat) are flushed and
 //!   bridge-nf-call-iptables is off: how much of any gap is netfilter, not the VXLAN path;
 //! - ours with the VXLAN packets tracked by conntrack again (the `udp dport` notrack rules of

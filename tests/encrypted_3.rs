@@ -1,5 +1,5 @@
 //! The encrypted data path on three simulated hosts (issue 13): with `--password`, container
-//! traffic crosses the underlay only as authenticated ChaCha20-Poly1305 datagrams on the
+//! traffic crosses the underlay only as authenticated AES-256-GCM datagrams on the
 //! mesh port; a capture in the underlay namespace (tcpdump) sees neither a plaintext marker
 //! sent between containers nor any VXLAN packet. Without a password the same capture sees
 //! both (the control). Faults: tampered, replayed, truncated and non-peer datagrams are

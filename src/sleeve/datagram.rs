@@ -12,7 +12,7 @@
 //!
 //! All integers big-endian. The first 16 bytes are the sealed header, the AEAD's associated
 //! data; the nonce is the epoch and counter (each epoch has its own key, so a nonce never
-//! repeats under a key). The sealed bytes are the ciphertext then ChaCha20-Poly1305's
+//! repeats under a key). The sealed bytes are the ciphertext then AES-256-GCM's
 //! 16-byte tag; datagram `index` of `count` carries bytes `index * chunk ..` of them, every
 //! datagram but the last exactly `chunk` bytes. The fragment fields are not authenticated
 //! themselves: a wrong one misplaces bytes, and the reassembled frame fails the AEAD.
@@ -31,8 +31,10 @@ pub const TAG_LEN: usize = 16;
 pub const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Bytes a single datagram adds to the frame it carries whole.
 pub const OVERHEAD: usize = DATAGRAM_HEADER_LEN + TAG_LEN;
-/// The only datagram type: a slice of a sealed frame (type 1 was one frame per datagram).
-pub const TYPE_FRAME: u8 = 2;
+/// The only datagram type: a slice of a frame sealed with AES-256-GCM (type 2 was the same
+/// under ChaCha20-Poly1305, type 1 one frame per datagram: older routers' datagrams are
+/// refused as an unknown type, not as failed authentication).
+pub const TYPE_FRAME: u8 = 3;
 /// Largest UDP payload over IPv4; no datagram is longer.
 pub const MAX_DATAGRAM: usize = 65_507;
 /// Largest plaintext frame: an offload header and a 64 KiB super-frame, with room to spare.
@@ -275,7 +277,7 @@ mod tests {
         };
         let mut d = [0u8; SEAL_OVERHEAD];
         h.encode((&mut d[..HEADER_LEN]).try_into().unwrap());
-        assert_eq!(&d[..16], &[2, 2, 3, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6]);
+        assert_eq!(&d[..16], &[3, 2, 3, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6]);
         assert_eq!(
             Header::decode(&d).unwrap().session,
             0x0002_0304,
