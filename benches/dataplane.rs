@@ -28,6 +28,8 @@
 //! Usage: cargo bench --bench dataplane -- [--smoke] [--seconds N] [--rounds N] [--json FILE]
 //!   [--encrypted-only]   (only our VXLAN and the encrypted path: quick runs while tuning it)
 //!   [--trace]   (the encrypted routers trace each ping's stages; prints their timeline)
+//!   [--hold FILE]   (only sets up ours and the hand-made VXLAN on two hosts, prints their
+//!                    namespaces and waits while FILE exists: for `perf` and iperf3 by hand)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -274,6 +276,34 @@ fn vxlan_trio() -> Cluster {
     meshed(3, &["--dataplane", "vxlan"])
 }
 
+/// `--hold FILE`: ours and the hand-made VXLAN, kept until FILE is deleted.
+fn hold(file: &str) {
+    let ours = weave_pair();
+    let c = &ours.containers;
+    let mtu: u32 = c[0]
+        .ns
+        .sh("cat /sys/class/net/eth0/mtu")
+        .trim()
+        .parse()
+        .unwrap();
+    let hand = HandVxlan::new(mtu, 2);
+    let h = hand.path();
+    println!(
+        "ours: {} -> {} {} (hosts {} {})\nhand: {} -> {} {}",
+        c[0].ns.name,
+        c[1].ns.name,
+        c[1].ip,
+        ours.host(1).ns.name,
+        ours.host(2).ns.name,
+        h.client,
+        h.server,
+        h.addr
+    );
+    while std::path::Path::new(file).exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Between a cluster's two containers, measuring its routers' CPU or not.
 fn pair_path(c: &Cluster, cpu: bool) -> Path<'_> {
     Path {
@@ -319,6 +349,10 @@ fn main() {
     // Only our VXLAN and the encrypted path (their ratio), for quick runs while tuning it.
     let encrypted_only = args.iter().any(|a| a == "--encrypted-only");
 
+    if let Some(file) = arg("--hold") {
+        hold(&file);
+        return;
+    }
     let ours = weave_pair();
     let a = 0;
     let full = !encrypted_only;

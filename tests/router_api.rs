@@ -216,22 +216,22 @@ fn expose_and_hide_change_bridge_and_iptables() {
         ],
         "{forward:#?}"
     );
-    let input = ns.sh("iptables -w -S INPUT");
-    assert!(input.contains("--dport 6784"), "{input}");
-    assert!(!input.contains("conntrack"), "{input}");
+    assert!(!ns.sh("iptables -w -S INPUT").contains("6784"));
     assert!(!ns.sh("iptables -w -t nat -S").contains("WEAVE"));
     // Container-to-container traffic and the VXLAN packets skip conntrack, in our own
-    // nftables table.
+    // nftables table, which also holds the guard on the API port.
     let table = ns.sh("nft list table ip weave");
     assert!(
-        table.contains("ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack"),
+        table.contains("ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack accept"),
         "{table}"
     );
     assert_eq!(
-        table.matches("udp dport 6784 notrack").count(),
+        table.matches("udp dport 6784 notrack accept").count(),
         2,
         "{table}"
     );
+    let guard = "ip daddr 127.0.0.1 tcp dport 6784 fib saddr type != local drop";
+    assert!(table.contains(guard), "{table}");
     assert!(!ns.sh("iptables -w -t raw -S").contains("WEAVE"));
 
     expect(&r, "POST", "/ip/weave:expose", None, 200, "10.32.0.1/12");
@@ -252,7 +252,8 @@ fn expose_and_hide_change_bridge_and_iptables() {
     );
 
     // The bridge's own address stays tracked (NAT replies, portmap's hairpin).
-    let keep_tracked = "ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 ip daddr != 10.32.0.1 notrack";
+    let keep_tracked =
+        "ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 ip daddr != 10.32.0.1 notrack accept";
     let table = ns.sh("nft list table ip weave");
     assert!(table.contains(keep_tracked), "{table}");
 
@@ -261,7 +262,10 @@ fn expose_and_hide_change_bridge_and_iptables() {
     assert_ne!(ns.try_sh(masq).0, 0, "rule still there");
     let table = ns.sh("nft list table ip weave");
     assert!(!table.contains("10.32.0.1"), "still tracked:\n{table}");
-    assert!(table.contains("ip daddr 10.32.0.0/12 notrack"), "{table}");
+    assert!(
+        table.contains("ip daddr 10.32.0.0/12 notrack accept"),
+        "{table}"
+    );
 
     expect(
         &r,
@@ -314,6 +318,7 @@ fn without_nft_the_notrack_rules_go_through_iptables() {
         assert!(raw.lines().any(|l| l == rule), "no {rule:?} in:\n{raw}");
     }
     assert!(!ns.sh("nft list tables").contains("weave"));
+    assert!(ns.sh("iptables -w -S INPUT").contains("--dport 6784"));
     expect(&r, "POST", "/expose/10.32.0.1/12", None, 204, "");
     ns.sh("iptables -w -t raw -C WEAVE-NOTRACK -d 10.32.0.1/32 -j RETURN");
 
@@ -321,8 +326,13 @@ fn without_nft_the_notrack_rules_go_through_iptables() {
     r.env.clear();
     r.spawn();
     assert!(!ns.sh("iptables -w -t raw -S").contains("WEAVE"));
+    assert!(!ns.sh("iptables -w -S INPUT").contains("6784"));
     let table = ns.sh("nft list table ip weave");
-    assert!(table.contains("ip daddr != 10.32.0.1 notrack"), "{table}");
+    assert!(
+        table.contains("ip daddr != 10.32.0.1 notrack accept"),
+        "{table}"
+    );
+    assert!(table.contains("tcp dport 6784 fib saddr type != local drop"));
 }
 
 #[test]

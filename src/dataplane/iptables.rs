@@ -51,12 +51,13 @@ pub fn delete_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The rules the router always wants: forwarding for the bridge and (when the API listens on
-/// loopback) the INPUT rule keeping other hosts off the API port. Bridge-to-bridge comes first:
+/// The rules the router always wants in iptables: forwarding for the bridge, and the guard
+/// keeping other hosts off the API port (`guard`: the API listens on loopback and there is
+/// no nftables table to hold it; see [`super::notrack`]). Bridge-to-bridge comes first:
 /// with br_netfilter every bridged frame, local or from a VXLAN peer, walks FORWARD. Nothing
 /// here needs connection tracking, so a namespace without other users of conntrack does not
 /// load it for us; the rules that need it come with the first [`expose`].
-pub fn configure_base(protect_port: Option<u16>) -> Result<()> {
+pub fn configure_base(guard: Option<u16>) -> Result<()> {
     let b = BRIDGE_NAME;
     ensure_chain("filter", EXPOSE_CHAIN)?;
     ensure_rule(
@@ -72,13 +73,20 @@ pub fn configure_base(protect_port: Option<u16>) -> Result<()> {
         false,
     )?;
     ensure_rule("filter", "FORWARD", &["-o", b, "-j", EXPOSE_CHAIN], false)?;
-    if let Some(port) = protect_port {
+    if let Some(port) = guard {
         let port = port.to_string();
         // An older router's form of the guard matched conntrack state too.
         delete_rule("filter", "INPUT", &tracked_input_guard(&port))?;
         ensure_rule("filter", "INPUT", &input_guard(&port), true)?;
     }
     Ok(())
+}
+
+/// Removes the iptables forms of the guard on `port` (the nftables table holds it now).
+pub fn remove_input_guard(port: u16) -> Result<()> {
+    let port = port.to_string();
+    delete_rule("filter", "INPUT", &tracked_input_guard(&port))?;
+    delete_rule("filter", "INPUT", &input_guard(&port))
 }
 
 /// The rules an exposed subnet needs besides its own: replies to connections the hosts'

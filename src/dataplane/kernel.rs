@@ -6,7 +6,7 @@
 //! Needs CAP_NET_ADMIN.
 
 use super::encrypted::{EncryptedOverlay, EncryptedStats};
-use super::notrack::Notrack;
+use super::notrack::{Backend, Notrack};
 use super::path::{Only, PathPolicy};
 use super::routed::{Mode, Routed, RoutedOverlay};
 use super::vxlan::{Datapath, VxlanOverlay};
@@ -90,12 +90,14 @@ impl KernelDataPlane {
                 .await
                 .context("list bridge addresses")?,
         );
-        blocking(move || iptables::configure_base(protect))
-            .await
-            .context("configure iptables")?;
-        let notrack = blocking(move || Notrack::install(range, &udp_ports, &tracked))
+        let notrack = blocking(move || Notrack::install(range, &udp_ports, protect, &tracked))
             .await
             .context("configure connection tracking")?;
+        // Without nftables the API port's guard goes to iptables' INPUT.
+        let guard = protect.filter(|_| notrack.backend() == Backend::Iptables);
+        blocking(move || iptables::configure_base(guard))
+            .await
+            .context("configure iptables")?;
         let mut overlays: Vec<Box<dyn Overlay>> = Vec::new();
         let routed = match opts.mode {
             Mode::Vxlan => None,

@@ -1,4 +1,5 @@
-//! Which packets skip connection tracking, and where that rule lives.
+//! Which packets skip connection tracking, and where that rule lives; with nftables, also the
+//! guard on the API port.
 //!
 //! Nothing NATs traffic between two container addresses, nor the data plane's own UDP (VXLAN,
 //! the encrypted path): tracking them costs a lookup per packet on both hosts whenever
@@ -9,7 +10,10 @@
 //! The rules go into the native nftables table `ip weave` ([`TABLE`]) when `nft` is installed:
 //! at raw priority, no counters, compared with the same rules through iptables-nft
 //! (`WEAVE-NOTRACK*` chains, kept as the fallback) that saves a share of the netfilter work
-//! per bridged frame. Blocking: call from `spawn_blocking`.
+//! per bridged frame. A matching packet leaves the chain at once (`notrack accept`). The guard
+//! that keeps other hosts off the API port on 127.0.0.1 (Weave's INPUT rule) is the chain's
+//! last rule there: no INPUT hook for every VXLAN packet that reaches the host. Without `nft`
+//! it stays in iptables' INPUT. Blocking: call from `spawn_blocking`.
 
 use super::iptables::{delete_rule, ensure_chain, ensure_rule};
 use crate::{Context, ErrorKind, Result, BRIDGE_NAME};
@@ -35,21 +39,34 @@ pub enum Backend {
 pub struct Notrack {
     range: Ipv4Net,
     udp_ports: Vec<u16>,
+    /// The API port guarded on 127.0.0.1 (the API listens on loopback).
+    guard: Option<u16>,
     backend: Backend,
 }
 
 impl Notrack {
     /// Installs the rules (nftables, else iptables), keeping `tracked` (the bridge's own
-    /// addresses) tracked. Idempotent: a restarted router replaces its table's rules.
-    pub fn install(range: Ipv4Net, udp_ports: &[u16], tracked: &[Ipv4Addr]) -> Result<Notrack> {
+    /// addresses) tracked. Idempotent: a restarted router replaces its table's rules. With
+    /// the iptables backend the guard is the caller's (see [`Notrack::backend`]).
+    pub fn install(
+        range: Ipv4Net,
+        udp_ports: &[u16],
+        guard: Option<u16>,
+        tracked: &[Ipv4Addr],
+    ) -> Result<Notrack> {
         let mut n = Notrack {
             range: range.trunc(),
             udp_ports: udp_ports.to_vec(),
+            guard,
             backend: Backend::Nftables,
         };
         match crate::nftables::apply(&n.nft_script(tracked)) {
             Ok(()) => {
                 remove_iptables_rules().context("remove the older iptables notrack rules")?;
+                if let Some(port) = guard {
+                    super::iptables::remove_input_guard(port)
+                        .context("remove the iptables guard")?;
+                }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 tracing::info!("no nft binary: connection-tracking exemptions go through iptables");
@@ -102,7 +119,7 @@ impl Notrack {
             many => format!(" ip daddr != {{ {} }}", join(many)),
         };
         s += &format!(
-            "add rule ip {t} prerouting ip saddr {range} ip daddr {range}{except} notrack\n"
+            "add rule ip {t} prerouting ip saddr {range} ip daddr {range}{except} notrack accept\n"
         );
         let ports = match self.udp_ports.as_slice() {
             [] => None,
@@ -111,8 +128,14 @@ impl Notrack {
         };
         if let Some(ports) = ports {
             for chain in ["prerouting", "output"] {
-                s += &format!("add rule ip {t} {chain} udp dport {ports} notrack\n");
+                s += &format!("add rule ip {t} {chain} udp dport {ports} notrack accept\n");
             }
+        }
+        if let Some(port) = self.guard {
+            s += &format!(
+                "add rule ip {t} prerouting ip daddr 127.0.0.1 tcp dport {port} \
+                 fib saddr type != local drop\n"
+            );
         }
         s
     }
@@ -216,20 +239,25 @@ mod tests {
         Notrack {
             range: "10.32.0.0/12".parse().unwrap(),
             udp_ports: ports.to_vec(),
+            guard: None,
             backend: Backend::Nftables,
         }
     }
 
     #[test]
     fn the_table_exempts_container_traffic_and_the_data_plane_udp() {
-        let s = notrack(&[6784]).nft_script(&[]);
+        let mut n = notrack(&[6784]);
+        n.guard = Some(6784);
+        let s = n.nft_script(&[]);
         let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
         assert_eq!(
             rules,
             [
-                "add rule ip weave prerouting ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack",
-                "add rule ip weave prerouting udp dport 6784 notrack",
-                "add rule ip weave output udp dport 6784 notrack",
+                "add rule ip weave prerouting ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack accept",
+                "add rule ip weave prerouting udp dport 6784 notrack accept",
+                "add rule ip weave output udp dport 6784 notrack accept",
+                "add rule ip weave prerouting ip daddr 127.0.0.1 tcp dport 6784 \
+                 fib saddr type != local drop",
             ]
         );
         // Replacing, not appending: a restarted router does not double its rules.
@@ -240,11 +268,11 @@ mod tests {
     #[test]
     fn bridge_addresses_stay_tracked_and_ports_are_a_set() {
         let one = notrack(&[6784, 6786]).nft_script(&["10.32.0.1".parse().unwrap()]);
-        assert!(one.contains("ip daddr 10.32.0.0/12 ip daddr != 10.32.0.1 notrack"));
-        assert!(one.contains("add rule ip weave output udp dport { 6784, 6786 } notrack"));
+        assert!(one.contains("ip daddr 10.32.0.0/12 ip daddr != 10.32.0.1 notrack accept"));
+        assert!(one.contains("add rule ip weave output udp dport { 6784, 6786 } notrack accept"));
         let two =
             notrack(&[]).nft_script(&["10.32.0.1".parse().unwrap(), "10.33.0.1".parse().unwrap()]);
-        assert!(two.contains("ip daddr != { 10.32.0.1, 10.33.0.1 } notrack"));
+        assert!(two.contains("ip daddr != { 10.32.0.1, 10.33.0.1 } notrack accept"));
         assert!(!two.contains("udp dport"), "no ports, no UDP rule:\n{two}");
     }
 }
