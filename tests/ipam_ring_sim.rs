@@ -195,3 +195,44 @@ fn ten_and_a_hundred_peers_converge() {
 fn a_thousand_peers_converge() {
     report_convergence(1000);
 }
+
+/// The byte counts of the scale bench: the sizer, which encodes each shared list once, must
+/// give every message's full JSON length.
+#[test]
+fn sizes_are_the_full_encoded_lengths() {
+    use weave::ipam::ring::{Allocator, Gossip, Output, Ring, Unicast};
+    fn json_len<T: serde::Serialize>(m: &T) -> u64 {
+        serde_json::to_vec(m).unwrap().len() as u64
+    }
+    let universe = AddrRange::from_cidr("10.32.0.0/24").unwrap();
+    let names: Vec<PeerName> = (1..=5).map(|n| PeerName::from_u64(n).unwrap()).collect();
+    let mut a = Allocator::new(names[0], universe, InitMode::Seed(names.clone()));
+    let whole = a.ring().clone();
+    a.allocate("c1", universe).unwrap();
+    let partial = a.take_outputs().into_iter().find_map(|o| match o {
+        Output::Broadcast(g @ Gossip::RingDelta(_)) => Some(g),
+        _ => None,
+    });
+    let partial = partial.expect("an allocation gossips a delta");
+    let mut fresh = Ring::new(universe, names[1]);
+    fresh.claim_for_peers(&names).unwrap();
+    let complete = Gossip::RingDelta(fresh.take_delta().expect("a new ring is a change"));
+    let mut sizer = sim::size::Sizer::default();
+    for g in [
+        Gossip::Ring(whole.clone()),
+        partial,
+        complete,
+        Gossip::Paxos(Default::default()),
+    ] {
+        assert_eq!(sizer.gossip(&g), json_len(&g), "{g:?}");
+        assert_eq!(sizer.gossip(&g), json_len(&g), "asked again: {g:?}");
+    }
+    for u in [
+        Unicast::Ring(whole.clone()),
+        Unicast::RingReply(a.ring().clone()),
+        Unicast::SpaceDenied(whole),
+        Unicast::RingRequest,
+    ] {
+        assert_eq!(sizer.unicast(&u), json_len(&u), "{u:?}");
+    }
+}

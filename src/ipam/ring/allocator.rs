@@ -487,7 +487,7 @@ impl Allocator {
 
     /// Our space follows the ring; then waiting allocations may go ahead.
     pub(super) fn after_ring_change(&mut self) {
-        let dropped = self.space.set_owned(self.ring.owned_ranges(self.me));
+        let dropped = self.space.set_owned(self.ring.own_ranges());
         if !dropped.is_empty() {
             self.owned.update_all(|_, addrs| {
                 addrs.retain(|a| !dropped.contains(a));

@@ -4,8 +4,9 @@
 //! as anti-entropy and in replies, and still merge (peers of an older release send them).
 
 use super::addr::{ip, AddrRange};
-use super::entries::{Entry, Ring};
+use super::entries::{check_entries, Entry, Ring};
 use super::merge::{take_theirs, MergeError};
+use super::shared::{Entries, Seeds};
 use crate::peer::PeerName;
 use serde::{Deserialize, Serialize};
 
@@ -18,11 +19,11 @@ pub struct RingDelta {
     /// as long as the ring (consensus seeds every elector).
     pub seeds_digest: u64,
     /// The seeds themselves, only in a complete delta (a receiver without a ring adopts them).
-    pub seeds: Vec<PeerName>,
+    pub seeds: Seeds,
     /// Entries in the sender's ring: a receiver left with fewer missed something.
     pub total: u32,
-    /// Sorted by token, no duplicates.
-    pub entries: Vec<Entry>,
+    /// Sorted by token, no duplicates. A complete delta shares the sender's list.
+    pub entries: Entries,
     /// For each entry, the token where its range ends in the sender's ring (the next one,
     /// wrapping). A receiver that knows no token there missed one (a grant that cut the
     /// range short) and must not take the entry: it would own too much.
@@ -62,6 +63,11 @@ impl RingDelta {
     /// Adds a later delta of the same sender (gossip not yet sent, batched): its entries
     /// replace earlier ones of the same token.
     pub fn absorb(&mut self, mut later: RingDelta) {
+        if later.is_complete() {
+            // The sender's whole ring, which holds every token it sent before.
+            *self = later;
+            return;
+        }
         for d in [&mut *self, &mut later] {
             if d.is_complete() {
                 d.ends = vec![0; d.entries.len()];
@@ -73,11 +79,12 @@ impl RingDelta {
         let bounds = std::mem::take(&mut self.ends)
             .into_iter()
             .zip(std::mem::take(&mut self.prevs));
-        let earlier = std::mem::take(&mut self.entries).into_iter().zip(bounds);
+        let earlier = std::mem::take(&mut self.entries);
+        let earlier = earlier.iter().copied().zip(bounds);
         let later_bounds = later.ends.into_iter().zip(later.prevs);
         let (mut a, mut b) = (
             earlier.peekable(),
-            later.entries.into_iter().zip(later_bounds).peekable(),
+            later.entries.iter().copied().zip(later_bounds).peekable(),
         );
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -92,15 +99,15 @@ impl RingDelta {
             };
             out.extend(next);
         }
-        let bounds: Vec<(u32, u32)>;
-        (self.entries, bounds) = out.into_iter().unzip();
+        let (entries, bounds): (Vec<Entry>, Vec<(u32, u32)>) = out.into_iter().unzip();
+        self.entries = entries.into();
         (self.ends, self.prevs) = bounds.into_iter().unzip();
         if self.entries.len() == later.total as usize {
             (self.ends, self.prevs) = (Vec::new(), Vec::new());
         }
         self.total = later.total;
         self.seeds_digest = later.seeds_digest;
-        if !later.seeds.is_empty() || self.seeds_digest != seeds_digest(&self.seeds) {
+        if !later.seeds.is_empty() || self.seeds_digest != self.seeds.digest() {
             self.seeds = later.seeds;
         }
     }
@@ -135,18 +142,25 @@ impl RingDelta {
                 self.total
             ));
         }
-        for (i, e) in self.entries.iter().enumerate() {
-            if !universe.contains(e.token) {
-                return Err(format!("token {} outside range {universe}", ip(e.token)));
-            }
-            if i > 0 && self.entries[i - 1].token >= e.token {
-                return Err(format!(
-                    "tokens out of order or duplicated at {}",
-                    ip(e.token)
-                ));
+        if self.is_complete() {
+            // A whole ring: checked as one (once per shared list).
+            let (start, end) = (self.start, self.end);
+            self.entries
+                .checked(start, end, || check_entries(start, end, &self.entries))?;
+        } else {
+            for (i, e) in self.entries.iter().enumerate() {
+                if !universe.contains(e.token) {
+                    return Err(format!("token {} outside range {universe}", ip(e.token)));
+                }
+                if i > 0 && self.entries[i - 1].token >= e.token {
+                    return Err(format!(
+                        "tokens out of order or duplicated at {}",
+                        ip(e.token)
+                    ));
+                }
             }
         }
-        if !self.seeds.is_empty() && seeds_digest(&self.seeds) != self.seeds_digest {
+        if !self.seeds.is_empty() && self.seeds.digest() != self.seeds_digest {
             return Err("seed list does not match its digest".into());
         }
         Ok(())
@@ -171,17 +185,32 @@ impl Ring {
         }
         let n = self.entries.len();
         let touched = std::mem::take(&mut self.touched);
-        let at: Vec<usize> = if touched.all {
-            (0..n).collect()
-        } else {
-            let mut tokens = touched.tokens;
-            tokens.sort_unstable();
-            tokens.dedup();
-            tokens
-                .into_iter()
-                .filter_map(|t| self.find(t).ok())
-                .collect()
+        let delta = |entries: Entries, seeds: Seeds, ends: Vec<u32>, prevs: Vec<u32>| RingDelta {
+            start: self.start,
+            end: self.end,
+            seeds_digest: self.seeds.digest(),
+            seeds,
+            total: n as u32,
+            entries,
+            ends,
+            prevs,
         };
+        if touched.all {
+            // A complete delta is a whole ring: its bounds are its own tokens.
+            let (entries, seeds) = (self.entries.clone(), self.seeds.clone());
+            return Some(delta(entries, seeds, Vec::new(), Vec::new()));
+        }
+        let mut tokens = touched.tokens;
+        tokens.sort_unstable();
+        tokens.dedup();
+        let at: Vec<usize> = tokens
+            .into_iter()
+            .filter_map(|t| self.find(t).ok())
+            .collect();
+        if at.len() == n {
+            let (entries, seeds) = (self.entries.clone(), self.seeds.clone());
+            return Some(delta(entries, seeds, Vec::new(), Vec::new()));
+        }
         let entries: Vec<Entry> = at.iter().map(|&i| self.entries[i]).collect();
         let ends = at
             .iter()
@@ -191,27 +220,7 @@ impl Ring {
             .iter()
             .map(|&i| self.entries[(i + n - 1) % n].token)
             .collect();
-        // A complete delta is a whole ring: its bounds are its own tokens.
-        let complete = entries.len() == n;
-        let (ends, prevs) = if complete {
-            (Vec::new(), Vec::new())
-        } else {
-            (ends, prevs)
-        };
-        Some(RingDelta {
-            start: self.start,
-            end: self.end,
-            seeds_digest: seeds_digest(&self.seeds),
-            seeds: if complete {
-                self.seeds.clone()
-            } else {
-                Vec::new()
-            },
-            total: n as u32,
-            entries,
-            ends,
-            prevs,
-        })
+        Some(delta(entries.into(), Seeds::default(), ends, prevs))
     }
 
     /// Marks our own entries changed: the next delta carries them all.
@@ -254,10 +263,10 @@ impl Ring {
             }
             !d.seeds.is_empty()
         } else {
-            if d.seeds_digest != no_seeds && d.seeds_digest != seeds_digest(&self.seeds) {
+            if d.seeds_digest != no_seeds && d.seeds_digest != self.seeds.digest() {
                 return Err(MergeError::SeedMismatch {
-                    received: d.seeds.clone(),
-                    ours: self.seeds.clone(),
+                    received: d.seeds.to_vec(),
+                    ours: self.seeds.to_vec(),
                 });
             }
             false
@@ -314,7 +323,7 @@ impl Ring {
         }
         let before = (!insert.is_empty()).then(|| {
             let merged = with_inserted(&self.entries, &insert);
-            std::mem::replace(&mut self.entries, merged)
+            std::mem::replace(&mut self.entries, merged.into())
         });
         let changed_tokens = || replace.iter().chain(&insert).map(|(_, e)| e.token);
         if !self.fits_around(&taken_ends, &inserted_prevs) {

@@ -260,7 +260,8 @@ fn delta_refusals_match_whole_ring_refusals() {
         let t = r.entries()[1].token;
         r.report_free(&BTreeMap::from([(t, 1)]));
     });
-    d.entries.push(d.entries[0]);
+    let first = d.entries[0];
+    d.entries.push(first);
     d.ends.push(d.ends[0]);
     d.prevs.push(d.prevs[0]);
     assert!(matches!(

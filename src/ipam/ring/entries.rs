@@ -5,6 +5,7 @@
 //! every edit bumps the entry's version, so merging by "higher version wins" converges.
 
 use super::addr::AddrRange;
+use super::shared::{Entries, Seeds};
 use crate::peer::PeerName;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -29,13 +30,18 @@ pub struct Ring {
     pub(super) start: u32,
     pub(super) end: u32,
     pub(super) me: PeerName,
-    pub(super) entries: Vec<Entry>,
+    /// Shared with the rings and gossip it came from or went to, until written.
+    pub(super) entries: Entries,
     /// The peers the ring was first split among; rings with different seeds never merge.
-    pub(super) seeds: Vec<PeerName>,
+    pub(super) seeds: Seeds,
     /// Tokens whose entry changed since the last [`Ring::take_delta`]: what the next gossip
     /// carries. Local bookkeeping, never sent nor saved, not part of equality.
     #[serde(skip)]
     pub(super) touched: Touched,
+    /// Our own tokens, for the entries list with this id (see [`Ring::own_tokens`]): asked
+    /// for at every tick, while the list changes seldom.
+    #[serde(skip)]
+    own: (u64, Vec<u32>),
 }
 
 /// Tokens changed since the last delta: a list (cheap to add to; sorted when taken), or all.
@@ -109,9 +115,10 @@ impl Ring {
             start: universe.start,
             end: universe.end,
             me,
-            entries: Vec::new(),
-            seeds: Vec::new(),
+            entries: Entries::default(),
+            seeds: Seeds::default(),
             touched: Touched::default(),
+            own: (0, Vec::new()),
         }
     }
 
@@ -134,6 +141,29 @@ impl Ring {
 
     pub fn seeds(&self) -> &[PeerName] {
         &self.seeds
+    }
+
+    /// The entries as shared with other rings and messages.
+    pub fn shared_entries(&self) -> &Entries {
+        &self.entries
+    }
+
+    pub fn shared_seeds(&self) -> &Seeds {
+        &self.seeds
+    }
+
+    /// Same entries and seeds: O(1) when both share their lists, as rings that spread by
+    /// gossip do.
+    pub fn agrees_with(&self, other: &Ring) -> bool {
+        self.entries == other.entries && self.seeds == other.seeds
+    }
+
+    /// Tokens of our own entries, ascending; worked out again only when the entries changed.
+    pub(super) fn own_tokens(&mut self) -> &[u32] {
+        if self.own.0 != self.entries.id() {
+            self.own = (self.entries.id(), self.entries.tokens_of(self.me));
+        }
+        &self.own.1
     }
 
     pub(super) fn find(&self, token: u32) -> Result<usize, usize> {
@@ -209,16 +239,30 @@ impl Ring {
             split(out, start, mid, &peers[..half]);
             split(out, mid, end, &peers[half..]);
         }
-        split(&mut self.entries, self.start, self.end, &peers);
+        let mut entries = Vec::new();
+        split(&mut entries, self.start, self.end, &peers);
+        self.entries = entries.into();
         self.touched.set_all();
-        self.seeds = peers;
+        self.seeds = Seeds::new(peers);
         Ok(())
     }
 
     /// Ranges owned by `peer`, sorted, adjacent ones joined, never wrapping.
     pub fn owned_ranges(&self, peer: PeerName) -> Vec<AddrRange> {
-        let mut pieces: Vec<AddrRange> = (0..self.entries.len())
-            .filter(|&i| self.entries[i].peer == peer)
+        self.ranges_of(&self.entries.tokens_of(peer))
+    }
+
+    /// [`Ring::owned_ranges`] of our own: what our space follows after every ring change.
+    pub fn own_ranges(&mut self) -> Vec<AddrRange> {
+        let tokens = self.own_tokens().to_vec();
+        self.ranges_of(&tokens)
+    }
+
+    /// The ranges of the entries at `tokens`, sorted, adjacent ones joined, never wrapping.
+    fn ranges_of(&self, tokens: &[u32]) -> Vec<AddrRange> {
+        let mut pieces: Vec<AddrRange> = tokens
+            .iter()
+            .filter_map(|t| self.find(*t).ok())
             .flat_map(|i| self.entry_ranges(i))
             .filter(|r| !r.is_empty())
             .collect();
@@ -234,9 +278,11 @@ impl Ring {
     }
 
     /// Tokens of our own entries with the ranges each covers (for free-space reports).
-    pub fn own_entry_ranges(&self) -> Vec<(u32, Vec<AddrRange>)> {
-        (0..self.entries.len())
-            .filter(|&i| self.entries[i].peer == self.me)
+    pub fn own_entry_ranges(&mut self) -> Vec<(u32, Vec<AddrRange>)> {
+        let tokens = self.own_tokens().to_vec();
+        tokens
+            .into_iter()
+            .filter_map(|t| self.find(t).ok())
             .map(|i| (self.entries[i].token, self.entry_ranges(i)))
             .collect()
     }
@@ -338,14 +384,15 @@ impl Ring {
     /// changed.
     pub fn report_free(&mut self, counts: &BTreeMap<u32, u32>) -> bool {
         let mut changed = false;
-        for e in self.entries.iter_mut().filter(|e| e.peer == self.me) {
-            if let Some(&free) = counts.get(&e.token) {
-                if e.free != free {
-                    e.free = free;
-                    e.version += 1;
-                    self.touched.insert(e.token);
-                    changed = true;
-                }
+        for (&token, &free) in counts {
+            let Ok(i) = self.find(token) else { continue };
+            let e = self.entries[i];
+            if e.peer == self.me && e.free != free {
+                let e = &mut self.entries[i];
+                e.free = free;
+                e.version += 1;
+                self.touched.insert(token);
+                changed = true;
             }
         }
         changed
@@ -384,37 +431,50 @@ impl Ring {
     }
 
     /// Structural invariants: sorted strictly by token, tokens inside the universe, free
-    /// counts no larger than the entry.
+    /// counts no larger than the entry. Walked once per entries list (shared lists are
+    /// checked once for all their holders).
     pub fn check_invariants(&self) -> Result<(), String> {
         if self.start >= self.end {
             return Err(format!("empty universe {:?}", self.universe()));
         }
-        for (i, e) in self.entries.iter().enumerate() {
-            if !self.universe().contains(e.token) {
-                return Err(format!(
-                    "token {} outside range {}",
-                    super::addr::ip(e.token),
-                    self.universe()
-                ));
-            }
-            if i > 0 && self.entries[i - 1].token >= e.token {
-                return Err(format!(
-                    "tokens out of order or duplicated at {}",
-                    super::addr::ip(e.token)
-                ));
-            }
-        }
-        for (i, e) in self.entries.iter().enumerate() {
-            if e.free > self.entry_size(i) {
-                return Err(format!(
-                    "entry {} of {} reports {} free in {} addresses",
-                    super::addr::ip(e.token),
-                    e.peer,
-                    e.free,
-                    self.entry_size(i)
-                ));
-            }
-        }
-        Ok(())
+        let (start, end) = (self.start, self.end);
+        self.entries
+            .checked(start, end, || check_entries(start, end, &self.entries))
     }
+}
+
+/// [`Ring::check_invariants`]'s walk of `entries` for the universe `[start, end)`.
+pub(super) fn check_entries(start: u32, end: u32, entries: &[Entry]) -> Result<(), String> {
+    let universe = AddrRange::new(start, end);
+    for (i, e) in entries.iter().enumerate() {
+        if !universe.contains(e.token) {
+            return Err(format!(
+                "token {} outside range {}",
+                super::addr::ip(e.token),
+                universe
+            ));
+        }
+        if i > 0 && entries[i - 1].token >= e.token {
+            return Err(format!(
+                "tokens out of order or duplicated at {}",
+                super::addr::ip(e.token)
+            ));
+        }
+    }
+    for (i, e) in entries.iter().enumerate() {
+        let size = match entries.get(i + 1) {
+            Some(next) => next.token - e.token,
+            None => (end - e.token) + (entries[0].token - start),
+        };
+        if e.free > size {
+            return Err(format!(
+                "entry {} of {} reports {} free in {} addresses",
+                super::addr::ip(e.token),
+                e.peer,
+                e.free,
+                size
+            ));
+        }
+    }
+    Ok(())
 }

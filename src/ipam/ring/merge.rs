@@ -84,26 +84,55 @@ impl Ring {
                 ours: self.universe(),
             });
         }
-        // Most gossip repeats what we have: settle that before any O(n) validation.
+        // Most gossip repeats what we have: settle that before any O(n) validation (O(1)
+        // when the lists are shared, as a ring that spread by gossip is).
         if other.entries == self.entries && (other.seeds == self.seeds || other.seeds.is_empty()) {
             return Ok(false);
         }
         other.check_invariants().map_err(MergeError::Malformed)?;
         if !self.seeds.is_empty() && !other.seeds.is_empty() && self.seeds != other.seeds {
             return Err(MergeError::SeedMismatch {
-                received: other.seeds.clone(),
-                ours: self.seeds.clone(),
+                received: other.seeds.to_vec(),
+                ours: self.seeds.to_vec(),
             });
         }
-        let (merged, taken) = merge_entries(&self.entries, &other.entries, self.me)?;
-        let mut changed = !taken.is_empty();
-        if self.seeds.is_empty() && !other.seeds.is_empty() {
+        let adopt_seeds = self.seeds.is_empty() && !other.seeds.is_empty();
+        if adopt_seeds {
             self.seeds = other.seeds.clone();
-            changed = true;
         }
+        if self.entries.is_empty() {
+            // A first ring: theirs, shared, already checked.
+            if !other.entries.is_empty() {
+                self.entries = other.entries.clone();
+                self.touched.set_all();
+            }
+            return Ok(adopt_seeds || !other.entries.is_empty());
+        }
+        let merged = merge_entries(&self.entries, &other.entries, self.me);
+        let (merged, taken) = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                if adopt_seeds {
+                    self.seeds = Default::default();
+                }
+                return Err(e);
+            }
+        };
+        if taken.is_empty() {
+            return Ok(adopt_seeds);
+        }
+        // Keep sharing their list when the join is theirs (we were only behind).
+        let merged = if merged == **other.entries {
+            other.entries.clone()
+        } else {
+            merged.into()
+        };
         let before = std::mem::replace(&mut self.entries, merged);
         if let Err(why) = self.check_invariants() {
             self.entries = before;
+            if adopt_seeds {
+                self.seeds = Default::default();
+            }
             return Err(MergeError::Malformed(format!("merge would give {why}")));
         }
         if taken.len() == self.entries.len() {
@@ -111,7 +140,7 @@ impl Ring {
         } else {
             self.touched.extend(taken);
         }
-        Ok(changed)
+        Ok(true)
     }
 }
 

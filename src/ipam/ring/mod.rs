@@ -13,6 +13,7 @@ pub mod merge;
 pub mod messages;
 pub mod paxos;
 pub mod persist;
+pub mod shared;
 pub mod space;
 
 pub use crate::peer::PeerName;
@@ -24,6 +25,7 @@ pub use entries::{Entry, Ring, RingError, TRANSFER_VERSION_BUMP};
 pub use merge::MergeError;
 pub use messages::{AllocError, Gossip, InitMode, Output, Unicast};
 pub use paxos::{Paxos, PaxosState, ProposalId};
+pub use shared::{Entries, Seeds};
 pub use space::Space;
 
 #[cfg(test)]
