@@ -35,9 +35,25 @@ struct Conn {
     tx: mpsc::Sender<Arc<Vec<u8>>>,
 }
 
-/// Least time between two flushes of topology changes: changes arriving meanwhile go out
-/// together, and the O(n) follow-ups run once for all of them.
+/// Least time between two flushes of topology changes up to [`FLUSH_PEERS`] peers: changes
+/// arriving meanwhile go out together, and the O(n) follow-ups run once for all of them.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Mesh size from which the flush interval grows (see [`flush_interval`]).
+const FLUSH_PEERS: f64 = 100.0;
+/// The flush interval's ceiling, whatever the mesh size.
+const FLUSH_MAX: Duration = Duration::from_secs(2);
+
+/// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
+/// n / ln n relative to [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in
+/// every interval; with a fixed interval the messages each peer sends grow with how long
+/// the joining takes (n, and more once the CPU is saturated), so n^2 in all. Growing the
+/// interval as n / ln n keeps them at about log n per peer, and the time news needs to
+/// cross the mesh (its diameter, about ln n hops, times the interval) at about n.
+fn flush_interval(peers: usize) -> Duration {
+    let n = (peers as f64).max(FLUSH_PEERS);
+    let scale = n / FLUSH_PEERS * FLUSH_PEERS.ln() / n.ln();
+    FLUSH_INTERVAL.mul_f64(scale).min(FLUSH_MAX)
+}
 /// Most connection events taken in one go before the follow-ups run.
 const BATCH: usize = 256;
 
@@ -59,6 +75,9 @@ pub(super) struct Actor {
     gossip_due: bool,
     /// The topology or our connections changed since the last [`Actor::flush`].
     dirty: bool,
+    /// For entries taken in since the last flush: the connections whose peer already holds
+    /// them (it sent them), which the flush's delta leaves out.
+    holders: HashMap<PeerName, Vec<u64>>,
     /// No flush before this: changes arriving meanwhile are batched.
     next_flush: Instant,
     leaving: bool,
@@ -90,6 +109,7 @@ impl Actor {
             ev_tx,
             gossip_due: false,
             dirty: false,
+            holders: HashMap::new(),
             next_flush: Instant::now(),
             leaving: false,
             terminations: 0,
@@ -351,8 +371,17 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
-                if self.topology.absorb(peers) {
+                let got = self.topology.absorb_from(peers);
+                if !got.taken.is_empty() {
                     self.dirty = true;
+                }
+                for n in got.taken {
+                    self.holders.insert(n, vec![key]);
+                }
+                for n in got.same {
+                    if let Some(h) = self.holders.get_mut(&n) {
+                        h.push(key);
+                    }
                 }
             }
             Message::Broadcast {
@@ -462,20 +491,38 @@ impl Actor {
 
     /// The follow-ups of topology changes, once per batch: what is reachable, the live peers,
     /// new connections, and (with `send_changes`) the changed entries to every neighbour as
-    /// one delta (gone ones need no news: every peer stops counting what it cannot reach).
+    /// one delta (gone ones need no news: every peer stops counting what it cannot reach),
+    /// less what that neighbour sent us itself.
     fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
-        self.next_flush = Instant::now() + FLUSH_INTERVAL;
         self.topology.settle();
+        self.next_flush = Instant::now() + flush_interval(self.topology.len());
         self.publish_peers();
         self.make_connections();
+        let holders = std::mem::take(&mut self.holders);
         if !send_changes {
             self.topology.clear_changes();
             return;
         }
         let changes = self.topology.take_changes();
-        for m in topology_messages(&changes) {
-            self.send_all(&m, None);
+        if changes.is_empty() {
+            return;
+        }
+        // One encoding for the neighbours that need every change; a subset for the others.
+        let mut all: Option<Vec<Arc<Vec<u8>>>> = None;
+        for (k, c) in &self.conns {
+            let held = |p: &PeerInfo| holders.get(&p.name).is_some_and(|h| h.contains(k));
+            let frames = if changes.iter().any(held) {
+                let rest: Vec<PeerInfo> = changes.iter().filter(|p| !held(p)).cloned().collect();
+                encoded(&rest)
+            } else {
+                all.get_or_insert_with(|| encoded(&changes)).clone()
+            };
+            for f in frames {
+                if c.tx.try_send(f).is_err() {
+                    tracing::warn!("send queue to {} full; message dropped", c.peer);
+                }
+            }
         }
     }
 
@@ -611,4 +658,12 @@ impl Actor {
             termination_count: self.terminations,
         }
     }
+}
+
+/// Topology messages for `peers`, encoded once to go to several neighbours.
+fn encoded(peers: &[PeerInfo]) -> Vec<Arc<Vec<u8>>> {
+    topology_messages(peers)
+        .iter()
+        .map(|m| Arc::new(m.encode()))
+        .collect()
 }
