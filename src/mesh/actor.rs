@@ -44,16 +44,18 @@ const FLUSH_PEERS: f64 = 100.0;
 const FLUSH_MAX: Duration = Duration::from_secs(2);
 
 /// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
-/// n / ln n relative to [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in
-/// every interval; with a fixed interval the messages each peer sends grow with how long
-/// the joining takes (n, and more once the CPU is saturated), so n^2 in all. Growing the
-/// interval as n / ln n keeps them at about log n per peer, and the time news needs to
-/// cross the mesh (its diameter, about ln n hops, times the interval) at about n.
+/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval,
+/// and every flush costs O(n) (the live peers, and what their users do with them); with a
+/// fixed interval 500 peers on two cores spent all their CPU flushing, which made the joins
+/// slower and the flushes (and messages) more numerous still. Growing the interval with n
+/// keeps the whole mesh's flush work per second about constant, the messages per peer about
+/// constant while peers join at a steady rate, and the time news needs to cross the mesh
+/// (its diameter, about ln n hops, times the interval) at about n log n.
 fn flush_interval(peers: usize) -> Duration {
     let n = (peers as f64).max(FLUSH_PEERS);
-    let scale = n / FLUSH_PEERS * FLUSH_PEERS.ln() / n.ln();
-    FLUSH_INTERVAL.mul_f64(scale).min(FLUSH_MAX)
+    FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
 }
+
 /// Most connection events taken in one go before the follow-ups run.
 const BATCH: usize = 256;
 
@@ -495,9 +497,12 @@ impl Actor {
     /// less what that neighbour sent us itself.
     fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
-        self.topology.settle();
+        let moved = self.topology.settle();
         self.next_flush = Instant::now() + flush_interval(self.topology.len());
-        self.publish_peers();
+        // Nothing reachable changed: the live peers are what they were (an O(n) pass saved).
+        if moved || self.topology.has_changes() || !send_changes {
+            self.publish_peers();
+        }
         self.make_connections();
         let holders = std::mem::take(&mut self.holders);
         if !send_changes {

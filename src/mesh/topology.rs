@@ -180,6 +180,11 @@ impl Topology {
             .collect()
     }
 
+    /// Entries were taken in, or became reachable, since the last [`Topology::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// Forgets the changes noted so far (a whole topology is about to go out).
     pub fn clear_changes(&mut self) {
         self.changed.clear();
