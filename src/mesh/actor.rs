@@ -8,7 +8,6 @@ use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
 use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::seen::Seen;
-use super::status::{ConnectionStatus, MeshStatus};
 use super::topology::Topology;
 use crate::peer::PeerName;
 use crate::{Error, ErrorKind, Result};
@@ -18,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod view;
 
 struct Conn {
     peer: PeerName,
@@ -35,9 +36,27 @@ struct Conn {
     tx: mpsc::Sender<Arc<Vec<u8>>>,
 }
 
-/// Least time between two flushes of topology changes: changes arriving meanwhile go out
-/// together, and the O(n) follow-ups run once for all of them.
+/// Least time between two flushes of topology changes up to [`FLUSH_PEERS`] peers: changes
+/// arriving meanwhile go out together, and the O(n) follow-ups run once for all of them.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Mesh size from which the flush interval grows (see [`flush_interval`]).
+const FLUSH_PEERS: f64 = 100.0;
+/// The flush interval's ceiling, whatever the mesh size.
+const FLUSH_MAX: Duration = Duration::from_secs(2);
+
+/// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
+/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval,
+/// and every flush costs O(n) (the live peers, and what their users do with them); with a
+/// fixed interval 500 peers on two cores spent all their CPU flushing, which made the joins
+/// slower and the flushes (and messages) more numerous still. Growing the interval with n
+/// keeps the whole mesh's flush work per second about constant, the messages per peer about
+/// constant while peers join at a steady rate, and the time news needs to cross the mesh
+/// (its diameter, about ln n hops, times the interval) at about n log n.
+fn flush_interval(peers: usize) -> Duration {
+    let n = (peers as f64).max(FLUSH_PEERS);
+    FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
+}
+
 /// Most connection events taken in one go before the follow-ups run.
 const BATCH: usize = 256;
 
@@ -59,6 +78,9 @@ pub(super) struct Actor {
     gossip_due: bool,
     /// The topology or our connections changed since the last [`Actor::flush`].
     dirty: bool,
+    /// For entries taken in since the last flush: the connections whose peer already holds
+    /// them (it sent them), which the flush's delta leaves out.
+    holders: HashMap<PeerName, Vec<u64>>,
     /// No flush before this: changes arriving meanwhile are batched.
     next_flush: Instant,
     leaving: bool,
@@ -90,6 +112,7 @@ impl Actor {
             ev_tx,
             gossip_due: false,
             dirty: false,
+            holders: HashMap::new(),
             next_flush: Instant::now(),
             leaving: false,
             terminations: 0,
@@ -351,8 +374,17 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
-                if self.topology.absorb(peers) {
+                let got = self.topology.absorb_from(peers);
+                if !got.taken.is_empty() {
                     self.dirty = true;
+                }
+                for n in got.taken {
+                    self.holders.insert(n, vec![key]);
+                }
+                for n in got.same {
+                    if let Some(h) = self.holders.get_mut(&n) {
+                        h.push(key);
+                    }
                 }
             }
             Message::Broadcast {
@@ -462,20 +494,41 @@ impl Actor {
 
     /// The follow-ups of topology changes, once per batch: what is reachable, the live peers,
     /// new connections, and (with `send_changes`) the changed entries to every neighbour as
-    /// one delta (gone ones need no news: every peer stops counting what it cannot reach).
+    /// one delta (gone ones need no news: every peer stops counting what it cannot reach),
+    /// less what that neighbour sent us itself.
     fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
-        self.next_flush = Instant::now() + FLUSH_INTERVAL;
-        self.topology.settle();
-        self.publish_peers();
+        let moved = self.topology.settle();
+        self.next_flush = Instant::now() + flush_interval(self.topology.len());
+        // Nothing reachable changed: the live peers are what they were (an O(n) pass saved).
+        if moved || self.topology.has_changes() || !send_changes {
+            self.publish_peers();
+        }
         self.make_connections();
+        let holders = std::mem::take(&mut self.holders);
         if !send_changes {
             self.topology.clear_changes();
             return;
         }
         let changes = self.topology.take_changes();
-        for m in topology_messages(&changes) {
-            self.send_all(&m, None);
+        if changes.is_empty() {
+            return;
+        }
+        // One encoding for the neighbours that need every change; a subset for the others.
+        let mut all: Option<Vec<Arc<Vec<u8>>>> = None;
+        for (k, c) in &self.conns {
+            let held = |p: &PeerInfo| holders.get(&p.name).is_some_and(|h| h.contains(k));
+            let frames = if changes.iter().any(held) {
+                let rest: Vec<PeerInfo> = changes.iter().filter(|p| !held(p)).cloned().collect();
+                encoded(&rest)
+            } else {
+                all.get_or_insert_with(|| encoded(&changes)).clone()
+            };
+            for f in frames {
+                if c.tx.try_send(f).is_err() {
+                    tracing::warn!("send queue to {} full; message dropped", c.peer);
+                }
+            }
         }
     }
 
@@ -494,41 +547,6 @@ impl Actor {
         if self.topology.set_our_connections(conns) {
             self.dirty = true;
         }
-    }
-
-    /// Publishes the live peers if they changed (one pass over the topology).
-    fn publish_peers(&mut self) {
-        let direct: HashMap<PeerName, &Conn> = self.conns.values().map(|c| (c.peer, c)).collect();
-        let addresses = self.topology.addresses();
-        let live: Vec<LivePeer> = self
-            .topology
-            .peers()
-            .filter(|p| p.name != self.hello.name)
-            .map(|p| {
-                let direct = direct.get(&p.name);
-                LivePeer {
-                    name: p.name,
-                    nickname: p.nickname.clone(),
-                    uid: p.uid,
-                    address: direct
-                        .map(|c| c.remote.ip())
-                        .or_else(|| addresses.get(&p.name).copied()),
-                    direct: direct.is_some(),
-                    data_keys: direct.and_then(|c| c.data_keys.clone()),
-                }
-            })
-            .collect();
-        self.peers_tx.send_if_modified(|old| {
-            let changed = *old != live;
-            *old = live;
-            changed
-        });
-    }
-
-    fn satisfied(&self, t: &Target) -> bool {
-        self.conns
-            .values()
-            .any(|c| t.resolved.contains(&c.listen) || t.discovered_for == Some(c.peer))
     }
 
     fn make_connections(&mut self) {
@@ -565,50 +583,12 @@ impl Actor {
             ));
         }
     }
+}
 
-    fn status(&self) -> MeshStatus {
-        let mut connections: Vec<ConnectionStatus> = self
-            .conns
-            .values()
-            .map(|c| ConnectionStatus {
-                address: c.remote.to_string(),
-                outbound: c.outbound,
-                state: if c.established {
-                    "established"
-                } else {
-                    "pending"
-                }
-                .into(),
-                info: format!(
-                    "{} {}({})",
-                    if c.encrypted {
-                        "encrypted"
-                    } else {
-                        "unencrypted"
-                    },
-                    c.peer,
-                    c.nickname
-                ),
-                peer: Some(c.peer),
-            })
-            .collect();
-        connections.sort_by(|a, b| a.address.cmp(&b.address));
-        connections.extend(self.maker.statuses(|t| self.satisfied(t)));
-        let mut peers: Vec<PeerInfo> = self.topology.peers().cloned().collect();
-        peers.sort_by_key(|p| p.name != self.hello.name);
-        MeshStatus {
-            name: self.hello.name,
-            nickname: self.hello.nickname.clone(),
-            uid: self.hello.uid,
-            port: self.hello.listen_port,
-            encryption: self.psk.is_some(),
-            discovery: self.config.discovery,
-            conn_limit: self.config.conn_limit,
-            trusted_subnets: self.config.trusted_subnets.clone(),
-            peers,
-            connections,
-            targets: self.maker.explicit(),
-            termination_count: self.terminations,
-        }
-    }
+/// Topology messages for `peers`, encoded once to go to several neighbours.
+fn encoded(peers: &[PeerInfo]) -> Vec<Arc<Vec<u8>>> {
+    topology_messages(peers)
+        .iter()
+        .map(|m| Arc::new(m.encode()))
+        .collect()
 }

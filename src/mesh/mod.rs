@@ -28,6 +28,7 @@ pub mod handle;
 pub mod maker;
 pub mod protocol;
 pub mod ratelimit;
+mod reach;
 pub mod seen;
 pub mod status;
 pub mod topology;

@@ -5,28 +5,38 @@
 //! highest version seen. A restarted peer starts its version from the wall clock in
 //! microseconds, so its new entry outranks the old one without any coordination.
 //!
-//! Merging is cheap and lazy: it stores newer entries and names them as changed; the
-//! reachability walk (which entries count, and the route to each) runs once per
-//! [`Topology::settle`], which the actor calls once per batch of messages rather than per
-//! message. An entry that arrives before the entries of the path to it is kept, out of every
+//! Merging is cheap and lazy: it stores newer entries and names them as changed; which
+//! entries count, and the route to each, is worked out once per [`Topology::settle`], which
+//! the actor calls once per batch of messages rather than per message: from the entries taken
+//! in only, unless one lost a connection (then the whole walk, see [`super::reach`]). An entry that arrives before the entries of the path to it is kept, out of every
 //! view, and counts once its path arrives; unreachable entries are forgotten on the gossip
 //! tick ([`Topology::forget_unreachable`]).
 
 use super::protocol::{ConnectionInfo, PeerInfo};
+use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+
+/// What one topology message brought: entries newer than ours (taken in), and entries at
+/// exactly our version (the sender already holds what we would pass on).
+#[derive(Debug, Default)]
+pub struct Absorbed {
+    pub taken: Vec<PeerName>,
+    pub same: Vec<PeerName>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Topology {
     me: PeerName,
     /// Every entry held, reachable or not.
     peers: BTreeMap<PeerName, PeerInfo>,
-    /// Reachable peers (ourselves included), each with the neighbour to send through; as of
-    /// the last settle.
-    routes: HashMap<PeerName, PeerName>,
-    /// Entries were taken in since the last settle.
-    stale: bool,
+    /// Reachable peers and their routes, as of the last settle.
+    reach: Reach,
+    /// Entries taken in since the last settle.
+    touched: Vec<PeerName>,
+    /// One of them lost an established connection: the next settle walks everything.
+    shrunk: bool,
     /// Entries taken in, or newly reachable, since the last [`Topology::take_changes`].
     changed: BTreeSet<PeerName>,
 }
@@ -39,8 +49,9 @@ impl Topology {
         Topology {
             me: name,
             peers,
-            routes: HashMap::from([(name, name)]),
-            stale: false,
+            reach: Reach::new(name),
+            touched: Vec::new(),
+            shrunk: false,
             changed: BTreeSet::new(),
         }
     }
@@ -51,23 +62,26 @@ impl Topology {
 
     /// A reachable peer's entry (as of the last settle).
     pub fn get(&self, name: &PeerName) -> Option<&PeerInfo> {
-        self.routes.get(name).and_then(|_| self.peers.get(name))
+        self.reach
+            .routes
+            .get(name)
+            .and_then(|_| self.peers.get(name))
     }
 
     /// Every reachable entry, ourselves included, ordered by name (as of the last settle).
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
         self.peers
             .values()
-            .filter(|p| self.routes.contains_key(&p.name))
+            .filter(|p| self.reach.routes.contains_key(&p.name))
     }
 
     /// Reachable peers, ourselves included (as of the last settle).
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.reach.routes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.reach.routes.is_empty()
     }
 
     /// Replaces our own connection list; bumps our version if it changed (settle after).
@@ -77,67 +91,82 @@ impl Topology {
         if me.connections == conns {
             return false;
         }
+        let old = me.clone();
         me.connections = conns;
         me.version += 1;
+        self.shrunk |= lost_connection(&old, me);
         self.changed.insert(self.me);
-        self.stale = true;
+        self.touched.push(self.me);
         true
     }
 
     /// Stores the entries newer than ours (our own entry is never taken from others), without
     /// settling: cost proportional to what was received. True if any was taken in.
     pub fn absorb(&mut self, received: Vec<PeerInfo>) -> bool {
-        !self.absorb_names(received).is_empty()
+        !self.absorb_from(received).taken.is_empty()
     }
 
-    fn absorb_names(&mut self, received: Vec<PeerInfo>) -> Vec<PeerName> {
-        let mut taken = Vec::new();
+    /// [`absorb`](Self::absorb), naming the entries taken in and those the sender holds at
+    /// the version we hold: the sender needs neither back.
+    pub fn absorb_from(&mut self, received: Vec<PeerInfo>) -> Absorbed {
+        let mut out = Absorbed::default();
         for p in received {
             if p.name == self.me {
                 continue;
             }
-            if self
-                .peers
-                .get(&p.name)
-                .is_some_and(|old| old.version >= p.version)
-            {
-                continue;
+            match self.peers.get(&p.name).map(|old| old.version) {
+                Some(v) if v > p.version => continue,
+                Some(v) if v == p.version => {
+                    out.same.push(p.name);
+                    continue;
+                }
+                _ => {}
             }
             self.changed.insert(p.name);
-            taken.push(p.name);
-            self.peers.insert(p.name, p);
+            out.taken.push(p.name);
+            self.touched.push(p.name);
+            let name = p.name;
+            if let Some(old) = self.peers.insert(name, p) {
+                self.shrunk |= lost_connection(&old, &self.peers[&name]);
+            }
         }
-        self.stale |= !taken.is_empty();
-        taken
+        out
     }
 
     /// [`absorb`](Self::absorb) then [`settle`](Self::settle): true if what is reachable, or
     /// a reachable entry, changed. The actor absorbs per message and settles per batch.
     #[cfg(test)]
     pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
-        let taken = self.absorb_names(received);
+        let taken = self.absorb_from(received).taken;
         let moved = self.settle();
-        moved || taken.iter().any(|n| self.routes.contains_key(n))
+        moved || taken.iter().any(|n| self.reach.routes.contains_key(n))
     }
 
     /// Recomputes what is reachable (one walk) if entries were taken in since the last time;
     /// entries that became reachable count as changed (they are news to our neighbours).
     /// True if the set of reachable peers changed.
     pub fn settle(&mut self) -> bool {
-        if !self.stale {
+        if self.touched.is_empty() && !self.shrunk {
             return false;
         }
-        self.stale = false;
-        let routes = self.walk();
-        let mut moved = routes.len() != self.routes.len();
-        for n in routes.keys() {
-            if !self.routes.contains_key(n) {
-                self.changed.insert(*n);
-                moved = true;
+        let touched = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.shrunk) {
+            let reach = Reach::walk(self.me, &self.peers, self.reach.routes.len());
+            let mut moved = reach.routes.len() != self.reach.routes.len();
+            for n in reach.routes.keys() {
+                if !self.reach.routes.contains_key(n) {
+                    self.changed.insert(*n);
+                    moved = true;
+                }
             }
+            self.reach = reach;
+            return moved;
         }
-        self.routes = routes;
-        moved
+        let mut reached = Vec::new();
+        self.reach
+            .extend(self.me, &self.peers, &touched, &mut reached);
+        self.changed.extend(reached.iter().copied());
+        !reached.is_empty()
     }
 
     /// The reachable entries taken in or made reachable since the last call: what is worth
@@ -151,6 +180,11 @@ impl Topology {
             .collect()
     }
 
+    /// Entries were taken in, or became reachable, since the last [`Topology::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// Forgets the changes noted so far (a whole topology is about to go out).
     pub fn clear_changes(&mut self) {
         self.changed.clear();
@@ -162,7 +196,7 @@ impl Topology {
         let gone: Vec<PeerName> = self
             .peers
             .keys()
-            .filter(|n| !self.routes.contains_key(n))
+            .filter(|n| !self.reach.routes.contains_key(n))
             .copied()
             .collect();
         for n in &gone {
@@ -175,33 +209,11 @@ impl Topology {
     /// Peers reachable from us, ourselves included, each with the neighbour to send through
     /// (as of the last settle).
     pub fn routes(&self) -> &HashMap<PeerName, PeerName> {
-        &self.routes
-    }
-
-    /// Breadth-first over the established connections of the entries held.
-    fn walk(&self) -> HashMap<PeerName, PeerName> {
-        let mut via: HashMap<PeerName, PeerName> = HashMap::with_capacity(self.routes.len());
-        let mut queue = VecDeque::new();
-        via.insert(self.me, self.me);
-        queue.push_back(self.me);
-        while let Some(n) = queue.pop_front() {
-            let Some(info) = self.peers.get(&n) else {
-                continue;
-            };
-            for c in info.connections.iter().filter(|c| c.established) {
-                if via.contains_key(&c.peer) || !self.peers.contains_key(&c.peer) {
-                    continue;
-                }
-                let first = if n == self.me { c.peer } else { via[&n] };
-                via.insert(c.peer, first);
-                queue.push_back(c.peer);
-            }
-        }
-        via
+        &self.reach.routes
     }
 
     pub fn reachable(&self) -> BTreeSet<PeerName> {
-        self.routes.keys().copied().collect()
+        self.reach.routes.keys().copied().collect()
     }
 
     /// Addresses other peers use to reach peers: candidates for discovery.
@@ -228,7 +240,7 @@ impl Topology {
 
     /// [`address_of`](Self::address_of) for every peer at once: one pass, not one per peer.
     pub fn addresses(&self) -> HashMap<PeerName, IpAddr> {
-        let mut out = HashMap::with_capacity(self.routes.len());
+        let mut out = HashMap::with_capacity(self.reach.routes.len());
         for c in self.peers().flat_map(|p| p.connections.iter()) {
             out.entry(c.peer).or_insert(c.addr.ip());
         }
@@ -393,5 +405,48 @@ mod tests {
         reborn.uid = 7;
         assert!(t.merge(vec![reborn]));
         assert_eq!(t.get(&n(2)).unwrap().uid, 7);
+    }
+
+    #[test]
+    fn settling_by_extension_agrees_with_the_whole_walk() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(15);
+        for round in 0..20 {
+            let mut t = Topology::new(info(1, 1, &[]));
+            let mut versions = [1u64; 41];
+            let mut links: Vec<Vec<(u64, bool)>> = vec![vec![]; 41];
+            for _ in 0..60 {
+                // A batch: a few peers gain (now and then lose) connections, in any order.
+                let mut batch = Vec::new();
+                for _ in 0..rng.random_range(1..6) {
+                    let p = rng.random_range(1..41u64);
+                    let to = rng.random_range(1..41u64);
+                    let l = &mut links[p as usize];
+                    if round % 2 == 1 && !l.is_empty() && rng.random_bool(0.1) {
+                        l.remove(0);
+                    } else if to != p {
+                        l.push((to, rng.random_bool(0.9)));
+                    }
+                    versions[p as usize] += 1;
+                    if p == 1 {
+                        t.set_our_connections(l.iter().map(|&(to, e)| conn(to, e)).collect());
+                    } else {
+                        batch.push(info(p, versions[p as usize], l));
+                    }
+                }
+                t.absorb(batch);
+                t.settle();
+                let whole = Reach::walk(t.me, &t.peers, 0);
+                assert_eq!(t.reachable(), whole.routes.keys().copied().collect());
+                for p in whole.routes.keys() {
+                    assert_eq!(t.reach.hops(p), whole.hops(p), "hops to {p}");
+                    let first = t.reach.routes[p];
+                    assert_eq!(
+                        whole.hops(&first).map(|h| h.min(1)),
+                        Some(u32::from(*p != t.me))
+                    );
+                }
+            }
+        }
     }
 }
