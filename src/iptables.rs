@@ -57,28 +57,35 @@ pub fn save(table: Option<&str>) -> Result<String> {
 /// `iptables-restore -w 10 --noflush` fed `script`: one atomic transaction per table.
 pub fn restore_noflush(script: &str) -> Result<()> {
     tracing::debug!("iptables-restore --noflush:\n{script}");
-    let mut child = Command::new("iptables-restore")
-        .args(["-w", LOCK_WAIT, "--noflush"])
+    let mut cmd = Command::new("iptables-restore");
+    cmd.args(["-w", LOCK_WAIT, "--noflush"]);
+    feed(cmd, "iptables-restore", script)
+}
+
+/// Runs `cmd` with `script` on its stdin; an error `run NAME: <stderr>` if it fails. Also
+/// the runner of [`crate::nftables`].
+pub(crate) fn feed(mut cmd: Command, name: &str, script: &str) -> Result<()> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::from(e).context("run iptables-restore"))?;
+        .map_err(|e| Error::from(e).context(format!("run {name}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| Error::from(e).context("write to iptables-restore"))?;
+            .map_err(|e| Error::from(e).context(format!("write to {name}")))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| Error::from(e).context("run iptables-restore"))?;
+        .map_err(|e| Error::from(e).context(format!("run {name}")))?;
     if out.status.success() {
         return Ok(());
     }
     Err(Error::new(
         ErrorKind::Kernel,
         format!(
-            "run iptables-restore: {}",
+            "run {name}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
     ))

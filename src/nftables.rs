@@ -5,34 +5,14 @@
 //! [`ErrorKind::NotFound`] and the caller falls back to iptables.
 
 use crate::{Error, ErrorKind, Result};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Runs `nft -f -` fed `script`: one atomic transaction.
 pub fn apply(script: &str) -> Result<()> {
     tracing::debug!("nft -f -:\n{script}");
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::from(e).context("run nft"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::from(e).context("write to nft"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::from(e).context("run nft"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::Kernel,
-        format!("run nft: {}", String::from_utf8_lossy(&out.stderr).trim()),
-    ))
+    let mut cmd = Command::new("nft");
+    cmd.args(["-f", "-"]);
+    crate::iptables::feed(cmd, "nft", script)
 }
 
 /// Deletes table `name` of `family`; true if it existed. A host without `nft` has none.
