@@ -175,7 +175,8 @@ fn expose_rule(cidr: Ipv4Net) -> Vec<String> {
     ]
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
+/// Borrowed views of owned rule words, for [`ensure_rule`] and [`delete_rule`].
+pub(super) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 

@@ -15,7 +15,7 @@
 //! last rule there: no INPUT hook for every VXLAN packet that reaches the host. Without `nft`
 //! it stays in iptables' INPUT. Blocking: call from `spawn_blocking`.
 
-use super::iptables::{delete_rule, ensure_chain, ensure_rule};
+use super::iptables::{delete_rule, ensure_chain, ensure_rule, strs};
 use crate::{Context, ErrorKind, Result, BRIDGE_NAME};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -185,10 +185,6 @@ fn join(items: &[impl ToString]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// The fallback's rule keeping packets to a bridge address tracked.
