@@ -369,3 +369,53 @@ fn netns_identity_sysctl_and_open_errors() {
         )
     );
 }
+
+/// Frames the TAP queue `q` holds now: (ARP target address) for each ARP request.
+fn arp_targets(q: &std::fs::File) -> Vec<Ipv4Addr> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = (&*q).read(&mut buf) {
+        // Ethernet (14) + ARP: op at 20..22, target IP at 38..42.
+        if n >= 42 && buf[12..14] == [0x08, 0x06] && buf[20..22] == [0, 1] {
+            got.push(Ipv4Addr::new(buf[38], buf[39], buf[40], buf[41]));
+        }
+    }
+    got
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "netns-tests"),
+    ignore = "needs root: cargo test --features netns-tests"
+)]
+fn a_steered_tap_hands_each_frame_to_the_queue_of_its_senders_cpu() {
+    use std::os::fd::AsRawFd;
+    let ns = TestNs::new("tq");
+    let queues = ns
+        .ns
+        .run(|| weave::netlink::open_tap_queues("wvtq", 0, 2))
+        .unwrap()
+        .unwrap();
+    weave::netlink::steer_tap_by_cpu(&queues[0], 2).unwrap();
+    for q in &queues {
+        // SAFETY: fcntl on the test's own descriptors.
+        unsafe {
+            let fl = libc::fcntl(q.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(q.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    ns.exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1; ip addr add 10.77.0.1/24 dev wvtq; ip link set wvtq up");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for cpu in 0..cpus {
+        let target = Ipv4Addr::new(10, 77, 0, 10 + cpu as u8);
+        // The ARP request for an unknown neighbour leaves from the pinging process's CPU.
+        ns.exec(&format!(
+            "taskset -c {cpu} ping -c 1 -W 0.3 {target} || true"
+        ));
+        let mine = arp_targets(&queues[cpu % 2]);
+        let other = arp_targets(&queues[(cpu + 1) % 2]);
+        assert!(mine.contains(&target), "cpu {cpu}: {mine:?} / {other:?}");
+        assert!(!other.contains(&target), "cpu {cpu}: {mine:?} / {other:?}");
+    }
+}

@@ -1,6 +1,10 @@
 //! The encrypted data path between hosts, in user space (this kernel has no ESP AEAD nor
-//! WireGuard): a TAP port on the `weave` bridge and a UDP socket on the mesh port, with two
-//! worker threads.
+//! WireGuard): a TAP port on the `weave` bridge and UDP on the mesh port, in lanes: one per
+//! CPU, each a worker thread with its own TAP queue and UDP socket, both steered by CPU (see
+//! [`sleeve_io::bind_lanes`], [`crate::netlink::steer_tap_by_cpu`]). A frame or datagram is
+//! handled by the lane of the CPU it arrives on, whose worker sleeps there: waking it needs
+//! no idle CPU brought out of halt, and a request's answer, made by the kernel while the
+//! worker writes the request to the TAP, lands in that worker's own queue.
 //!
 //! - Outbound: a frame the bridge sends to the TAP goes to the peer that owns its
 //!   destination MAC (learned from what peers sent us), or to every peer when the destination
@@ -30,7 +34,7 @@ use crate::{Context, Error, ErrorKind, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,15 +57,14 @@ pub const UNDERLAY_OVERHEAD: u32 =
     14 + VNET_HDR_LEN as u32 + crate::sleeve::OVERHEAD as u32 + 8 + 20;
 /// The underlay MTU most networks have.
 const COMMON_UNDERLAY_MTU: u32 = 1500;
-/// Most frames the receiving thread sends on from the TAP after a write (see [`receive`]).
+/// Most frames a worker sends on from its TAP queue after a write (see [`receive`]).
 const PULL_AFTER_WRITE: usize = 4;
+/// Most frames a worker takes from one side (TAP or UDP) before it looks at the other.
+const BUDGET: usize = 16;
+/// Most rounds with work between two sleeps that still count as a short exchange.
+const SHORT_EXCHANGE: u32 = 2;
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
-/// A frame sent after this long without traffic either way is taken as a request (see
-/// [`await_answer`]); a stream's frames never are.
-const QUIET: Duration = Duration::from_millis(1);
-/// Longest the sending worker spins for a request's answer: a round trip here is 0.1-0.2 ms.
-const ANSWER_SPIN: Duration = Duration::from_micros(300);
 /// Receive buffer: a GRO batch is at most one 64 KiB IP packet's payload.
 const RECV_BUFFER: usize = 1 << 17;
 
@@ -83,8 +86,6 @@ struct Receiver {
 }
 
 struct Shared {
-    tap: File,
-    udp: UdpSocket,
     port: u16,
     /// Bytes of sealed frame per datagram: a whole MTU-sized frame fits one.
     chunk: usize,
@@ -95,10 +96,12 @@ struct Shared {
     /// Datagrams from addresses that are not peers'.
     not_peer: AtomicU64,
     stop: AtomicBool,
-    out: Mutex<Outbound>,
-    /// When datagrams last came in, in ns since `epoch`.
-    last_rx: AtomicU64,
-    epoch: Instant,
+}
+
+/// One lane's descriptors: its TAP queue and its UDP socket.
+struct Lane {
+    tap: File,
+    udp: UdpSocket,
 }
 
 /// The encrypted path as an [`super::Overlay`]; its workers stop when it is dropped.
@@ -131,7 +134,13 @@ impl EncryptedOverlay {
             } else {
                 0
             };
-        let tap = crate::netlink::open_tap(TAP_NAME, offloads)?;
+        let lanes = sleeve_io::lane_count();
+        let taps = crate::netlink::open_tap_queues(TAP_NAME, offloads, lanes)?;
+        if lanes > 1 {
+            if let Err(e) = crate::netlink::steer_tap_by_cpu(&taps[0], lanes) {
+                tracing::info!("encrypted path: {e}; tap queues by flow hash");
+            }
+        }
         let link = nl
             .link(TAP_NAME)
             .await?
@@ -139,18 +148,17 @@ impl EncryptedOverlay {
         nl.set_mtu(link.index, mtu).await?;
         nl.set_master(link.index, bridge_index).await?;
         nl.set_up(link.index).await?;
-        let udp = UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
-            .with_context(|| format!("bind encrypted path to udp port {port}"))?;
-        sleeve_io::configure(&udp)?;
-        if trace::on() {
-            sleeve_io::stamp(&udp)?;
+        let socks = sleeve_io::bind_lanes(port, lanes)?;
+        for udp in &socks {
+            sleeve_io::configure(udp)?;
+            if trace::on() {
+                sleeve_io::stamp(udp)?;
+            }
         }
-        udp.set_nonblocking(true)
-            .context("make the encrypted path's socket non-blocking")?;
-        set_nonblocking(&tap)?;
+        for tap in &taps {
+            set_nonblocking(tap)?;
+        }
         let shared = Arc::new(Shared {
-            tap,
-            udp,
             port,
             chunk,
             limits,
@@ -159,23 +167,29 @@ impl EncryptedOverlay {
             counters: Mutex::new(BTreeMap::new()),
             not_peer: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            out: Mutex::new(Outbound::default()),
-            last_rx: AtomicU64::new(0),
-            epoch: Instant::now(),
         });
-        let spawn = |name: &str, f: fn(&Shared)| {
+        let mut workers = Vec::with_capacity(lanes);
+        for (index, (tap, udp)) in taps.into_iter().zip(socks).enumerate() {
             let s = shared.clone();
-            std::thread::Builder::new()
-                .name(name.into())
+            let name = format!("sleeve-{index}");
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
                 .spawn(move || {
                     sleeve_io::short_slice();
-                    f(&s)
+                    run_lane(&s, &Lane { tap, udp }, index, lanes)
                 })
-                .with_context(|| format!("start thread {name}"))
-        };
-        let workers = vec![spawn("sleeve-out", outbound)?, spawn("sleeve-in", inbound)?];
+                .with_context(|| format!("start thread {name}"));
+            match spawned {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    // Stop the lanes already running before reporting.
+                    drop(EncryptedOverlay { shared, workers });
+                    return Err(e);
+                }
+            }
+        }
         tracing::info!(
-            "encrypted data path on udp port {port}, tap {TAP_NAME} mtu {mtu}{}",
+            "encrypted data path on udp port {port}, tap {TAP_NAME} mtu {mtu}, {lanes} lane(s){}",
             if tso { ", tcp super-frames" } else { "" }
         );
         if mtu + UNDERLAY_OVERHEAD > COMMON_UNDERLAY_MTU {
@@ -246,82 +260,65 @@ fn set_nonblocking(f: &File) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `fd` is readable or [`POLL`] passes.
-fn readable(fd: &impl AsRawFd) {
-    sleeve_io::wait_for(
-        fd.as_raw_fd(),
-        libc::POLLIN,
-        POLL.as_millis() as libc::c_int,
-    );
-    trace::woke();
-}
-
-/// TAP → peers.
-fn outbound(s: &Shared) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    // Woken after a quiet spell; then: the frame sent was a request.
-    let (mut after_quiet, mut request) = (false, false);
+/// A lane's worker: frames from its TAP queue go to peers, datagrams from its socket go to
+/// the TAP, a budget of each in turn; with neither waiting, it sleeps on its lane's CPUs.
+fn run_lane(s: &Shared, lane: &Lane, index: usize, lanes: usize) {
+    let mut out = Outbound::default();
+    let mut rx = vec![0u8; RECV_BUFFER];
+    let mut cpus = sleeve_io::LaneCpus::new(index, lanes);
+    // Rounds with work since the worker last woke.
+    let mut rounds = 0;
     while !s.stop.load(Relaxed) {
-        // Non-blocking: poll only when the queue is empty, so a busy path costs one read per
-        // frame rather than a poll and a read.
-        let mut out = lock(&s.out);
-        match pull(s, &mut out) {
-            Ok(()) => {
-                request = std::mem::take(&mut after_quiet) && quiet(s, s.epoch.elapsed());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::mem::take(&mut request) {
-                    await_answer(s, &mut out, &mut buf);
-                    continue;
+        let mut busy = false;
+        for _ in 0..BUDGET {
+            match pull(s, lane, &mut out) {
+                Ok(()) => busy = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
+                    std::thread::sleep(POLL);
+                    break;
                 }
-                // Sleep without the buffers: the receiving worker pulls what the container
-                // answers after each TAP write (`PULL_AFTER_WRITE`) only if it gets them.
-                drop(out);
-                let slept = Instant::now();
-                readable(&s.tap);
-                after_quiet = slept.elapsed() >= QUIET;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::warn!("encrypted path: read {TAP_NAME}: {e}");
-                drop(out);
-                std::thread::sleep(POLL);
             }
         }
+        for _ in 0..BUDGET {
+            match sleeve_io::recv(lane.udp.as_raw_fd(), &mut rx) {
+                Ok(r) => {
+                    deliver(s, lane, &mut out, r, &mut rx);
+                    busy = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("encrypted path: receive: {e}");
+                    break;
+                }
+            }
+        }
+        if busy {
+            rounds += 1;
+            if rounds > SHORT_EXCHANGE {
+                cpus.release();
+            }
+            continue;
+        }
+        expire(s);
+        // After a short exchange (a request and its answer), sleep where the next one will
+        // come from, and stay there while exchanges stay short. After a longer stretch (a
+        // stream pausing), sleep unpinned, so that the scheduler may wake the worker on an
+        // idle CPU, in parallel with its peer's work.
+        if std::mem::take(&mut rounds) <= SHORT_EXCHANGE {
+            cpus.pin();
+        }
+        sleeve_io::wait_readable(
+            &[lane.tap.as_raw_fd(), lane.udp.as_raw_fd()],
+            POLL.as_millis() as libc::c_int,
+        );
+        trace::woke();
     }
 }
 
-/// Whether nothing came in from peers for [`QUIET`] before `now` (since `epoch`).
-fn quiet(s: &Shared, now: Duration) -> bool {
-    let last = Duration::from_nanos(s.last_rx.load(Relaxed));
-    now.saturating_sub(last) >= QUIET
-}
-
-/// After a request (a frame sent after a quiet spell both ways: a ping, an RPC, not a
-/// stream), keeps the sending worker polling the socket for up to [`ANSWER_SPIN`] and takes
-/// the answer itself. The receiving worker, asleep, would take it after a wake-up that here
-/// (virtual CPUs that halt when idle) costs about 20 us on the round trip (bench/README.md).
-/// Bounded: ends at the first datagram, when the TAP has a frame to send, or after
-/// [`ANSWER_SPIN`]; an idle path or a stream never spins.
-fn await_answer(s: &Shared, out: &mut Outbound, buf: &mut [u8]) {
-    let until = Instant::now() + ANSWER_SPIN;
-    while Instant::now() < until && !s.stop.load(Relaxed) {
-        match sleeve_io::recv(s.udp.as_raw_fd(), buf) {
-            Ok(r) => return deliver(s, r, buf),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-        if pull(s, out).is_ok() {
-            return;
-        }
-        // Spin, but let whatever else is runnable here go first (on a small machine, the
-        // peer's or the container's work that the answer waits for).
-        std::thread::yield_now();
-    }
-}
-
-/// The sending side's buffers. Whoever holds them reads a frame from the TAP and sends it,
-/// so frames leave in the order they were read.
+/// A worker's sending buffers.
 struct Outbound {
     buf: Vec<u8>,
     copy: Vec<u8>,
@@ -340,11 +337,11 @@ impl Default for Outbound {
     }
 }
 
-/// Reads one frame from the TAP (WouldBlock: none waiting) and sends it to its peer, or to
-/// every peer.
-fn pull(s: &Shared, o: &mut Outbound) -> std::io::Result<()> {
+/// Reads one frame from the lane's TAP queue (WouldBlock: none waiting) and sends it to its
+/// peer, or to every peer.
+fn pull(s: &Shared, lane: &Lane, o: &mut Outbound) -> std::io::Result<()> {
     let Outbound { buf, copy, tx } = o;
-    let n = (&s.tap).read(&mut buf[HEADER_LEN..HEADER_LEN + MAX_FRAME + 1])?;
+    let n = (&lane.tap).read(&mut buf[HEADER_LEN..HEADER_LEN + MAX_FRAME + 1])?;
     if !(VNET_HDR_LEN + 14..=MAX_FRAME).contains(&n) {
         return Ok(());
     }
@@ -359,11 +356,11 @@ fn pull(s: &Shared, o: &mut Outbound) -> std::io::Result<()> {
         None
     };
     match owner {
-        Some(p) => tx.send(s, p, buf, n),
+        Some(p) => tx.send(s, lane, p, buf, n),
         None => {
             for p in peers.values() {
                 copy[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + n]);
-                tx.send(s, p, copy, n);
+                tx.send(s, lane, p, copy, n);
             }
         }
     }
@@ -379,7 +376,7 @@ struct Sender {
 
 impl Sender {
     /// Seals the `n`-byte frame in `buf[HEADER_LEN..]` for `p` and sends its datagrams.
-    fn send(&mut self, s: &Shared, p: &PeerLink, buf: &mut [u8], n: usize) {
+    fn send(&mut self, s: &Shared, lane: &Lane, p: &PeerLink, buf: &mut [u8], n: usize) {
         let now = Instant::now();
         let sealed = {
             let mut sealer = lock(&p.sealer);
@@ -415,7 +412,7 @@ impl Sender {
             .extend((0..count).map(|i| Fragment::encode(head, i, count, s.chunk as u16)));
         let sent = self
             .batch
-            .send(s.udp.as_raw_fd(), p.addr, &self.headers, body, s.chunk);
+            .send(lane.udp.as_raw_fd(), p.addr, &self.headers, body, s.chunk);
         trace::mark(Stage::Sent);
         match sent {
             Ok(()) => {
@@ -445,26 +442,9 @@ impl Sender {
     }
 }
 
-/// Peers → TAP.
-fn inbound(s: &Shared) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    while !s.stop.load(Relaxed) {
-        match sleeve_io::recv(s.udp.as_raw_fd(), &mut buf) {
-            Ok(r) => deliver(s, r, &mut buf),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                expire(s);
-                readable(&s.udp);
-            }
-            Err(e) => tracing::debug!("encrypted path: receive: {e}"),
-        }
-    }
-}
-
 /// What one receive brought (in `buf`): matched to its peer, and each datagram received.
-fn deliver(s: &Shared, r: sleeve_io::Received, buf: &mut [u8]) {
+fn deliver(s: &Shared, lane: &Lane, out: &mut Outbound, r: sleeve_io::Received, buf: &mut [u8]) {
     trace::received(r.stamp);
-    s.last_rx
-        .store(s.epoch.elapsed().as_nanos() as u64, Relaxed);
     let from = r.from;
     let peer = {
         let peers = s.peers.read().unwrap_or_else(|p| p.into_inner());
@@ -478,7 +458,7 @@ fn deliver(s: &Shared, r: sleeve_io::Received, buf: &mut [u8]) {
     };
     let mut rx = lock(&p.receiver);
     for d in buf[..r.len].chunks_mut(r.segment.max(1)) {
-        if let Err(why) = receive(s, &p, &mut rx, d) {
+        if let Err(why) = receive(s, lane, out, &p, &mut rx, d) {
             p.counters.reject(why);
         }
     }
@@ -500,7 +480,14 @@ fn expire(s: &Shared) {
 
 /// One datagram from peer `p`: gathered, and once its frame is whole, opened and written to
 /// the TAP.
-fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<(), Reject> {
+fn receive(
+    s: &Shared,
+    lane: &Lane,
+    out: &mut Outbound,
+    p: &PeerLink,
+    rx: &mut Receiver,
+    d: &mut [u8],
+) -> Result<(), Reject> {
     let Receiver { opener, frames } = rx;
     let before = opener.rekeys();
     let opened = fragments::receive(opener, frames, Instant::now(), d);
@@ -518,7 +505,7 @@ fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<
     trace::opened(&frame[VNET_HDR_LEN..]);
     learn(s, &frame[VNET_HDR_LEN..], p.addr.ip());
     // A TAP write takes the whole frame (offload header first) or fails.
-    match (&s.tap).write_all(frame) {
+    match (&lane.tap).write_all(frame) {
         Ok(_) => {
             p.counters.rx_packets.fetch_add(1, Relaxed);
             p.counters
@@ -528,15 +515,12 @@ fn receive(s: &Shared, p: &PeerLink, rx: &mut Receiver, d: &mut [u8]) -> Result<
         Err(e) => tracing::debug!("encrypted path: write {TAP_NAME}: {e}"),
     }
     trace::mark(Stage::TapWritten);
-    // The write ran the bridge and the container's stack, so its answer (an echo reply, a
-    // TCP ACK) may already wait in the TAP: send it from here rather than wake the sending
-    // thread for it, a hand-off less per round trip. Only if that thread is not busy (it
-    // holds the buffers while it works, which keeps the frames in order).
-    if let Ok(mut o) = s.out.try_lock() {
-        for _ in 0..PULL_AFTER_WRITE {
-            if pull(s, &mut o).is_err() {
-                break;
-            }
+    // The write ran the bridge and the container's stack on this CPU, so its answer (an
+    // echo reply, a TCP ACK) may already wait in this lane's queue: send it now, before the
+    // rest of the batch.
+    for _ in 0..PULL_AFTER_WRITE {
+        if pull(s, lane, out).is_err() {
+            break;
         }
     }
     Ok(())

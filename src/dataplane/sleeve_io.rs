@@ -8,7 +8,7 @@ use crate::sleeve::datagram::{DATAGRAM_HEADER_LEN, MAX_DATAGRAM, MAX_FRAGMENTS};
 use crate::{Error, Result};
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 /// Most datagrams the kernel takes in one UDP GSO buffer (`UDP_MAX_SEGMENTS`).
 const MAX_SEGMENTS: usize = 64;
@@ -99,6 +99,139 @@ pub fn short_slice() {
     }
 }
 
+/// How many lanes (worker, TAP queue, UDP socket) the encrypted path runs: one per CPU this
+/// process may use, at most [`MAX_LANES`].
+pub fn lane_count() -> usize {
+    let allowed = allowed_cpus();
+    // SAFETY: CPU_COUNT reads the set.
+    let n = unsafe { libc::CPU_COUNT(&allowed) } as usize;
+    n.clamp(1, MAX_LANES)
+}
+
+/// Most lanes: beyond this, more threads buy little on the hosts we know of.
+pub const MAX_LANES: usize = 16;
+
+fn allowed_cpus() -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the calling thread (0) and a set of the stated size.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc < 0 {
+        // SAFETY: as above; CPU 0 alone stands for "unknown".
+        unsafe { libc::CPU_SET(0, &mut set) };
+    }
+    set
+}
+
+/// Binds `lanes` UDP sockets to `port` as one `SO_REUSEPORT` group, steered so that a
+/// datagram goes to the socket of the lane whose CPU receives it (`cpu % lanes`). Steering
+/// needs BPF; without it the kernel spreads by flow hash (correct, slower to wake).
+pub fn bind_lanes(port: u16, lanes: usize) -> Result<Vec<UdpSocket>> {
+    let fail = |what: String, e: io::Error| Error::kernel(e.raw_os_error().unwrap_or(0), what);
+    let mut socks = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        // SAFETY: socket() has no preconditions; the descriptor is owned at once below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(fail(format!("create the encrypted path's socket: {e}"), e));
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let udp = unsafe { UdpSocket::from_raw_fd(fd) };
+        if lanes > 1 {
+            setsockopt(&udp, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|e| {
+                fail(
+                    format!("set SO_REUSEPORT on the encrypted path's socket: {e}"),
+                    e,
+                )
+            })?;
+        }
+        let sa = sockaddr(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port));
+        // SAFETY: bind reads one sockaddr_in of the stated size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(fail(
+                format!("bind encrypted path to udp port {port}: {e}"),
+                e,
+            ));
+        }
+        socks.push(udp);
+    }
+    if lanes > 1 {
+        if let Err(e) = crate::netlink::steer_reuseport_by_cpu(socks[0].as_raw_fd(), lanes) {
+            tracing::info!("encrypted path: udp sockets not steered by cpu ({e}); by flow hash");
+        }
+    }
+    Ok(socks)
+}
+
+/// Where a lane's worker sleeps. A thread woken on another, idle CPU waits for that CPU to
+/// come out of halt (about 50 us on a virtual machine whose idle vCPUs halt); a lane's TAP
+/// queue and socket are fed by its own CPUs (see [`bind_lanes`]), so a worker asleep there is
+/// woken by a CPU that is running. The worker pins itself while its work comes in short
+/// exchanges and lets go when it gets busy, so the scheduler still spreads a busy path.
+pub struct LaneCpus {
+    allowed: libc::cpu_set_t,
+    lane: Option<libc::cpu_set_t>,
+    pinned: bool,
+}
+
+impl LaneCpus {
+    /// Lane `lane` of `lanes`: the allowed CPUs `c` with `c % lanes == lane`.
+    pub fn new(lane: usize, lanes: usize) -> LaneCpus {
+        let allowed = allowed_cpus();
+        // SAFETY: an empty set, filled from `allowed` below.
+        let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let mut any = false;
+        for c in 0..libc::CPU_SETSIZE as usize {
+            // SAFETY: c is below the set's size.
+            if c % lanes == lane && unsafe { libc::CPU_ISSET(c, &allowed) } {
+                // SAFETY: as above.
+                unsafe { libc::CPU_SET(c, &mut mine) };
+                any = true;
+            }
+        }
+        LaneCpus {
+            allowed,
+            lane: (any && lanes > 1).then_some(mine),
+            pinned: false,
+        }
+    }
+
+    /// Keeps the calling thread to its lane's CPUs (a no-op if it already is).
+    pub fn pin(&mut self) {
+        if let (Some(mine), false) = (&self.lane, self.pinned) {
+            self.pinned = set_affinity(mine);
+        }
+    }
+
+    /// Lets the calling thread run on all its allowed CPUs again (a no-op if it already may).
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.pinned) {
+            set_affinity(&self.allowed);
+        }
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: the calling thread and a set of the stated size.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
 /// Reusable message arrays for [`Batch::send`] (sized once, no allocation per frame).
 pub struct Batch {
     iov: Vec<libc::iovec>,
@@ -129,6 +262,22 @@ pub fn wait_for(fd: RawFd, events: libc::c_short, ms: libc::c_int) {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) };
+}
+
+/// Waits until one of `fds` is readable, or `ms` milliseconds pass.
+pub fn wait_readable(fds: &[RawFd], ms: libc::c_int) {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 2];
+    let n = fds.len().min(p.len());
+    for (slot, &fd) in p.iter_mut().zip(fds) {
+        slot.fd = fd;
+        slot.events = libc::POLLIN;
+    }
+    // SAFETY: `n` valid pollfds.
+    unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, ms) };
 }
 
 impl Batch {
@@ -309,6 +458,77 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    fn pin_to(cpu: usize) {
+        // SAFETY: an empty set with one CPU; the calling thread.
+        unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one),
+                0
+            );
+        }
+    }
+
+    /// Real loopback sockets: a datagram sent from CPU c reaches lane `c % 2` (loopback
+    /// receives on the sending CPU), on every CPU this test may use.
+    #[test]
+    fn two_lanes_get_the_datagrams_of_their_cpus() {
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let lanes = bind_lanes(port, 2).unwrap();
+        let allowed = allowed_cpus();
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: c is below the set's size.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+            .collect();
+        for &cpu in &cpus {
+            std::thread::spawn(move || {
+                pin_to(cpu);
+                let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                tx.send_to(&[cpu as u8], (Ipv4Addr::LOCALHOST, port))
+                    .unwrap();
+            })
+            .join()
+            .unwrap();
+            let mut buf = [0u8; 16];
+            let mine = &lanes[cpu % 2];
+            wait_for(mine.as_raw_fd(), libc::POLLIN, 2000);
+            let r = recv(mine.as_raw_fd(), &mut buf).expect("the datagram on its cpu's lane");
+            assert_eq!(&buf[..r.len], &[cpu as u8]);
+            let other = recv(lanes[(cpu + 1) % 2].as_raw_fd(), &mut buf);
+            assert!(
+                other.is_err(),
+                "cpu {cpu}: a datagram on the other lane too"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lane_is_pinned_to_its_cpus_only_while_short_exchanges_last() {
+        let mut lane = LaneCpus::new(0, 2);
+        let before = allowed_cpus();
+        lane.pin();
+        let pinned = allowed_cpus();
+        lane.release();
+        let after = allowed_cpus();
+        // SAFETY: CPU_COUNT and CPU_ISSET read the sets.
+        unsafe {
+            assert!(libc::CPU_EQUAL(&before, &after));
+            if libc::CPU_COUNT(&before) > 1 {
+                assert!(libc::CPU_COUNT(&pinned) >= 1);
+                for c in 0..libc::CPU_SETSIZE as usize {
+                    if libc::CPU_ISSET(c, &pinned) {
+                        assert!(c % 2 == 0 && libc::CPU_ISSET(c, &before), "cpu {c}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Real loopback sockets: one frame's datagrams go out in one call and come back as
     /// the same datagrams, however the kernel batched them.

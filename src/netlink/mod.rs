@@ -8,6 +8,7 @@
 //! types, so every kernel error keeps its errno and interrupted dumps are retried.
 
 mod addr;
+mod bpf;
 mod fdb;
 mod link;
 mod route;
@@ -16,9 +17,13 @@ mod veth;
 mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
+pub use bpf::steer_reuseport_by_cpu;
 pub use fdb::{FdbEntry, FLOOD_MAC};
 pub use route::OwnedRoute;
-pub use tap::{open_tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VNET_HDR_LEN};
+pub use tap::{
+    open_tap, open_tap_queues, steer_tap_by_cpu, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN,
+    VNET_HDR_LEN,
+};
 pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;

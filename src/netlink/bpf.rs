@@ -1,0 +1,143 @@
+//! The two tiny BPF programs that steer the encrypted path's traffic by CPU: an eBPF socket
+//! filter for a multi-queue TAP (`TUNSETSTEERINGEBPF`: its return value picks the queue) and
+//! a classic BPF program for a `SO_REUSEPORT` group of UDP sockets
+//! (`SO_ATTACH_REUSEPORT_CBPF`: its return value picks the socket). Both return the CPU the
+//! packet is handled on, modulo the group's size. Loaded with raw system calls: three and
+//! four instructions do not need a BPF library.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// `bpf_get_smp_processor_id`, a helper every program type may call.
+pub const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// r0 = helper `func`().
+pub fn call(func: i32) -> Insn {
+    Insn {
+        code: 0x85, // BPF_JMP | BPF_CALL
+        regs: 0,
+        off: 0,
+        imm: func,
+    }
+}
+
+/// r0 %= `k` (64-bit, unsigned).
+pub fn mod_r0(k: i32) -> Insn {
+    Insn {
+        code: 0x97, // BPF_ALU64 | BPF_MOD | BPF_K
+        regs: 0,
+        off: 0,
+        imm: k,
+    }
+}
+
+/// return r0.
+pub fn exit() -> Insn {
+    Insn {
+        code: 0x95, // BPF_JMP | BPF_EXIT
+        regs: 0,
+        off: 0,
+        imm: 0,
+    }
+}
+
+/// Loads `insns` as a socket filter program; the descriptor keeps it alive.
+pub fn load_socket_filter(insns: &[Insn]) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    // `union bpf_attr` for BPF_PROG_LOAD, zeroed past the fields set (the kernel checks).
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SOCKET_FILTER.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` (its size given) and the instructions and
+    // license it points at, all alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Makes the reuseport group of `sock` (its sockets in the order they were bound) hand each
+/// datagram to socket `cpu % group`, `cpu` being where the kernel receives it.
+pub fn steer_reuseport_by_cpu(sock: RawFd, group: usize) -> io::Result<()> {
+    // Classic BPF: A = cpu (ancillary load); A %= group; return A.
+    const SKF_AD_OFF: i32 = -0x1000;
+    const SKF_AD_CPU: i32 = 36;
+    let code = [
+        libc::sock_filter {
+            code: 0x20, // BPF_LD | BPF_W | BPF_ABS
+            jt: 0,
+            jf: 0,
+            k: (SKF_AD_OFF + SKF_AD_CPU) as u32,
+        },
+        libc::sock_filter {
+            code: 0x94, // BPF_ALU | BPF_MOD | BPF_K
+            jt: 0,
+            jf: 0,
+            k: group as u32,
+        },
+        libc::sock_filter {
+            code: 0x16, // BPF_RET | BPF_A
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: setsockopt reads one sock_fprog, which points at `code`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &prog as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instruction_is_the_kernels_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
+    }
+
+    /// Real kernel: the CPU-steering program loads (as root, as the router runs).
+    #[test]
+    fn the_steering_program_loads() {
+        load_socket_filter(&[call(FUNC_GET_SMP_PROCESSOR_ID), mod_r0(4), exit()])
+            .expect("load the steering program");
+    }
+}
