@@ -63,6 +63,8 @@ const PULL_AFTER_WRITE: usize = 4;
 const BUDGET: usize = 16;
 /// Most rounds with work between two sleeps that still count as a short exchange.
 const SHORT_EXCHANGE: u32 = 2;
+/// Shortest sleep that ends an isolated exchange (a ping 10 ms apart is; a stream is not).
+const QUIET: Duration = Duration::from_millis(1);
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
 /// Receive buffer: a GRO batch is at most one 64 KiB IP packet's payload.
@@ -266,8 +268,7 @@ fn run_lane(s: &Shared, lane: &Lane, index: usize, lanes: usize) {
     let mut out = Outbound::default();
     let mut rx = vec![0u8; RECV_BUFFER];
     let mut cpus = sleeve_io::LaneCpus::new(index, lanes);
-    // Rounds with work since the worker last woke.
-    let mut rounds = 0;
+    let mut pattern = Pattern::default();
     while !s.stop.load(Relaxed) {
         let mut busy = false;
         for _ in 0..BUDGET {
@@ -296,25 +297,58 @@ fn run_lane(s: &Shared, lane: &Lane, index: usize, lanes: usize) {
             }
         }
         if busy {
-            rounds += 1;
-            if rounds > SHORT_EXCHANGE {
+            if pattern.worked() {
                 cpus.release();
             }
             continue;
         }
         expire(s);
-        // After a short exchange (a request and its answer), sleep where the next one will
-        // come from, and stay there while exchanges stay short. After a longer stretch (a
-        // stream pausing), sleep unpinned, so that the scheduler may wake the worker on an
-        // idle CPU, in parallel with its peer's work.
-        if std::mem::take(&mut rounds) <= SHORT_EXCHANGE {
+        if pattern.pin_to_sleep() {
             cpus.pin();
+        } else {
+            cpus.release();
         }
+        let slept = Instant::now();
         sleeve_io::wait_readable(
             &[lane.tap.as_raw_fd(), lane.udp.as_raw_fd()],
             POLL.as_millis() as libc::c_int,
         );
         trace::woke();
+        if pattern.woke(slept.elapsed()) {
+            cpus.release();
+        }
+    }
+}
+
+/// A lane's recent work, which decides where its worker sleeps. Isolated short exchanges
+/// (a request and its answer, after a quiet spell): on its own CPU, where the next one will
+/// come from, staying pinned while they stay so. A stream (many rounds of work, or wake-ups
+/// close together): unpinned, so that the scheduler may wake it on an idle CPU, in parallel
+/// with its peer's work.
+#[derive(Default)]
+struct Pattern {
+    /// Rounds with work since the worker last woke.
+    rounds: u32,
+    /// The last sleep ended sooner than [`QUIET`].
+    streaming: bool,
+}
+
+impl Pattern {
+    /// A round with work; true: the lane is busy now (let go of the CPU).
+    fn worked(&mut self) -> bool {
+        self.rounds += 1;
+        self.rounds > SHORT_EXCHANGE
+    }
+
+    /// About to sleep; true: sleep pinned.
+    fn pin_to_sleep(&mut self) -> bool {
+        std::mem::take(&mut self.rounds) <= SHORT_EXCHANGE && !self.streaming
+    }
+
+    /// Woken after sleeping `slept`; true: too soon for an isolated exchange (let go).
+    fn woke(&mut self, slept: Duration) -> bool {
+        self.streaming = slept < QUIET;
+        self.streaming
     }
 }
 
@@ -545,6 +579,29 @@ fn learn(s: &Shared, frame: &[u8], peer: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lane_sleeps_pinned_only_after_isolated_short_exchanges() {
+        let mut p = Pattern::default();
+        // A ping: one round of work, then a long sleep, again and again.
+        for _ in 0..3 {
+            assert!(!p.worked());
+            assert!(p.pin_to_sleep());
+            assert!(!p.woke(Duration::from_millis(10)));
+        }
+        // A burst: many rounds without sleeping.
+        assert!(!p.worked() && !p.worked());
+        assert!(p.worked());
+        assert!(!p.pin_to_sleep());
+        // A stream with gaps: short rounds, but woken soon after each sleep.
+        assert!(p.woke(Duration::from_micros(80)));
+        assert!(!p.worked());
+        assert!(!p.pin_to_sleep());
+        // Quiet again: pinned after the next isolated exchange.
+        assert!(!p.woke(Duration::from_millis(5)));
+        assert!(!p.worked());
+        assert!(p.pin_to_sleep());
+    }
 
     #[test]
     fn the_default_mtu_fits_a_common_underlay_once_encrypted() {
