@@ -167,6 +167,9 @@ async fn read_frame(
 /// this process since it started: what the in-process scale benchmarks report per peer.
 static SENT_MESSAGES: AtomicU64 = AtomicU64::new(0);
 static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
+/// The same messages counted by their first byte, the message kind (topology 2, broadcast 3,
+/// unicast 4, goodbye 5; others in slot 0).
+static SENT_BY_KIND: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 
 /// (messages, bytes) sent by all mesh connections of this process; see [`SENT_MESSAGES`].
 pub fn sent_totals() -> (u64, u64) {
@@ -174,6 +177,12 @@ pub fn sent_totals() -> (u64, u64) {
         SENT_MESSAGES.load(Ordering::Relaxed),
         SENT_BYTES.load(Ordering::Relaxed),
     )
+}
+
+/// Messages sent by all mesh connections of this process, by kind: index 2 topology, 3
+/// broadcast, 4 unicast, 5 goodbye, 0 anything else (see [`SENT_MESSAGES`]).
+pub fn sent_by_kind() -> [u64; 6] {
+    std::array::from_fn(|i| SENT_BY_KIND[i].load(Ordering::Relaxed))
 }
 
 /// What the connection reports to the router.
@@ -230,6 +239,8 @@ pub async fn run(
                 Ok(Ok(())) if counted => {
                     SENT_MESSAGES.fetch_add(1, Ordering::Relaxed);
                     SENT_BYTES.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                    let kind = plain.first().map_or(0, |&k| k as usize);
+                    SENT_BY_KIND[if kind < 6 { kind } else { 0 }].fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return format!("write: {e}"),
