@@ -81,6 +81,8 @@ pub(super) struct Actor {
     /// For entries taken in since the last flush: the connections whose peer already holds
     /// them (it sent them), which the flush's delta leaves out.
     holders: HashMap<PeerName, Vec<u64>>,
+    /// Peers whose connection of ours came or went since the live peers were published.
+    live_dirty: Vec<PeerName>,
     /// No flush before this: changes arriving meanwhile are batched.
     next_flush: Instant,
     leaving: bool,
@@ -113,6 +115,7 @@ impl Actor {
             gossip_due: false,
             dirty: false,
             holders: HashMap::new(),
+            live_dirty: Vec::new(),
             next_flush: Instant::now(),
             leaving: false,
             terminations: 0,
@@ -209,7 +212,9 @@ impl Actor {
                 let bye = Arc::new(Message::Goodbye.encode());
                 for (_, c) in self.conns.drain() {
                     let _ = c.tx.try_send(bye.clone());
+                    self.live_dirty.push(c.peer);
                 }
+                self.dirty = true;
                 self.update_topology();
                 let _ = reply.send(());
             }
@@ -272,6 +277,8 @@ impl Actor {
             }
             self.conns.remove(&old_key);
         }
+        self.live_dirty.push(remote.name);
+        self.dirty = true;
         let key = self.next_key;
         self.next_key += 1;
         let (tx, rx) = mpsc::channel(4096);
@@ -337,6 +344,8 @@ impl Actor {
             ConnEvent::Closed(key, reason) => {
                 if let Some(c) = self.conns.remove(&key) {
                     self.terminations += 1;
+                    self.live_dirty.push(c.peer);
+                    self.dirty = true;
                     tracing::info!(
                         "connection to {}({}) at {} closed: {reason}",
                         c.peer,
@@ -369,6 +378,8 @@ impl Actor {
             Message::Goodbye => {
                 if let Some(c) = self.conns.remove(&key) {
                     tracing::info!("peer {}({}) left the mesh", c.peer, c.nickname);
+                    self.live_dirty.push(c.peer);
+                    self.dirty = true;
                     self.terminations += 1;
                     self.update_topology();
                 }
@@ -498,12 +509,9 @@ impl Actor {
     /// less what that neighbour sent us itself.
     fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
-        let moved = self.topology.settle();
+        self.topology.settle();
         self.next_flush = Instant::now() + flush_interval(self.topology.len());
-        // Nothing reachable changed: the live peers are what they were (an O(n) pass saved).
-        if moved || self.topology.has_changes() || !send_changes {
-            self.publish_peers();
-        }
+        self.publish_peers();
         self.make_connections();
         let holders = std::mem::take(&mut self.holders);
         if !send_changes {

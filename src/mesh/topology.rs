@@ -15,7 +15,7 @@
 use super::protocol::{ConnectionInfo, PeerInfo};
 use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// What one topology message brought: entries newer than ours (taken in), and entries at
@@ -39,11 +39,48 @@ pub struct Topology {
     shrunk: bool,
     /// Entries taken in, or newly reachable, since the last [`Topology::take_changes`].
     changed: BTreeSet<PeerName>,
+    /// For every peer some entry names a connection to: the entries that do (by name, the
+    /// order [`Topology::address_of`] reads them in). Kept as entries arrive and go, so an
+    /// address costs a lookup, not a pass over every entry.
+    reporters: HashMap<PeerName, BTreeSet<PeerName>>,
+    /// Peers whose live view (reachable or not, entry, address) may have changed since the
+    /// last [`Topology::take_live_changes`]; `live_all`: any may have (a whole walk).
+    live_dirty: HashSet<PeerName>,
+    live_all: bool,
+}
+
+/// Notes `name`'s connections going from `old` to `new` in the reporters index, and marks
+/// `name` and every peer either list names as possibly changed in the live view.
+fn reindex(
+    reporters: &mut HashMap<PeerName, BTreeSet<PeerName>>,
+    dirty: &mut HashSet<PeerName>,
+    name: PeerName,
+    old: &[ConnectionInfo],
+    new: &[ConnectionInfo],
+) {
+    dirty.insert(name);
+    for c in old {
+        if !new.iter().any(|n| n.peer == c.peer) {
+            if let Some(r) = reporters.get_mut(&c.peer) {
+                r.remove(&name);
+                if r.is_empty() {
+                    reporters.remove(&c.peer);
+                }
+            }
+        }
+        dirty.insert(c.peer);
+    }
+    for c in new {
+        reporters.entry(c.peer).or_default().insert(name);
+        dirty.insert(c.peer);
+    }
 }
 
 impl Topology {
     pub fn new(me: PeerInfo) -> Topology {
         let name = me.name;
+        let (mut reporters, mut live_dirty) = (HashMap::new(), HashSet::new());
+        reindex(&mut reporters, &mut live_dirty, name, &[], &me.connections);
         let mut peers = BTreeMap::new();
         peers.insert(name, me);
         Topology {
@@ -53,6 +90,9 @@ impl Topology {
             touched: Vec::new(),
             shrunk: false,
             changed: BTreeSet::new(),
+            reporters,
+            live_dirty,
+            live_all: false,
         }
     }
 
@@ -95,6 +135,8 @@ impl Topology {
         me.connections = conns;
         me.version += 1;
         self.shrunk |= lost_connection(&old, me);
+        let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
+        reindex(reporters, dirty, self.me, &old.connections, &me.connections);
         self.changed.insert(self.me);
         self.touched.push(self.me);
         true
@@ -126,9 +168,19 @@ impl Topology {
             out.taken.push(p.name);
             self.touched.push(p.name);
             let name = p.name;
-            if let Some(old) = self.peers.insert(name, p) {
-                self.shrunk |= lost_connection(&old, &self.peers[&name]);
+            let old = self.peers.insert(name, p);
+            let new = &self.peers[&name];
+            if let Some(old) = &old {
+                self.shrunk |= lost_connection(old, new);
             }
+            let old = old.as_ref().map_or(&[][..], |o| &o.connections[..]);
+            reindex(
+                &mut self.reporters,
+                &mut self.live_dirty,
+                name,
+                old,
+                &new.connections,
+            );
         }
         out
     }
@@ -160,12 +212,20 @@ impl Topology {
                 }
             }
             self.reach = reach;
+            self.live_all = true;
             return moved;
         }
         let mut reached = Vec::new();
         self.reach
             .extend(self.me, &self.peers, &touched, &mut reached);
         self.changed.extend(reached.iter().copied());
+        // A peer now reachable counts in the live view, and so do its reports of addresses.
+        for r in &reached {
+            self.live_dirty.insert(*r);
+            if let Some(p) = self.peers.get(r) {
+                self.live_dirty.extend(p.connections.iter().map(|c| c.peer));
+            }
+        }
         !reached.is_empty()
     }
 
@@ -200,7 +260,10 @@ impl Topology {
             .copied()
             .collect();
         for n in &gone {
-            self.peers.remove(n);
+            if let Some(old) = self.peers.remove(n) {
+                let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
+                reindex(reporters, dirty, *n, &old.connections, &[]);
+            }
             self.changed.remove(n);
         }
         gone
@@ -230,15 +293,33 @@ impl Topology {
         out
     }
 
-    /// An underlay IP for `peer` as others see it (the first one, by name order of reporter).
+    /// An underlay IP for `peer` as others see it: from the first reachable entry, by name,
+    /// that names a connection to it (its first such connection).
     pub fn address_of(&self, peer: &PeerName) -> Option<IpAddr> {
-        self.peers()
-            .flat_map(|p| p.connections.iter())
-            .find(|c| c.peer == *peer)
+        self.reporters
+            .get(peer)?
+            .iter()
+            .filter(|r| self.reach.routes.contains_key(r))
+            .find_map(|r| {
+                let p = self.peers.get(r)?;
+                p.connections.iter().find(|c| c.peer == *peer)
+            })
             .map(|c| c.addr.ip())
     }
 
-    /// [`address_of`](Self::address_of) for every peer at once: one pass, not one per peer.
+    /// The peers whose live view may have changed since the last call (settle first): their
+    /// reachability, entry or address. `None`: any may have (after a whole walk).
+    pub fn take_live_changes(&mut self) -> Option<Vec<PeerName>> {
+        let names: Vec<PeerName> = self.live_dirty.drain().collect();
+        if std::mem::take(&mut self.live_all) {
+            return None;
+        }
+        Some(names)
+    }
+
+    /// [`address_of`](Self::address_of) for every peer at once, the slow way: one pass over
+    /// every reachable entry (what the index is checked against).
+    #[cfg(test)]
     pub fn addresses(&self) -> HashMap<PeerName, IpAddr> {
         let mut out = HashMap::with_capacity(self.reach.routes.len());
         for c in self.peers().flat_map(|p| p.connections.iter()) {
@@ -405,6 +486,72 @@ mod tests {
         reborn.uid = 7;
         assert!(t.merge(vec![reborn]));
         assert_eq!(t.get(&n(2)).unwrap().uid, 7);
+    }
+
+    /// The live view built from scratch: every reachable peer but us, with its address.
+    fn live_from_scratch(t: &Topology) -> BTreeMap<PeerName, (u64, Option<IpAddr>)> {
+        let addresses = t.addresses();
+        t.peers()
+            .filter(|p| p.name != t.me)
+            .map(|p| (p.name, (p.uid, addresses.get(&p.name).copied())))
+            .collect()
+    }
+
+    #[test]
+    fn the_live_view_kept_from_changes_agrees_with_a_rebuild() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(16);
+        for round in 0..20 {
+            let mut t = Topology::new(info(1, 1, &[]));
+            let mut kept = BTreeMap::new();
+            let mut versions = [1u64; 31];
+            let mut links: Vec<Vec<(u64, bool)>> = vec![vec![]; 31];
+            for step in 0..80 {
+                let mut batch = Vec::new();
+                for _ in 0..rng.random_range(1..5) {
+                    let p = rng.random_range(1..31u64);
+                    let to = rng.random_range(1..31u64);
+                    let l = &mut links[p as usize];
+                    if round % 2 == 1 && !l.is_empty() && rng.random_bool(0.15) {
+                        l.remove(rng.random_range(0..l.len()));
+                    } else if to != p {
+                        l.push((to, rng.random_bool(0.9)));
+                    }
+                    versions[p as usize] += 1;
+                    let mut e = info(p, versions[p as usize], l);
+                    // Two peers reporting one peer at different addresses: the order counts.
+                    for c in e.connections.iter_mut() {
+                        let port = 6000 + p as u16;
+                        c.addr = format!("192.0.{p}.{}:{port}", c.peer.as_u64())
+                            .parse()
+                            .unwrap();
+                    }
+                    if p == 1 {
+                        t.set_our_connections(e.connections);
+                    } else {
+                        e.uid = versions[p as usize];
+                        batch.push(e);
+                    }
+                }
+                t.absorb(batch);
+                t.settle();
+                if step % 17 == 16 {
+                    t.forget_unreachable();
+                }
+                match t.take_live_changes() {
+                    None => kept = live_from_scratch(&t),
+                    Some(names) => {
+                        for n in names {
+                            match t.get(&n).filter(|p| p.name != t.me) {
+                                Some(p) => kept.insert(n, (p.uid, t.address_of(&n))),
+                                None => kept.remove(&n),
+                            };
+                        }
+                    }
+                }
+                assert_eq!(kept, live_from_scratch(&t), "round {round} step {step}");
+            }
+        }
     }
 
     #[test]
