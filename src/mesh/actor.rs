@@ -6,7 +6,8 @@ use super::command::{Cmd, NewConn};
 use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
-use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
+use super::protocol::{encode_entry, topology_frames, topology_messages};
+use super::protocol::{ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::seen::Seen;
 use super::topology::Topology;
 use crate::peer::PeerName;
@@ -45,13 +46,12 @@ const FLUSH_PEERS: f64 = 100.0;
 const FLUSH_MAX: Duration = Duration::from_secs(2);
 
 /// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
-/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval,
-/// and every flush costs O(n) (the live peers, and what their users do with them); with a
-/// fixed interval 500 peers on two cores spent all their CPU flushing, which made the joins
-/// slower and the flushes (and messages) more numerous still. Growing the interval with n
-/// keeps the whole mesh's flush work per second about constant, the messages per peer about
+/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval;
+/// with a fixed interval 500 peers on two cores spent all their CPU flushing, which made the
+/// joins slower and the flushes (and messages) more numerous still. Growing the interval with
+/// n keeps the whole mesh's flush work per second about constant, the messages per peer about
 /// constant while peers join at a steady rate, and the time news needs to cross the mesh
-/// (its diameter, about ln n hops, times the interval) at about n log n.
+/// (about ln n hops times the interval) at about n log n.
 fn flush_interval(peers: usize) -> Duration {
     let n = (peers as f64).max(FLUSH_PEERS);
     FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
@@ -522,15 +522,18 @@ impl Actor {
         if changes.is_empty() {
             return;
         }
-        // One encoding for the neighbours that need every change; a subset for the others.
+        // Every entry encoded once; the same frames for the neighbours that need every
+        // change, frames of the rest for the others.
+        let entries: Vec<Vec<u8>> = changes.iter().map(encode_entry).collect();
         let mut all: Option<Vec<Arc<Vec<u8>>>> = None;
         for (k, c) in &self.conns {
             let held = |p: &PeerInfo| holders.get(&p.name).is_some_and(|h| h.contains(k));
             let frames = if changes.iter().any(held) {
-                let rest: Vec<PeerInfo> = changes.iter().filter(|p| !held(p)).cloned().collect();
-                encoded(&rest)
+                let rest = changes.iter().zip(&entries).filter(|(p, _)| !held(p));
+                shared(topology_frames(rest.map(|(_, e)| &e[..])))
             } else {
-                all.get_or_insert_with(|| encoded(&changes)).clone()
+                let every = || shared(topology_frames(entries.iter().map(|e| &e[..])));
+                all.get_or_insert_with(every).clone()
             };
             for f in frames {
                 if c.tx.try_send(f).is_err() {
@@ -593,10 +596,7 @@ impl Actor {
     }
 }
 
-/// Topology messages for `peers`, encoded once to go to several neighbours.
-fn encoded(peers: &[PeerInfo]) -> Vec<Arc<Vec<u8>>> {
-    topology_messages(peers)
-        .iter()
-        .map(|m| Arc::new(m.encode()))
-        .collect()
+/// Frames to go to several neighbours.
+fn shared(frames: Vec<Vec<u8>>) -> Vec<Arc<Vec<u8>>> {
+    frames.into_iter().map(Arc::new).collect()
 }

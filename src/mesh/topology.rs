@@ -15,8 +15,11 @@
 use super::protocol::{ConnectionInfo, PeerInfo};
 use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
+use live::reindex;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+
+mod live;
 
 /// What one topology message brought: entries newer than ours (taken in), and entries at
 /// exactly our version (the sender already holds what we would pass on).
@@ -49,44 +52,25 @@ pub struct Topology {
     live_all: bool,
 }
 
-/// Notes `name`'s connections going from `old` to `new` in the reporters index, and marks
-/// `name` and every peer either list names as possibly changed in the live view.
-fn reindex(
-    reporters: &mut HashMap<PeerName, BTreeSet<PeerName>>,
-    dirty: &mut HashSet<PeerName>,
-    name: PeerName,
-    old: &[ConnectionInfo],
-    new: &[ConnectionInfo],
-) {
-    dirty.insert(name);
-    for c in old {
-        if !new.iter().any(|n| n.peer == c.peer) {
-            if let Some(r) = reporters.get_mut(&c.peer) {
-                r.remove(&name);
-                if r.is_empty() {
-                    reporters.remove(&c.peer);
-                }
-            }
-        }
-        dirty.insert(c.peer);
-    }
-    for c in new {
-        reporters.entry(c.peer).or_default().insert(name);
-        dirty.insert(c.peer);
-    }
-}
-
 impl Topology {
     pub fn new(me: PeerInfo) -> Topology {
         let name = me.name;
         let (mut reporters, mut live_dirty) = (HashMap::new(), HashSet::new());
-        reindex(&mut reporters, &mut live_dirty, name, &[], &me.connections);
+        let reach = Reach::new(name);
+        reindex(
+            &mut reporters,
+            &mut live_dirty,
+            &reach.routes,
+            name,
+            &[],
+            &me.connections,
+        );
         let mut peers = BTreeMap::new();
         peers.insert(name, me);
         Topology {
             me: name,
             peers,
-            reach: Reach::new(name),
+            reach,
             touched: Vec::new(),
             shrunk: false,
             changed: BTreeSet::new(),
@@ -136,7 +120,15 @@ impl Topology {
         me.version += 1;
         self.shrunk |= lost_connection(&old, me);
         let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
-        reindex(reporters, dirty, self.me, &old.connections, &me.connections);
+        let reach = &self.reach.routes;
+        reindex(
+            reporters,
+            dirty,
+            reach,
+            self.me,
+            &old.connections,
+            &me.connections,
+        );
         self.changed.insert(self.me);
         self.touched.push(self.me);
         true
@@ -177,6 +169,7 @@ impl Topology {
             reindex(
                 &mut self.reporters,
                 &mut self.live_dirty,
+                &self.reach.routes,
                 name,
                 old,
                 &new.connections,
@@ -219,11 +212,18 @@ impl Topology {
         self.reach
             .extend(self.me, &self.peers, &touched, &mut reached);
         self.changed.extend(reached.iter().copied());
-        // A peer now reachable counts in the live view, and so do its reports of addresses.
+        // A peer now reachable counts in the live view, and so may its reports of addresses.
         for r in &reached {
             self.live_dirty.insert(*r);
-            if let Some(p) = self.peers.get(r) {
-                self.live_dirty.extend(p.connections.iter().map(|c| c.peer));
+            let Some(p) = self.peers.get(r) else { continue };
+            for c in &p.connections {
+                let decides = self
+                    .reporters
+                    .get(&c.peer)
+                    .is_none_or(|rs| rs.range(..*r).all(|x| !self.reach.routes.contains_key(x)));
+                if decides {
+                    self.live_dirty.insert(c.peer);
+                }
             }
         }
         !reached.is_empty()
@@ -262,7 +262,14 @@ impl Topology {
         for n in &gone {
             if let Some(old) = self.peers.remove(n) {
                 let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
-                reindex(reporters, dirty, *n, &old.connections, &[]);
+                reindex(
+                    reporters,
+                    dirty,
+                    &self.reach.routes,
+                    *n,
+                    &old.connections,
+                    &[],
+                );
             }
             self.changed.remove(n);
         }
@@ -333,11 +340,11 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn n(i: u64) -> PeerName {
+    pub(super) fn n(i: u64) -> PeerName {
         PeerName::from_u64(i).unwrap()
     }
 
-    fn conn(to: u64, established: bool) -> ConnectionInfo {
+    pub(super) fn conn(to: u64, established: bool) -> ConnectionInfo {
         ConnectionInfo {
             peer: n(to),
             addr: format!("192.0.2.{to}:6783").parse().unwrap(),
@@ -346,7 +353,7 @@ mod tests {
         }
     }
 
-    fn info(i: u64, version: u64, conns: &[(u64, bool)]) -> PeerInfo {
+    pub(super) fn info(i: u64, version: u64, conns: &[(u64, bool)]) -> PeerInfo {
         PeerInfo {
             name: n(i),
             nickname: format!("h{i}"),
@@ -486,72 +493,6 @@ mod tests {
         reborn.uid = 7;
         assert!(t.merge(vec![reborn]));
         assert_eq!(t.get(&n(2)).unwrap().uid, 7);
-    }
-
-    /// The live view built from scratch: every reachable peer but us, with its address.
-    fn live_from_scratch(t: &Topology) -> BTreeMap<PeerName, (u64, Option<IpAddr>)> {
-        let addresses = t.addresses();
-        t.peers()
-            .filter(|p| p.name != t.me)
-            .map(|p| (p.name, (p.uid, addresses.get(&p.name).copied())))
-            .collect()
-    }
-
-    #[test]
-    fn the_live_view_kept_from_changes_agrees_with_a_rebuild() {
-        use rand::{rngs::StdRng, Rng, SeedableRng};
-        let mut rng = StdRng::seed_from_u64(16);
-        for round in 0..20 {
-            let mut t = Topology::new(info(1, 1, &[]));
-            let mut kept = BTreeMap::new();
-            let mut versions = [1u64; 31];
-            let mut links: Vec<Vec<(u64, bool)>> = vec![vec![]; 31];
-            for step in 0..80 {
-                let mut batch = Vec::new();
-                for _ in 0..rng.random_range(1..5) {
-                    let p = rng.random_range(1..31u64);
-                    let to = rng.random_range(1..31u64);
-                    let l = &mut links[p as usize];
-                    if round % 2 == 1 && !l.is_empty() && rng.random_bool(0.15) {
-                        l.remove(rng.random_range(0..l.len()));
-                    } else if to != p {
-                        l.push((to, rng.random_bool(0.9)));
-                    }
-                    versions[p as usize] += 1;
-                    let mut e = info(p, versions[p as usize], l);
-                    // Two peers reporting one peer at different addresses: the order counts.
-                    for c in e.connections.iter_mut() {
-                        let port = 6000 + p as u16;
-                        c.addr = format!("192.0.{p}.{}:{port}", c.peer.as_u64())
-                            .parse()
-                            .unwrap();
-                    }
-                    if p == 1 {
-                        t.set_our_connections(e.connections);
-                    } else {
-                        e.uid = versions[p as usize];
-                        batch.push(e);
-                    }
-                }
-                t.absorb(batch);
-                t.settle();
-                if step % 17 == 16 {
-                    t.forget_unreachable();
-                }
-                match t.take_live_changes() {
-                    None => kept = live_from_scratch(&t),
-                    Some(names) => {
-                        for n in names {
-                            match t.get(&n).filter(|p| p.name != t.me) {
-                                Some(p) => kept.insert(n, (p.uid, t.address_of(&n))),
-                                None => kept.remove(&n),
-                            };
-                        }
-                    }
-                }
-                assert_eq!(kept, live_from_scratch(&t), "round {round} step {step}");
-            }
-        }
     }
 
     #[test]
