@@ -216,6 +216,7 @@ pub async fn run(
     let writer = async move {
         let mut tick = tokio::time::interval(timers.heartbeat);
         let heartbeat = Arc::new(Message::Heartbeat.encode());
+        let mut frame = Vec::new();
         loop {
             let (plain, counted) = tokio::select! {
                 m = out.recv() => match m {
@@ -224,15 +225,17 @@ pub async fn run(
                 },
                 _ = tick.tick() => (heartbeat.clone(), false),
             };
-            let body = match &seal {
+            let sealed = match &seal {
                 Some(s) => match s.lock().expect("session lock").seal(&plain) {
-                    Ok(b) => b,
+                    Ok(b) => Some(b),
                     Err(e) => return format!("encrypt: {e}"),
                 },
-                None => plain.to_vec(),
+                None => None,
             };
-            let mut frame = Vec::with_capacity(body.len() + 4);
-            if let Err(e) = encode_frame(&body, &mut frame) {
+            let body = sealed.as_deref().unwrap_or(&plain[..]);
+            // One buffer for every frame: no allocation per message once it is big enough.
+            frame.clear();
+            if let Err(e) = encode_frame(body, &mut frame) {
                 return format!("send: {e}");
             }
             match timeout(timers.dead_after, wr.write_all(&frame)).await {
@@ -245,6 +248,10 @@ pub async fn run(
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return format!("write: {e}"),
                 Err(_) => return "write timed out (peer not reading)".to_string(),
+            }
+            // A whole topology is big: its buffer is not kept for the small frames after.
+            if frame.capacity() > 16 * 1024 {
+                frame = Vec::new();
             }
         }
     };

@@ -15,7 +15,7 @@
 use super::protocol::{ConnectionInfo, PeerInfo};
 use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
-use live::reindex;
+use live::{decides, reindex};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -45,7 +45,7 @@ pub struct Topology {
     /// For every peer some entry names a connection to: the entries that do (by name, the
     /// order [`Topology::address_of`] reads them in). Kept as entries arrive and go, so an
     /// address costs a lookup, not a pass over every entry.
-    reporters: HashMap<PeerName, BTreeSet<PeerName>>,
+    reporters: HashMap<PeerName, Vec<PeerName>>,
     /// Peers whose live view (reachable or not, entry, address) may have changed since the
     /// last [`Topology::take_live_changes`]; `live_all`: any may have (a whole walk).
     live_dirty: HashSet<PeerName>,
@@ -217,11 +217,8 @@ impl Topology {
             self.live_dirty.insert(*r);
             let Some(p) = self.peers.get(r) else { continue };
             for c in &p.connections {
-                let decides = self
-                    .reporters
-                    .get(&c.peer)
-                    .is_none_or(|rs| rs.range(..*r).all(|x| !self.reach.routes.contains_key(x)));
-                if decides {
+                let rs = self.reporters.get(&c.peer);
+                if rs.is_none_or(|rs| decides(rs, *r, &self.reach.routes)) {
                     self.live_dirty.insert(c.peer);
                 }
             }

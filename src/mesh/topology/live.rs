@@ -2,13 +2,13 @@
 //! peer (so an address is a lookup), and which peers' live view a change may have touched.
 
 use super::{ConnectionInfo, PeerName};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// Notes `name`'s connections going from `old` to `new` in the reporters index, and marks as
 /// possibly changed in the live view `name` and the peers whose address `name`'s report
 /// decides (no reporter before it, by name, is `reachable`).
 pub(super) fn reindex(
-    reporters: &mut HashMap<PeerName, BTreeSet<PeerName>>,
+    reporters: &mut HashMap<PeerName, Vec<PeerName>>,
     dirty: &mut HashSet<PeerName>,
     reachable: &HashMap<PeerName, PeerName>,
     name: PeerName,
@@ -20,7 +20,7 @@ pub(super) fn reindex(
     if old.len() == new.len() && old.iter().zip(new).all(|(o, n)| same(o, n)) {
         return;
     }
-    let decides = |r: &BTreeSet<PeerName>| r.range(..name).all(|x| !reachable.contains_key(x));
+    let decides = |r: &[PeerName]| decides(r, name, reachable);
     for c in old {
         if new.iter().any(|n| n.peer == c.peer) {
             continue;
@@ -29,19 +29,40 @@ pub(super) fn reindex(
             if decides(r) {
                 dirty.insert(c.peer);
             }
-            r.remove(&name);
+            r.retain(|x| *x != name);
             if r.is_empty() {
                 reporters.remove(&c.peer);
             }
         }
     }
+    let first =
+        |list: &[ConnectionInfo], p: PeerName| list.iter().find(|c| c.peer == p).map(|c| c.addr);
     for c in new {
+        // Still a reporter of the same address: nothing to note.
+        if first(old, c.peer).is_some_and(|a| Some(a) == first(new, c.peer)) {
+            continue;
+        }
         let r = reporters.entry(c.peer).or_default();
-        r.insert(name);
+        if let Err(i) = r.binary_search(&name) {
+            r.insert(i, name);
+        }
         if decides(r) {
             dirty.insert(c.peer);
         }
     }
+}
+
+/// Whether `name`'s report decides the address of a peer `reporters` (in name order) report:
+/// none before it is reachable.
+pub(super) fn decides(
+    reporters: &[PeerName],
+    name: PeerName,
+    reachable: &HashMap<PeerName, PeerName>,
+) -> bool {
+    reporters
+        .iter()
+        .take_while(|x| **x < name)
+        .all(|x| !reachable.contains_key(x))
 }
 
 #[cfg(test)]
