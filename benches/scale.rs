@@ -205,7 +205,7 @@ fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut smallest: Option<(usize, f64)> = None;
+    let mut smallest: Option<(usize, f64, f64)> = None;
     for &n in sizes {
         let limit = std::time::Duration::from_secs(120 + n as u64 / 2);
         let a = rt
@@ -217,31 +217,46 @@ fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
         );
         let per = |x: u64| x as f64 / n as f64;
         details.push(json!({"real_peers": n, "connections": a.connections,
-            "mesh_ms": a.mesh_ms, "mesh_messages": a.mesh_messages, "mesh_bytes": a.mesh_bytes,
+            "mesh_ms": a.mesh_ms, "start_ms": a.start_ms, "slowest_start_ms": a.slowest_start_ms,
+            "mesh_kinds": a.mesh_kinds, "mesh_messages": a.mesh_messages, "mesh_bytes": a.mesh_bytes,
             "ring_ms": a.ring_ms, "ring_messages": a.ring_messages, "ring_bytes": a.ring_bytes,
             "owners": a.owners}));
         let label = |what: &str| format!("{n} real peers: {what}");
         for (what, unit, value) in [
             ("all know all", "ms", a.mesh_ms),
+            ("of which starting them", "ms", a.start_ms),
+            ("slowest single start", "ms", a.slowest_start_ms),
             ("mesh messages per peer", "msgs", per(a.mesh_messages)),
             ("mesh KiB per peer", "KiB", per(a.mesh_bytes) / 1024.0),
+            ("mesh topology msgs per peer", "msgs", per(a.mesh_kinds[0])),
+            ("mesh broadcasts per peer", "msgs", per(a.mesh_kinds[1])),
+            ("mesh unicasts per peer", "msgs", per(a.mesh_kinds[2])),
             ("same ring", "ms", a.ring_ms),
             ("ring messages per peer", "msgs", per(a.ring_messages)),
             ("ring KiB per peer", "KiB", per(a.ring_bytes) / 1024.0),
         ] {
             rows.push(Row::new(label(what), unit, value));
         }
-        // Growth of all messages against n log n from the smallest size.
+        // Growth of all messages, and of the time until all know all, against n log n from
+        // the smallest size.
         let total = (a.mesh_messages + a.ring_messages) as f64;
         match smallest {
-            None => smallest = Some((n, total)),
-            Some((n0, t0)) => {
+            None => smallest = Some((n, total, a.mesh_ms)),
+            Some((n0, t0, ms0)) => {
                 let nlogn = |k: usize| k as f64 * (k as f64).ln();
+                let scale = nlogn(n) / nlogn(n0);
                 rows.push(Row::new(label("messages"), "msgs", total).vs(
                     format!("n log n from {n0}"),
-                    t0 * nlogn(n) / nlogn(n0),
+                    t0 * scale,
                     Target::AtMost(1.0),
                 ));
+                rows.push(
+                    Row::new(label("all know all (growth)"), "ms", a.mesh_ms).vs(
+                        format!("n log n from {n0}"),
+                        ms0 * scale,
+                        Target::AtMost(1.0),
+                    ),
+                );
             }
         }
     }

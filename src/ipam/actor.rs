@@ -10,6 +10,7 @@
 use super::core::{Claimed, Core};
 use super::file::Owned;
 use super::journal::{self, Journal};
+use super::live::{self, PeersDiff};
 use super::ring::{Gossip, Output, PeerName, Unicast};
 use super::service::{IpamOptions, IpamSummary, Reply, Request, RING_LISTENER_WAIT};
 use super::store::DataDir;
@@ -17,7 +18,7 @@ use crate::attachment::Attachment;
 use crate::mesh::{GossipChannel, GossipMessage, GossipSender, LivePeer};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -49,7 +50,7 @@ pub(super) async fn run(
         opts,
         waiters: Vec::new(),
         nicknames: BTreeMap::new(),
-        live: BTreeSet::new(),
+        live: BTreeMap::new(),
         batch: 0,
         ring_print: 0,
     };
@@ -140,7 +141,8 @@ struct Actor {
     opts: IpamOptions,
     waiters: Vec<Waiter>,
     nicknames: BTreeMap<PeerName, String>,
-    live: BTreeSet<PeerName>,
+    /// The mesh's live peers as last looked at, with their nicknames.
+    live: BTreeMap<PeerName, String>,
     /// What `ipam.json` holds; decides between appending a record and a snapshot.
     journal: Journal,
     batch: u64,
@@ -155,7 +157,7 @@ enum Event {
     Tick,
     Deadline,
     /// The mesh's live peers changed (applied in the batch: they can complete allocations).
-    Peers(Vec<LivePeer>),
+    Peers(PeersDiff),
 }
 
 fn not_ready(status: &str) -> Error {
@@ -174,7 +176,8 @@ impl Actor {
     ) {
         self.journal = Journal::new(self.core.alloc.persist_without_addresses());
         if let Some(p) = &mut peers {
-            self.update_peers(&p.borrow_and_update());
+            let d = live::diff(&self.live, &p.borrow_and_update());
+            self.update_peers(d);
         }
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,8 +210,11 @@ impl Actor {
                 _ = tick.tick() => Event::Tick,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Deadline,
                 Some(()) = async { peers.as_mut()?.changed().await.ok() } => {
-                    let live = peers.as_mut().map(|p| p.borrow_and_update().clone());
-                    Event::Peers(live.unwrap_or_default())
+                    let d = peers.as_mut().map(|p| live::diff(&self.live, &p.borrow_and_update()));
+                    match d {
+                        Some(d) if !d.is_empty() => Event::Peers(d),
+                        _ => continue,
+                    }
                 },
             };
             self.step(event).await;
@@ -243,13 +249,11 @@ impl Actor {
         }
     }
 
-    fn update_peers(&mut self, peers: &[LivePeer]) {
-        self.live.clear();
-        for p in peers {
-            self.live.insert(p.name);
-            self.nicknames.insert(p.name, p.nickname.clone());
-        }
-        self.core.alloc.set_reachable(self.live.clone());
+    /// Takes in what changed in the live peers (proportional to the change).
+    fn update_peers(&mut self, d: PeersDiff) {
+        live::apply(&mut self.live, &d);
+        self.core.alloc.reachable_changed(&d.added, &d.removed);
+        self.nicknames.extend(d.named);
     }
 
     /// The whole state as a snapshot line.
@@ -282,7 +286,7 @@ impl Actor {
             }
             Event::Tick => self.core.alloc.tick(),
             Event::Deadline => self.expire(&mut answers),
-            Event::Peers(live) => self.update_peers(&live),
+            Event::Peers(d) => self.update_peers(d),
         }
         let outputs = self.core.alloc.take_outputs();
         let mut messages = Vec::new();
@@ -502,7 +506,7 @@ impl Actor {
                 }
             }
             Request::Shutdown { reply } => {
-                let live: Vec<PeerName> = self.live.iter().copied().collect();
+                let live: Vec<PeerName> = self.live.keys().copied().collect();
                 let heir = core.alloc.shutdown(&live);
                 let heir = heir.map(|h| h.to_string()).unwrap_or_default();
                 if !heir.is_empty() {
@@ -660,7 +664,7 @@ impl Actor {
             peer_sizes: c.peer_sizes(),
             me: c.alloc.me(),
             nicknames: self.nicknames.clone(),
-            live: self.live.clone(),
+            live: self.live.keys().copied().collect(),
             pending_allocates: c.alloc.pending_ids(),
             pending_claims: claims,
         }

@@ -21,6 +21,7 @@ pub mod core;
 pub mod file;
 pub mod handle;
 pub mod journal;
+mod live;
 pub mod ring;
 pub mod service;
 pub mod store;

@@ -6,7 +6,8 @@ use super::command::{Cmd, NewConn};
 use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
-use super::protocol::{topology_messages, ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
+use super::protocol::{encode_entry, topology_frames, topology_messages};
+use super::protocol::{ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::seen::Seen;
 use super::topology::Topology;
 use crate::peer::PeerName;
@@ -45,13 +46,12 @@ const FLUSH_PEERS: f64 = 100.0;
 const FLUSH_MAX: Duration = Duration::from_secs(2);
 
 /// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
-/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval,
-/// and every flush costs O(n) (the live peers, and what their users do with them); with a
-/// fixed interval 500 peers on two cores spent all their CPU flushing, which made the joins
-/// slower and the flushes (and messages) more numerous still. Growing the interval with n
-/// keeps the whole mesh's flush work per second about constant, the messages per peer about
+/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval;
+/// with a fixed interval 500 peers on two cores spent all their CPU flushing, which made the
+/// joins slower and the flushes (and messages) more numerous still. Growing the interval with
+/// n keeps the whole mesh's flush work per second about constant, the messages per peer about
 /// constant while peers join at a steady rate, and the time news needs to cross the mesh
-/// (its diameter, about ln n hops, times the interval) at about n log n.
+/// (about ln n hops times the interval) at about n log n.
 fn flush_interval(peers: usize) -> Duration {
     let n = (peers as f64).max(FLUSH_PEERS);
     FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
@@ -81,6 +81,8 @@ pub(super) struct Actor {
     /// For entries taken in since the last flush: the connections whose peer already holds
     /// them (it sent them), which the flush's delta leaves out.
     holders: HashMap<PeerName, Vec<u64>>,
+    /// Peers whose connection of ours came or went since the live peers were published.
+    live_dirty: Vec<PeerName>,
     /// No flush before this: changes arriving meanwhile are batched.
     next_flush: Instant,
     leaving: bool,
@@ -113,6 +115,7 @@ impl Actor {
             gossip_due: false,
             dirty: false,
             holders: HashMap::new(),
+            live_dirty: Vec::new(),
             next_flush: Instant::now(),
             leaving: false,
             terminations: 0,
@@ -209,7 +212,9 @@ impl Actor {
                 let bye = Arc::new(Message::Goodbye.encode());
                 for (_, c) in self.conns.drain() {
                     let _ = c.tx.try_send(bye.clone());
+                    self.live_dirty.push(c.peer);
                 }
+                self.dirty = true;
                 self.update_topology();
                 let _ = reply.send(());
             }
@@ -272,6 +277,8 @@ impl Actor {
             }
             self.conns.remove(&old_key);
         }
+        self.live_dirty.push(remote.name);
+        self.dirty = true;
         let key = self.next_key;
         self.next_key += 1;
         let (tx, rx) = mpsc::channel(4096);
@@ -337,6 +344,8 @@ impl Actor {
             ConnEvent::Closed(key, reason) => {
                 if let Some(c) = self.conns.remove(&key) {
                     self.terminations += 1;
+                    self.live_dirty.push(c.peer);
+                    self.dirty = true;
                     tracing::info!(
                         "connection to {}({}) at {} closed: {reason}",
                         c.peer,
@@ -369,6 +378,8 @@ impl Actor {
             Message::Goodbye => {
                 if let Some(c) = self.conns.remove(&key) {
                     tracing::info!("peer {}({}) left the mesh", c.peer, c.nickname);
+                    self.live_dirty.push(c.peer);
+                    self.dirty = true;
                     self.terminations += 1;
                     self.update_topology();
                 }
@@ -498,12 +509,9 @@ impl Actor {
     /// less what that neighbour sent us itself.
     fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
-        let moved = self.topology.settle();
+        self.topology.settle();
         self.next_flush = Instant::now() + flush_interval(self.topology.len());
-        // Nothing reachable changed: the live peers are what they were (an O(n) pass saved).
-        if moved || self.topology.has_changes() || !send_changes {
-            self.publish_peers();
-        }
+        self.publish_peers();
         self.make_connections();
         let holders = std::mem::take(&mut self.holders);
         if !send_changes {
@@ -514,15 +522,18 @@ impl Actor {
         if changes.is_empty() {
             return;
         }
-        // One encoding for the neighbours that need every change; a subset for the others.
+        // Every entry encoded once; the same frames for the neighbours that need every
+        // change, frames of the rest for the others.
+        let entries: Vec<Vec<u8>> = changes.iter().map(encode_entry).collect();
         let mut all: Option<Vec<Arc<Vec<u8>>>> = None;
         for (k, c) in &self.conns {
             let held = |p: &PeerInfo| holders.get(&p.name).is_some_and(|h| h.contains(k));
             let frames = if changes.iter().any(held) {
-                let rest: Vec<PeerInfo> = changes.iter().filter(|p| !held(p)).cloned().collect();
-                encoded(&rest)
+                let rest = changes.iter().zip(&entries).filter(|(p, _)| !held(p));
+                shared(topology_frames(rest.map(|(_, e)| &e[..])))
             } else {
-                all.get_or_insert_with(|| encoded(&changes)).clone()
+                let every = || shared(topology_frames(entries.iter().map(|e| &e[..])));
+                all.get_or_insert_with(every).clone()
             };
             for f in frames {
                 if c.tx.try_send(f).is_err() {
@@ -585,10 +596,7 @@ impl Actor {
     }
 }
 
-/// Topology messages for `peers`, encoded once to go to several neighbours.
-fn encoded(peers: &[PeerInfo]) -> Vec<Arc<Vec<u8>>> {
-    topology_messages(peers)
-        .iter()
-        .map(|m| Arc::new(m.encode()))
-        .collect()
+/// Frames to go to several neighbours.
+fn shared(frames: Vec<Vec<u8>>) -> Vec<Arc<Vec<u8>>> {
+    frames.into_iter().map(Arc::new).collect()
 }

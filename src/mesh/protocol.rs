@@ -13,6 +13,9 @@ use crate::peer::PeerName;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+mod frames;
+pub use frames::{encode_entry, topology_frames};
+
 pub const MAGIC: &[u8; 5] = b"weave";
 pub const PROTOCOL_MIN_VERSION: u8 = 1;
 pub const PROTOCOL_MAX_VERSION: u8 = 2;

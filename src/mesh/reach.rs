@@ -103,14 +103,15 @@ impl Reach {
         let Some(&du) = self.dist.get(&u) else {
             return;
         };
+        // Most connections lead to a peer already as close (reachable peers have entries).
+        if self.dist.get(&v).is_some_and(|&dv| dv <= du + 1) {
+            return;
+        }
         if !peers.contains_key(&v) {
             let w = self.waiting.entry(v).or_default();
             if !w.contains(&u) {
                 w.push(u);
             }
-            return;
-        }
-        if self.dist.get(&v).is_some_and(|&dv| dv <= du + 1) {
             return;
         }
         let first = if u == me { v } else { self.routes[&u] };

@@ -15,8 +15,11 @@
 use super::protocol::{ConnectionInfo, PeerInfo};
 use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use live::{decides, reindex};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+
+mod live;
 
 /// What one topology message brought: entries newer than ours (taken in), and entries at
 /// exactly our version (the sender already holds what we would pass on).
@@ -39,20 +42,41 @@ pub struct Topology {
     shrunk: bool,
     /// Entries taken in, or newly reachable, since the last [`Topology::take_changes`].
     changed: BTreeSet<PeerName>,
+    /// For every peer some entry names a connection to: the entries that do (by name, the
+    /// order [`Topology::address_of`] reads them in). Kept as entries arrive and go, so an
+    /// address costs a lookup, not a pass over every entry.
+    reporters: HashMap<PeerName, Vec<PeerName>>,
+    /// Peers whose live view (reachable or not, entry, address) may have changed since the
+    /// last [`Topology::take_live_changes`]; `live_all`: any may have (a whole walk).
+    live_dirty: HashSet<PeerName>,
+    live_all: bool,
 }
 
 impl Topology {
     pub fn new(me: PeerInfo) -> Topology {
         let name = me.name;
+        let (mut reporters, mut live_dirty) = (HashMap::new(), HashSet::new());
+        let reach = Reach::new(name);
+        reindex(
+            &mut reporters,
+            &mut live_dirty,
+            &reach.routes,
+            name,
+            &[],
+            &me.connections,
+        );
         let mut peers = BTreeMap::new();
         peers.insert(name, me);
         Topology {
             me: name,
             peers,
-            reach: Reach::new(name),
+            reach,
             touched: Vec::new(),
             shrunk: false,
             changed: BTreeSet::new(),
+            reporters,
+            live_dirty,
+            live_all: false,
         }
     }
 
@@ -95,6 +119,16 @@ impl Topology {
         me.connections = conns;
         me.version += 1;
         self.shrunk |= lost_connection(&old, me);
+        let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
+        let reach = &self.reach.routes;
+        reindex(
+            reporters,
+            dirty,
+            reach,
+            self.me,
+            &old.connections,
+            &me.connections,
+        );
         self.changed.insert(self.me);
         self.touched.push(self.me);
         true
@@ -126,9 +160,20 @@ impl Topology {
             out.taken.push(p.name);
             self.touched.push(p.name);
             let name = p.name;
-            if let Some(old) = self.peers.insert(name, p) {
-                self.shrunk |= lost_connection(&old, &self.peers[&name]);
+            let old = self.peers.insert(name, p);
+            let new = &self.peers[&name];
+            if let Some(old) = &old {
+                self.shrunk |= lost_connection(old, new);
             }
+            let old = old.as_ref().map_or(&[][..], |o| &o.connections[..]);
+            reindex(
+                &mut self.reporters,
+                &mut self.live_dirty,
+                &self.reach.routes,
+                name,
+                old,
+                &new.connections,
+            );
         }
         out
     }
@@ -160,12 +205,24 @@ impl Topology {
                 }
             }
             self.reach = reach;
+            self.live_all = true;
             return moved;
         }
         let mut reached = Vec::new();
         self.reach
             .extend(self.me, &self.peers, &touched, &mut reached);
         self.changed.extend(reached.iter().copied());
+        // A peer now reachable counts in the live view, and so may its reports of addresses.
+        for r in &reached {
+            self.live_dirty.insert(*r);
+            let Some(p) = self.peers.get(r) else { continue };
+            for c in &p.connections {
+                let rs = self.reporters.get(&c.peer);
+                if rs.is_none_or(|rs| decides(rs, *r, &self.reach.routes)) {
+                    self.live_dirty.insert(c.peer);
+                }
+            }
+        }
         !reached.is_empty()
     }
 
@@ -200,7 +257,17 @@ impl Topology {
             .copied()
             .collect();
         for n in &gone {
-            self.peers.remove(n);
+            if let Some(old) = self.peers.remove(n) {
+                let (reporters, dirty) = (&mut self.reporters, &mut self.live_dirty);
+                reindex(
+                    reporters,
+                    dirty,
+                    &self.reach.routes,
+                    *n,
+                    &old.connections,
+                    &[],
+                );
+            }
             self.changed.remove(n);
         }
         gone
@@ -230,15 +297,33 @@ impl Topology {
         out
     }
 
-    /// An underlay IP for `peer` as others see it (the first one, by name order of reporter).
+    /// An underlay IP for `peer` as others see it: from the first reachable entry, by name,
+    /// that names a connection to it (its first such connection).
     pub fn address_of(&self, peer: &PeerName) -> Option<IpAddr> {
-        self.peers()
-            .flat_map(|p| p.connections.iter())
-            .find(|c| c.peer == *peer)
+        self.reporters
+            .get(peer)?
+            .iter()
+            .filter(|r| self.reach.routes.contains_key(r))
+            .find_map(|r| {
+                let p = self.peers.get(r)?;
+                p.connections.iter().find(|c| c.peer == *peer)
+            })
             .map(|c| c.addr.ip())
     }
 
-    /// [`address_of`](Self::address_of) for every peer at once: one pass, not one per peer.
+    /// The peers whose live view may have changed since the last call (settle first): their
+    /// reachability, entry or address. `None`: any may have (after a whole walk).
+    pub fn take_live_changes(&mut self) -> Option<Vec<PeerName>> {
+        let names: Vec<PeerName> = self.live_dirty.drain().collect();
+        if std::mem::take(&mut self.live_all) {
+            return None;
+        }
+        Some(names)
+    }
+
+    /// [`address_of`](Self::address_of) for every peer at once, the slow way: one pass over
+    /// every reachable entry (what the index is checked against).
+    #[cfg(test)]
     pub fn addresses(&self) -> HashMap<PeerName, IpAddr> {
         let mut out = HashMap::with_capacity(self.reach.routes.len());
         for c in self.peers().flat_map(|p| p.connections.iter()) {
@@ -252,11 +337,11 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn n(i: u64) -> PeerName {
+    pub(super) fn n(i: u64) -> PeerName {
         PeerName::from_u64(i).unwrap()
     }
 
-    fn conn(to: u64, established: bool) -> ConnectionInfo {
+    pub(super) fn conn(to: u64, established: bool) -> ConnectionInfo {
         ConnectionInfo {
             peer: n(to),
             addr: format!("192.0.2.{to}:6783").parse().unwrap(),
@@ -265,7 +350,7 @@ mod tests {
         }
     }
 
-    fn info(i: u64, version: u64, conns: &[(u64, bool)]) -> PeerInfo {
+    pub(super) fn info(i: u64, version: u64, conns: &[(u64, bool)]) -> PeerInfo {
         PeerInfo {
             name: n(i),
             nickname: format!("h{i}"),

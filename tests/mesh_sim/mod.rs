@@ -30,6 +30,13 @@ pub struct Agreement {
     pub connections: usize,
     /// From the first router's start until every peer knows every other.
     pub mesh_ms: f64,
+    /// Of that, starting the peers one after another (the start loop), and the slowest
+    /// single start: a start waits for the new router's and IPAM's tasks to be scheduled.
+    pub start_ms: f64,
+    pub slowest_start_ms: f64,
+    /// Mesh messages until every peer knows every other, by kind: topology, broadcast,
+    /// unicast.
+    pub mesh_kinds: [u64; 3],
     /// Mesh messages and bytes sent until then (all peers together).
     pub mesh_messages: u64,
     pub mesh_bytes: u64,
@@ -124,7 +131,9 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
     let deadline = Instant::now() + limit;
     let mut rng = StdRng::seed_from_u64(n as u64);
     let (m0, b0) = weave::mesh::connection::sent_totals();
+    let k0 = weave::mesh::connection::sent_by_kind();
     let started = Instant::now();
+    let mut slowest = Duration::ZERO;
     let mut peers: Vec<Peer> = Vec::with_capacity(n);
     let mut connections = 0;
     for i in 0..n {
@@ -143,12 +152,23 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
             .iter()
             .map(|&j| peers[j].mesh.local_addr().to_string())
             .collect();
+        let one = Instant::now();
         let peer = start_peer(i, n, targets)
             .await
             .map_err(|e| format!("start peer {i}: {e}"))?;
+        slowest = slowest.max(one.elapsed());
         peers.push(peer);
     }
-    let result = measure(&peers, n, connections, started, (m0, b0), deadline).await;
+    let start_ms = started.elapsed().as_secs_f64() * 1e3;
+    let result = measure(&peers, n, connections, started, (m0, b0), deadline)
+        .await
+        .map(|mut a| {
+            a.start_ms = start_ms;
+            a.slowest_start_ms = slowest.as_secs_f64() * 1e3;
+            let k1 = a.mesh_kinds;
+            a.mesh_kinds = [k1[0] - k0[2], k1[1] - k0[3], k1[2] - k0[4]];
+            a
+        });
     for p in &peers {
         p.mesh.shutdown().await;
     }
@@ -182,6 +202,7 @@ async fn measure(
     })?;
     let mesh_ms = started.elapsed().as_secs_f64() * 1e3;
     let (m1, b1) = weave::mesh::connection::sent_totals();
+    let k1 = weave::mesh::connection::sent_by_kind();
     let primed = Instant::now();
     let first = peers[0].ipam.clone();
     let prime = tokio::spawn(async move { first.ring().await });
@@ -202,6 +223,9 @@ async fn measure(
         peers: n,
         connections,
         mesh_ms,
+        start_ms: 0.0,
+        slowest_start_ms: 0.0,
+        mesh_kinds: [k1[2], k1[3], k1[4]],
         mesh_messages: m1 - m0,
         mesh_bytes: b1 - b0,
         ring_ms,

@@ -401,6 +401,37 @@ impl Allocator {
         self.flush();
     }
 
+    /// [`set_reachable`](Self::set_reachable) from what changed: `added` peers became
+    /// reachable, `removed` ones did not stay (cost proportional to them, not to all peers).
+    pub fn reachable_changed(&mut self, added: &[PeerName], removed: &[PeerName]) {
+        let Some(reachable) = &mut self.reachable else {
+            return self.set_reachable(added.iter().copied().collect());
+        };
+        for p in removed {
+            reachable.remove(p);
+        }
+        let new: Vec<PeerName> = added
+            .iter()
+            .filter(|p| reachable.insert(**p) && **p != self.me)
+            .copied()
+            .collect();
+        if let Some(r) = self.request.filter(|r| !reachable.contains(&r.donor)) {
+            self.tried.insert((r.donor, r.within));
+            self.request = None;
+        }
+        if !new.is_empty() {
+            let owners = self.ring.peers();
+            if new.iter().any(|p| owners.binary_search(p).is_ok()) {
+                self.ring.touch_own();
+                self.ring_dirty = true;
+            }
+        }
+        if self.has_ring() {
+            self.serve_pending();
+        }
+        self.flush();
+    }
+
     /// Periodic work: gossip our state, keep the election going, give up on silent donors.
     pub fn tick(&mut self) {
         self.now += 1;

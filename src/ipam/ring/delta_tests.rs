@@ -364,3 +364,31 @@ fn an_owner_coming_back_gets_our_own_entries_again() {
     };
     assert!(d.entries.iter().all(|e| e.peer == peer(1)) && !d.entries.is_empty());
 }
+
+#[test]
+fn reachability_by_changes_does_what_the_whole_set_does() {
+    use std::collections::BTreeSet;
+    let mut rng = StdRng::seed_from_u64(15);
+    let seeds = vec![peer(1), peer(2), peer(3)];
+    let mut whole = Allocator::new(peer(1), universe(), InitMode::Seed(seeds.clone()));
+    let mut by_changes = Allocator::new(peer(1), universe(), InitMode::Seed(seeds));
+    let mut held: BTreeSet<PeerName> = BTreeSet::new();
+    for step in 0..300 {
+        let mut now = BTreeSet::new();
+        for i in 2..9u64 {
+            if rng.random_bool(0.5) {
+                now.insert(peer(i));
+            }
+        }
+        let added: Vec<PeerName> = now.difference(&held).copied().collect();
+        let removed: Vec<PeerName> = held.difference(&now).copied().collect();
+        whole.set_reachable(now.clone());
+        by_changes.reachable_changed(&added, &removed);
+        assert_eq!(
+            whole.take_outputs(),
+            by_changes.take_outputs(),
+            "step {step}"
+        );
+        held = now;
+    }
+}
