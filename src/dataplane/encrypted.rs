@@ -31,6 +31,7 @@ use crate::sleeve::datagram::{DATAGRAM_HEADER_LEN, HEADER_LEN, MAX_FRAME, MAX_SE
 use crate::sleeve::fragments::{self, Reassembly};
 use crate::sleeve::{Fragment, Limits, Opener, Reject, SealError, Sealer};
 use crate::{Context, Error, ErrorKind, Result};
+use pattern::Pattern;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -43,6 +44,8 @@ use trace::Stage;
 
 #[path = "encrypted_overlay.rs"]
 mod overlay;
+#[path = "encrypted_pattern.rs"]
+mod pattern;
 #[path = "encrypted_trace.rs"]
 mod trace;
 
@@ -61,10 +64,6 @@ const COMMON_UNDERLAY_MTU: u32 = 1500;
 const PULL_AFTER_WRITE: usize = 4;
 /// Most frames a worker takes from one side (TAP or UDP) before it looks at the other.
 const BUDGET: usize = 16;
-/// Most rounds with work between two sleeps that still count as a short exchange.
-const SHORT_EXCHANGE: u32 = 2;
-/// Shortest sleep that ends an isolated exchange (a ping 10 ms apart is; a stream is not).
-const QUIET: Duration = Duration::from_millis(1);
 /// How long a worker waits in `poll` before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
 /// Receive buffer: a GRO batch is at most one 64 KiB IP packet's payload.
@@ -320,38 +319,6 @@ fn run_lane(s: &Shared, lane: &Lane, index: usize, lanes: usize) {
     }
 }
 
-/// A lane's recent work, which decides where its worker sleeps. Isolated short exchanges
-/// (a request and its answer, after a quiet spell): on its own CPU, where the next one will
-/// come from, staying pinned while they stay so. A stream (many rounds of work, or wake-ups
-/// close together): unpinned, so that the scheduler may wake it on an idle CPU, in parallel
-/// with its peer's work.
-#[derive(Default)]
-struct Pattern {
-    /// Rounds with work since the worker last woke.
-    rounds: u32,
-    /// The last sleep ended sooner than [`QUIET`].
-    streaming: bool,
-}
-
-impl Pattern {
-    /// A round with work; true: the lane is busy now (let go of the CPU).
-    fn worked(&mut self) -> bool {
-        self.rounds += 1;
-        self.rounds > SHORT_EXCHANGE
-    }
-
-    /// About to sleep; true: sleep pinned.
-    fn pin_to_sleep(&mut self) -> bool {
-        std::mem::take(&mut self.rounds) <= SHORT_EXCHANGE && !self.streaming
-    }
-
-    /// Woken after sleeping `slept`; true: too soon for an isolated exchange (let go).
-    fn woke(&mut self, slept: Duration) -> bool {
-        self.streaming = slept < QUIET;
-        self.streaming
-    }
-}
-
 /// A worker's sending buffers.
 struct Outbound {
     buf: Vec<u8>,
@@ -579,29 +546,6 @@ fn learn(s: &Shared, frame: &[u8], peer: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_lane_sleeps_pinned_only_after_isolated_short_exchanges() {
-        let mut p = Pattern::default();
-        // A ping: one round of work, then a long sleep, again and again.
-        for _ in 0..3 {
-            assert!(!p.worked());
-            assert!(p.pin_to_sleep());
-            assert!(!p.woke(Duration::from_millis(10)));
-        }
-        // A burst: many rounds without sleeping.
-        assert!(!p.worked() && !p.worked());
-        assert!(p.worked());
-        assert!(!p.pin_to_sleep());
-        // A stream with gaps: short rounds, but woken soon after each sleep.
-        assert!(p.woke(Duration::from_micros(80)));
-        assert!(!p.worked());
-        assert!(!p.pin_to_sleep());
-        // Quiet again: pinned after the next isolated exchange.
-        assert!(!p.woke(Duration::from_millis(5)));
-        assert!(!p.worked());
-        assert!(p.pin_to_sleep());
-    }
 
     #[test]
     fn the_default_mtu_fits_a_common_underlay_once_encrypted() {
