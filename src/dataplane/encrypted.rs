@@ -308,8 +308,9 @@ fn run_lane(s: &Shared, lane: &Lane, index: usize, lanes: usize) {
             cpus.release();
         }
         let slept = Instant::now();
-        sleeve_io::wait_readable(
-            &[lane.tap.as_raw_fd(), lane.udp.as_raw_fd()],
+        sleeve_io::wait_for(
+            [lane.tap.as_raw_fd(), lane.udp.as_raw_fd()],
+            libc::POLLIN,
             POLL.as_millis() as libc::c_int,
         );
         trace::woke();

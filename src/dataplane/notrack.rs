@@ -113,20 +113,11 @@ impl Notrack {
              flush chain ip {t} prerouting\n\
              flush chain ip {t} output\n"
         );
-        let except = match tracked {
-            [] => String::new(),
-            [one] => format!(" ip daddr != {one}"),
-            many => format!(" ip daddr != {{ {} }}", join(many)),
-        };
+        let except = nft_set(tracked).map_or(String::new(), |a| format!(" ip daddr != {a}"));
         s += &format!(
             "add rule ip {t} prerouting ip saddr {range} ip daddr {range}{except} notrack accept\n"
         );
-        let ports = match self.udp_ports.as_slice() {
-            [] => None,
-            [one] => Some(one.to_string()),
-            many => Some(format!("{{ {} }}", join(many))),
-        };
-        if let Some(ports) = ports {
+        if let Some(ports) = nft_set(&self.udp_ports) {
             for chain in ["prerouting", "output"] {
                 s += &format!("add rule ip {t} {chain} udp dport {ports} notrack accept\n");
             }
@@ -179,12 +170,16 @@ impl Notrack {
     }
 }
 
-fn join(items: &[impl ToString]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `items` as an nftables value: one alone, several as an anonymous set; none: None.
+fn nft_set(items: &[impl ToString]) -> Option<String> {
+    match items {
+        [] => None,
+        [one] => Some(one.to_string()),
+        many => {
+            let all: Vec<String> = many.iter().map(ToString::to_string).collect();
+            Some(format!("{{ {} }}", all.join(", ")))
+        }
+    }
 }
 
 /// The fallback's rule keeping packets to a bridge address tracked.

@@ -109,7 +109,7 @@ pub fn lane_count() -> usize {
 }
 
 /// Most lanes: beyond this, more threads buy little on the hosts we know of.
-pub const MAX_LANES: usize = 16;
+const MAX_LANES: usize = 16;
 
 fn allowed_cpus() -> libc::cpu_set_t {
     // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills it.
@@ -253,31 +253,15 @@ impl Default for Batch {
     }
 }
 
-/// Waits until `fd` has one of `events`, or `ms` milliseconds pass.
-pub fn wait_for(fd: RawFd, events: libc::c_short, ms: libc::c_int) {
-    let mut p = libc::pollfd {
+/// Waits until one of `fds` has one of `events`, or `ms` milliseconds pass.
+pub fn wait_for<const N: usize>(fds: [RawFd; N], events: libc::c_short, ms: libc::c_int) {
+    let mut p = fds.map(|fd| libc::pollfd {
         fd,
         events,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
-}
-
-/// Waits until one of `fds` is readable, or `ms` milliseconds pass.
-pub fn wait_readable(fds: &[RawFd], ms: libc::c_int) {
-    let mut p = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 2];
-    let n = fds.len().min(p.len());
-    for (slot, &fd) in p.iter_mut().zip(fds) {
-        slot.fd = fd;
-        slot.events = libc::POLLIN;
-    }
-    // SAFETY: `n` valid pollfds.
-    unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, ms) };
+    });
+    // SAFETY: N valid pollfds.
+    unsafe { libc::poll(p.as_mut_ptr(), N as libc::nfds_t, ms) };
 }
 
 impl Batch {
@@ -352,7 +336,7 @@ impl Batch {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock if waits < 50 => {
                     waits += 1;
-                    wait_for(fd, libc::POLLOUT, 200);
+                    wait_for([fd], libc::POLLOUT, 200);
                 }
                 _ => return Err(e),
             }
@@ -460,15 +444,10 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn pin_to(cpu: usize) {
-        // SAFETY: an empty set with one CPU; the calling thread.
-        unsafe {
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            assert_eq!(
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one),
-                0
-            );
-        }
+        // SAFETY: an empty set with one CPU added.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut one) };
+        assert!(set_affinity(&one), "pin the test thread to cpu {cpu}");
     }
 
     /// Real loopback sockets: a datagram sent from CPU c reaches lane `c % 2` (loopback
@@ -497,7 +476,7 @@ mod tests {
             .unwrap();
             let mut buf = [0u8; 16];
             let mine = &lanes[cpu % 2];
-            wait_for(mine.as_raw_fd(), libc::POLLIN, 2000);
+            wait_for([mine.as_raw_fd()], libc::POLLIN, 2000);
             let r = recv(mine.as_raw_fd(), &mut buf).expect("the datagram on its cpu's lane");
             assert_eq!(&buf[..r.len], &[cpu as u8]);
             let other = recv(lanes[(cpu + 1) % 2].as_raw_fd(), &mut buf);
@@ -509,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_is_pinned_to_its_cpus_only_while_short_exchanges_last() {
+    fn a_lane_pins_to_its_own_cpus_and_releases_to_all_allowed() {
         let mut lane = LaneCpus::new(0, 2);
         let before = allowed_cpus();
         lane.pin();
@@ -556,7 +535,7 @@ mod tests {
                     got.extend(buf[..r.len].chunks(r.segment).map(|d| d.to_vec()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_for(rx.as_raw_fd(), libc::POLLIN, 100)
+                    wait_for([rx.as_raw_fd()], libc::POLLIN, 100)
                 }
                 Err(e) => panic!("recv: {e}"),
             }

@@ -136,6 +136,7 @@ impl Topology {
 
     /// Stores the entries newer than ours (our own entry is never taken from others), without
     /// settling: cost proportional to what was received. True if any was taken in.
+    #[cfg(test)]
     pub fn absorb(&mut self, received: Vec<PeerInfo>) -> bool {
         !self.absorb_from(received).taken.is_empty()
     }
@@ -235,11 +236,6 @@ impl Topology {
             .iter()
             .filter_map(|n| self.get(n).cloned())
             .collect()
-    }
-
-    /// Entries were taken in, or became reachable, since the last [`Topology::take_changes`].
-    pub fn has_changes(&self) -> bool {
-        !self.changed.is_empty()
     }
 
     /// Forgets the changes noted so far (a whole topology is about to go out).

@@ -130,8 +130,8 @@ async fn until<F: std::future::Future<Output = bool>>(
 pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement, String> {
     let deadline = Instant::now() + limit;
     let mut rng = StdRng::seed_from_u64(n as u64);
-    let (m0, b0) = weave::mesh::connection::sent_totals();
-    let k0 = weave::mesh::connection::sent_by_kind();
+    let sent = weave::mesh::connection::sent_totals();
+    let kinds = weave::mesh::connection::sent_by_kind();
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut peers: Vec<Peer> = Vec::with_capacity(n);
@@ -159,30 +159,38 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
         slowest = slowest.max(one.elapsed());
         peers.push(peer);
     }
-    let start_ms = started.elapsed().as_secs_f64() * 1e3;
-    let result = measure(&peers, n, connections, started, (m0, b0), deadline)
-        .await
-        .map(|mut a| {
-            a.start_ms = start_ms;
-            a.slowest_start_ms = slowest.as_secs_f64() * 1e3;
-            let k1 = a.mesh_kinds;
-            a.mesh_kinds = [k1[0] - k0[2], k1[1] - k0[3], k1[2] - k0[4]];
-            a
-        });
+    let start = Start {
+        at: started,
+        sent,
+        kinds,
+        ms: started.elapsed().as_secs_f64() * 1e3,
+        slowest_ms: slowest.as_secs_f64() * 1e3,
+    };
+    let result = measure(&peers, n, connections, &start, deadline).await;
     for p in &peers {
         p.mesh.shutdown().await;
     }
     result
 }
 
+/// What the start loop saw: when it began, the mesh counters then, and how long starting the
+/// peers took.
+struct Start {
+    at: Instant,
+    sent: (u64, u64),
+    kinds: [u64; 6],
+    ms: f64,
+    slowest_ms: f64,
+}
+
 async fn measure(
     peers: &[Peer],
     n: usize,
     connections: usize,
-    started: Instant,
-    (m0, b0): (u64, u64),
+    start: &Start,
     deadline: Instant,
 ) -> Result<Agreement, String> {
+    let (m0, b0) = start.sent;
     let every = Duration::from_millis(50);
     until(
         "every peer to know every other",
@@ -200,7 +208,7 @@ async fn measure(
         let least = known.iter().min().copied().unwrap_or(0);
         format!("{e} ({all} of {n} know all, the least informed knows {least})")
     })?;
-    let mesh_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mesh_ms = start.at.elapsed().as_secs_f64() * 1e3;
     let (m1, b1) = weave::mesh::connection::sent_totals();
     let k1 = weave::mesh::connection::sent_by_kind();
     let primed = Instant::now();
@@ -223,9 +231,10 @@ async fn measure(
         peers: n,
         connections,
         mesh_ms,
-        start_ms: 0.0,
-        slowest_start_ms: 0.0,
-        mesh_kinds: [k1[2], k1[3], k1[4]],
+        start_ms: start.ms,
+        slowest_start_ms: start.slowest_ms,
+        // Topology 2, broadcast 3, unicast 4 (see `sent_by_kind`).
+        mesh_kinds: [2, 3, 4].map(|k| k1[k] - start.kinds[k]),
         mesh_messages: m1 - m0,
         mesh_bytes: b1 - b0,
         ring_ms,
