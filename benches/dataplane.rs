@@ -12,7 +12,8 @@
 //! - ours with the VXLAN packets tracked by conntrack again (the `udp dport` notrack rules of
 //!   the router's nftables table removed): what that rule buys;
 //! - the routed path (`--dataplane auto` between two meshed routers on one subnet: no
-//!   encapsulation), against the raw underlay veth;
+//!   encapsulation), against the raw underlay veth; and the same with the forwarder off
+//!   (`WEAVE_ROUTED_BPF=off`: the hosts' IP stacks forward);
 //! - three hosts: ours (three meshed routers, `--dataplane vxlan`) against a hand-made VXLAN
 //!   flooding to two peers, between hosts 1 and 2.
 //!
@@ -28,8 +29,9 @@
 //! Usage: cargo bench --bench dataplane -- [--smoke] [--seconds N] [--rounds N] [--json FILE]
 //!   [--encrypted-only]   (only our VXLAN and the encrypted path: quick runs while tuning it)
 //!   [--trace]   (the encrypted routers trace each ping's stages; prints their timeline)
-//!   [--hold FILE]   (only sets up ours and the hand-made VXLAN on two hosts, prints their
-//!                    namespaces and waits while FILE exists: for `perf` and iperf3 by hand)
+//!   [--hold FILE]   (only sets up ours, the hand-made VXLAN and the routed pair on two
+//!                    hosts, prints their namespaces and waits while FILE exists: for
+//!                    `perf` and iperf3 by hand)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -276,7 +278,7 @@ fn vxlan_trio() -> Cluster {
     meshed(3, &["--dataplane", "vxlan"])
 }
 
-/// `--hold FILE`: ours and the hand-made VXLAN, kept until FILE is deleted.
+/// `--hold FILE`: ours, the hand-made VXLAN and the routed pair, kept until FILE is deleted.
 fn hold(file: &str) {
     let ours = weave_pair();
     let c = &ours.containers;
@@ -288,6 +290,16 @@ fn hold(file: &str) {
         .unwrap();
     let hand = HandVxlan::new(mtu, 2);
     let h = hand.path();
+    let routed = routed_pair();
+    let r = &routed.containers;
+    println!(
+        "routed: {} -> {} {} (hosts {} {})",
+        r[0].ns.name,
+        r[1].ns.name,
+        r[1].ip,
+        routed.host(1).ns.name,
+        routed.host(2).ns.name
+    );
     println!(
         "ours: {} -> {} {} (hosts {} {})\nhand: {} -> {} {}",
         c[0].ns.name,
@@ -396,11 +408,29 @@ fn main() {
         }
     }
     let routed = full.then(routed_pair);
+    // The same routed pair without the forwarder: the kernel's IP stack forwards.
+    std::env::set_var("WEAVE_ROUTED_BPF", "off");
+    let routed_kernel = full.then(routed_pair);
+    std::env::remove_var("WEAVE_ROUTED_BPF");
 
     let mut paths = vec![("weave (ours)", pair_path(&ours, true))];
-    if let (Some(hand), Some(bare), Some(tracked), Some(routed), Some(hand3), Some(trio)) =
-        (&hand, &bare, &tracked, &routed, &hand3, &trio)
-    {
+    if let (
+        Some(hand),
+        Some(bare),
+        Some(tracked),
+        Some(routed),
+        Some(routed_kernel),
+        Some(hand3),
+        Some(trio),
+    ) = (
+        &hand,
+        &bare,
+        &tracked,
+        &routed,
+        &routed_kernel,
+        &hand3,
+        &trio,
+    ) {
         paths.extend([
             ("hand vxlan", hand.path()),
             ("ours, no netfilter", pair_path(bare, false)),
@@ -415,6 +445,7 @@ fn main() {
             ),
             ("ours, vxlan tracked", pair_path(tracked, true)),
             ("routed (ours)", pair_path(routed, true)),
+            ("routed, kernel fwd", pair_path(routed_kernel, true)),
             ("ours, 3 hosts", pair_path(trio, true)),
             ("hand vxlan, 3 hosts", hand3.path()),
         ]);
@@ -548,9 +579,22 @@ fn main() {
             "routed/underlay",
             verdict(u1, 0.9)
         );
+        let kernel_i = at("routed, kernel fwd");
+        let (k1, k4) = (
+            over(kernel_i, underlay_i, |r| &r.tcp1),
+            over(kernel_i, underlay_i, |r| &r.tcp4),
+        );
+        println!(
+            "{:<20} {k1:>14.3} {k4:>14.3}   (without the forwarder: the hosts' IP stacks forward)",
+            "kernel fwd/underlay"
+        );
         report.insert(
             "ratio_routed_over_underlay".into(),
             serde_json::json!({"tcp1": u1, "tcp4": u4, "target_tcp1": 0.9, "met": u1 >= 0.9}),
+        );
+        report.insert(
+            "ratio_routed_kernel_forwarding_over_underlay".into(),
+            serde_json::json!({"tcp1": k1, "tcp4": k4}),
         );
         report.insert(
             "ratio_ours_tracked_over_hand".into(),

@@ -16,13 +16,19 @@
 //!   itself are not answered, so VXLAN peers' containers answer for themselves;
 //! - IPv4 forwarding on, once a first peer is routed.
 //!
+//! - the forwarder ([`crate::netlink::Forwarder`]) on the ingress of the bridge and of the
+//!   underlay links of routed peers, once a first peer is routed: container-to-container
+//!   packets are routed by that program with the same routes, skipping the hosts' IP stack
+//!   and netfilter (they are exempt from tracking and never NATed anyway); on kernels
+//!   without tcx (before 6.6), or with `WEAVE_ROUTED_BPF=off`, the kernel forwards them.
+//!
 //! Which peers: [`routed_path`], the one per-peer choice. A peer pair with a password never
 //! uses this (unencrypted) path: the kernel data plane does not even build it then.
 
 use super::{Overlay, Peer, PlaneFuture};
 use crate::error::ErrorList;
 use crate::ipam::core::RingEntry;
-use crate::netlink::{LinkInfo, Netlink, OwnedRoute};
+use crate::netlink::{Forwarder, LinkInfo, Netlink, OwnedRoute};
 use crate::peer::PeerName;
 use crate::{Context, Error, ErrorKind, Result};
 use futures::FutureExt;
@@ -30,6 +36,7 @@ use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::OwnedFd;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,6 +239,21 @@ struct State {
     /// What was installed last (skips the route dump when nothing changed).
     installed: Option<BTreeSet<OwnedRoute>>,
     forwarding: bool,
+    fast: Fast,
+}
+
+/// The forwarder and the links it is attached to (each attachment lasts as long as its
+/// descriptor: until the router exits).
+#[derive(Default)]
+enum Fast {
+    #[default]
+    NotYet,
+    On {
+        forwarder: Forwarder,
+        links: BTreeMap<u32, OwnedFd>,
+    },
+    /// Turned off, or the kernel cannot: the kernel forwards.
+    Off,
 }
 
 /// The routed path of one host. Shared by the overlay switch ([`RoutedOverlay`]) and the
@@ -343,6 +365,12 @@ impl Routed {
                 .context("route to peers")?;
             state.forwarding = true;
         }
+        if !state.hops.is_empty() {
+            let links: BTreeSet<u32> = std::iter::once(self.bridge_index)
+                .chain(state.hops.iter().map(|h| h.oif))
+                .collect();
+            self.attach_forwarder(&mut state.fast, &links);
+        }
         let have: BTreeSet<OwnedRoute> = self
             .netlink
             .owned_routes(ROUTE_PROTO)
@@ -364,6 +392,55 @@ impl Routed {
         let result = errors.into_result().context("set routes to peers");
         state.installed = result.is_ok().then_some(want);
         result
+    }
+}
+
+impl Routed {
+    /// Puts the forwarder on the ingress of `links` it is not on yet. Failing to is not an
+    /// error: the kernel forwards those packets as before (logged once).
+    fn attach_forwarder(&self, fast: &mut Fast, links: &BTreeSet<u32>) {
+        if matches!(fast, Fast::NotYet) {
+            *fast = if std::env::var("WEAVE_ROUTED_BPF").is_ok_and(|v| v == "off") {
+                tracing::info!("routed: forwarder off (WEAVE_ROUTED_BPF=off): the kernel forwards");
+                Fast::Off
+            } else {
+                match Forwarder::load(self.universe) {
+                    Ok(forwarder) => Fast::On {
+                        forwarder,
+                        links: BTreeMap::new(),
+                    },
+                    Err(e) => {
+                        tracing::warn!("routed: load the forwarder: {e}: the kernel forwards");
+                        Fast::Off
+                    }
+                }
+            };
+        }
+        let Fast::On {
+            forwarder,
+            links: attached,
+        } = fast
+        else {
+            return;
+        };
+        for &link in links {
+            if attached.contains_key(&link) {
+                continue;
+            }
+            match forwarder.attach(link) {
+                Ok(fd) => {
+                    tracing::info!("routed: forwarder on link {link}");
+                    attached.insert(link, fd);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "routed: attach the forwarder to link {link}: {e}: the kernel forwards"
+                    );
+                    *fast = Fast::Off;
+                    return;
+                }
+            }
+        }
     }
 }
 

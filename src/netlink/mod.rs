@@ -9,6 +9,7 @@
 
 mod addr;
 mod bpf;
+mod bpf_forward;
 mod fdb;
 mod link;
 mod route;
@@ -18,6 +19,7 @@ mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use bpf::steer_reuseport_by_cpu;
+pub use bpf_forward::Forwarder;
 pub use fdb::{FdbEntry, FLOOD_MAC};
 pub use route::OwnedRoute;
 pub use tap::{
