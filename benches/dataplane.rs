@@ -130,6 +130,18 @@ impl Drop for IperfServer {
     }
 }
 
+/// Several streams, with two CPUs or more: iperf3's client on CPU 0 and its server on CPU 1
+/// (`-A 0,1`), the same placement for every path. Left to the scheduler, four-stream runs
+/// were bimodal on a 2-CPU machine (client and server sharing a CPU or not), which flipped a
+/// median of three. A single stream is left alone: unpinned it was steady (the scheduler
+/// keeps client and server together), pinned apart it ran at half the speed.
+fn pinning() -> Vec<&'static str> {
+    match std::thread::available_parallelism() {
+        Ok(n) if n.get() >= 2 => vec!["-A", "0,1"],
+        _ => vec![],
+    }
+}
+
 /// TCP throughput in Gbit/s (receiver side) of `streams` parallel streams for `seconds`.
 fn iperf(path: &Path, streams: u32, seconds: u32) -> f64 {
     let _server = IperfServer::start(path.server);
@@ -147,6 +159,7 @@ fn iperf(path: &Path, streams: u32, seconds: u32) -> f64 {
             ])
             .args(["-c", &path.addr.to_string(), "-p", &IPERF_PORT.to_string()])
             .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
+            .args(if streams > 1 { pinning() } else { vec![] })
             .output()
             .expect("run iperf3 client");
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
