@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 mod flush;
+mod totals;
 mod view;
+
+pub use totals::{topology_totals, TopologyTotals};
 
 struct Conn {
     peer: PeerName,
@@ -366,7 +369,9 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
+                let received = peers.len();
                 let got = self.topology.absorb_from(peers);
+                totals::count_message(received, got.taken.len(), got.same.len());
                 if !got.taken.is_empty() {
                     self.dirty = true;
                 }

@@ -55,6 +55,7 @@ impl Actor {
         if changes.is_empty() {
             return;
         }
+        super::totals::count_flush();
         // Every entry encoded once; the same frames for the neighbours that need every
         // change, frames of the rest for the others.
         let entries: Vec<Vec<u8>> = changes.iter().map(encode_entry).collect();
