@@ -218,7 +218,9 @@ fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
         let per = |x: u64| x as f64 / n as f64;
         details.push(json!({"real_peers": n, "connections": a.connections,
             "mesh_ms": a.mesh_ms, "start_ms": a.start_ms, "slowest_start_ms": a.slowest_start_ms,
-            "mesh_kinds": a.mesh_kinds, "mesh_messages": a.mesh_messages, "mesh_bytes": a.mesh_bytes,
+            "mesh_kinds": a.mesh_kinds, "topology_entries_received": a.topology.received,
+            "topology_entries_taken": a.topology.taken, "topology_entries_same": a.topology.same,
+            "topology_flushes": a.topology.flushes, "mesh_messages": a.mesh_messages, "mesh_bytes": a.mesh_bytes,
             "ring_ms": a.ring_ms, "ring_messages": a.ring_messages, "ring_bytes": a.ring_bytes,
             "owners": a.owners}));
         let label = |what: &str| format!("{n} real peers: {what}");
@@ -231,6 +233,26 @@ fn mesh_rows(sizes: &[usize], rows: &mut Vec<Row>, details: &mut Vec<Value>) {
             ("mesh topology msgs per peer", "msgs", per(a.mesh_kinds[0])),
             ("mesh broadcasts per peer", "msgs", per(a.mesh_kinds[1])),
             ("mesh unicasts per peer", "msgs", per(a.mesh_kinds[2])),
+            (
+                "topology entries received per peer",
+                "entries",
+                per(a.topology.received),
+            ),
+            (
+                "of which taken in (newer)",
+                "entries",
+                per(a.topology.taken),
+            ),
+            (
+                "of which already held (same version)",
+                "entries",
+                per(a.topology.same),
+            ),
+            (
+                "flushes sending news per peer",
+                "flushes",
+                per(a.topology.flushes),
+            ),
             ("same ring", "ms", a.ring_ms),
             ("ring messages per peer", "msgs", per(a.ring_messages)),
             ("ring KiB per peer", "KiB", per(a.ring_bytes) / 1024.0),

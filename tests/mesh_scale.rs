@@ -17,4 +17,12 @@ async fn sixty_real_peers_learn_each_other_and_agree_on_one_ring() {
     println!("mesh scale: {a:?}");
     assert!(a.owners > 30, "ring split among a quorum at least: {a:?}");
     assert!(a.ring_messages > 0 && a.mesh_messages > 0, "{a:?}");
+    // Every peer takes in at least one entry of every other peer, and none is taken twice
+    // at one version; received counts every copy.
+    let t = a.topology;
+    assert!(
+        t.taken >= 60 * 59 && t.received >= t.taken + t.same,
+        "{t:?}"
+    );
+    assert!(t.flushes > 0, "{t:?}");
 }

@@ -6,8 +6,8 @@ use super::command::{Cmd, NewConn};
 use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
-use super::protocol::{encode_entry, topology_frames, topology_messages};
-use super::protocol::{ConnectionInfo, Hello, Message, PeerInfo, DEFAULT_TTL};
+use super::protocol::topology_messages;
+use super::protocol::{Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::seen::Seen;
 use super::topology::Topology;
 use crate::peer::PeerName;
@@ -19,7 +19,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+mod flush;
+mod totals;
 mod view;
+
+pub use totals::{topology_totals, TopologyTotals};
 
 struct Conn {
     peer: PeerName,
@@ -35,26 +39,6 @@ struct Conn {
     since: Instant,
     target: Option<String>,
     tx: mpsc::Sender<Arc<Vec<u8>>>,
-}
-
-/// Least time between two flushes of topology changes up to [`FLUSH_PEERS`] peers: changes
-/// arriving meanwhile go out together, and the O(n) follow-ups run once for all of them.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Mesh size from which the flush interval grows (see [`flush_interval`]).
-const FLUSH_PEERS: f64 = 100.0;
-/// The flush interval's ceiling, whatever the mesh size.
-const FLUSH_MAX: Duration = Duration::from_secs(2);
-
-/// The least time between two flushes for a mesh of `peers`: [`FLUSH_INTERVAL`], times
-/// n / [`FLUSH_PEERS`] beyond it. While peers join, every peer has news in every interval;
-/// with a fixed interval 500 peers on two cores spent all their CPU flushing, which made the
-/// joins slower and the flushes (and messages) more numerous still. Growing the interval with
-/// n keeps the whole mesh's flush work per second about constant, the messages per peer about
-/// constant while peers join at a steady rate, and the time news needs to cross the mesh
-/// (about ln n hops times the interval) at about n log n.
-fn flush_interval(peers: usize) -> Duration {
-    let n = (peers as f64).max(FLUSH_PEERS);
-    FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
 }
 
 /// Most connection events taken in one go before the follow-ups run.
@@ -385,7 +369,9 @@ impl Actor {
                 }
             }
             Message::Topology(peers) => {
+                let received = peers.len();
                 let got = self.topology.absorb_from(peers);
+                totals::count_message(received, got.taken.len(), got.same.len());
                 if !got.taken.is_empty() {
                     self.dirty = true;
                 }
@@ -496,70 +482,6 @@ impl Actor {
         }
     }
 
-    fn send_topology(&mut self) {
-        let peers: Vec<PeerInfo> = self.topology.peers().cloned().collect();
-        for m in topology_messages(&peers) {
-            self.send_all(&m, None);
-        }
-    }
-
-    /// The follow-ups of topology changes, once per batch: what is reachable, the live peers,
-    /// new connections, and (with `send_changes`) the changed entries to every neighbour as
-    /// one delta (gone ones need no news: every peer stops counting what it cannot reach),
-    /// less what that neighbour sent us itself.
-    fn flush(&mut self, send_changes: bool) {
-        self.dirty = false;
-        self.topology.settle();
-        self.next_flush = Instant::now() + flush_interval(self.topology.len());
-        self.publish_peers();
-        self.make_connections();
-        let holders = std::mem::take(&mut self.holders);
-        if !send_changes {
-            self.topology.clear_changes();
-            return;
-        }
-        let changes = self.topology.take_changes();
-        if changes.is_empty() {
-            return;
-        }
-        // Every entry encoded once; the same frames for the neighbours that need every
-        // change, frames of the rest for the others.
-        let entries: Vec<Vec<u8>> = changes.iter().map(encode_entry).collect();
-        let mut all: Option<Vec<Arc<Vec<u8>>>> = None;
-        for (k, c) in &self.conns {
-            let held = |p: &PeerInfo| holders.get(&p.name).is_some_and(|h| h.contains(k));
-            let frames = if changes.iter().any(held) {
-                let rest = changes.iter().zip(&entries).filter(|(p, _)| !held(p));
-                shared(topology_frames(rest.map(|(_, e)| &e[..])))
-            } else {
-                let every = || shared(topology_frames(entries.iter().map(|e| &e[..])));
-                all.get_or_insert_with(every).clone()
-            };
-            for f in frames {
-                if c.tx.try_send(f).is_err() {
-                    tracing::warn!("send queue to {} full; message dropped", c.peer);
-                }
-            }
-        }
-    }
-
-    /// Republishes our own connections after any change to them.
-    fn update_topology(&mut self) {
-        let conns: Vec<ConnectionInfo> = self
-            .conns
-            .values()
-            .map(|c| ConnectionInfo {
-                peer: c.peer,
-                addr: c.listen,
-                outbound: c.outbound,
-                established: c.established,
-            })
-            .collect();
-        if self.topology.set_our_connections(conns) {
-            self.dirty = true;
-        }
-    }
-
     fn make_connections(&mut self) {
         if self.leaving {
             return;
@@ -594,9 +516,4 @@ impl Actor {
             ));
         }
     }
-}
-
-/// Frames to go to several neighbours.
-fn shared(frames: Vec<Vec<u8>>) -> Vec<Arc<Vec<u8>>> {
-    frames.into_iter().map(Arc::new).collect()
 }

@@ -40,6 +40,9 @@ pub struct Agreement {
     /// Mesh messages and bytes sent until then (all peers together).
     pub mesh_messages: u64,
     pub mesh_bytes: u64,
+    /// Topology gossip until then: entries received, taken in, already held, and flushes
+    /// that sent news on (all peers together).
+    pub topology: weave::mesh::actor::TopologyTotals,
     /// From priming one peer until every peer holds the same ring.
     pub ring_ms: f64,
     pub ring_messages: u64,
@@ -132,6 +135,7 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
     let mut rng = StdRng::seed_from_u64(n as u64);
     let sent = weave::mesh::connection::sent_totals();
     let kinds = weave::mesh::connection::sent_by_kind();
+    let topology = weave::mesh::actor::topology_totals();
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut peers: Vec<Peer> = Vec::with_capacity(n);
@@ -163,6 +167,7 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
         at: started,
         sent,
         kinds,
+        topology,
         ms: started.elapsed().as_secs_f64() * 1e3,
         slowest_ms: slowest.as_secs_f64() * 1e3,
     };
@@ -179,6 +184,7 @@ struct Start {
     at: Instant,
     sent: (u64, u64),
     kinds: [u64; 6],
+    topology: weave::mesh::actor::TopologyTotals,
     ms: f64,
     slowest_ms: f64,
 }
@@ -211,6 +217,7 @@ async fn measure(
     let mesh_ms = start.at.elapsed().as_secs_f64() * 1e3;
     let (m1, b1) = weave::mesh::connection::sent_totals();
     let k1 = weave::mesh::connection::sent_by_kind();
+    let topology = weave::mesh::actor::topology_totals().since(&start.topology);
     let primed = Instant::now();
     let first = peers[0].ipam.clone();
     let prime = tokio::spawn(async move { first.ring().await });
@@ -237,6 +244,7 @@ async fn measure(
         mesh_kinds: [2, 3, 4].map(|k| k1[k] - start.kinds[k]),
         mesh_messages: m1 - m0,
         mesh_bytes: b1 - b0,
+        topology,
         ring_ms,
         ring_messages: m2 - m1,
         ring_bytes: b2 - b1,
