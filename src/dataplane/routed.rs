@@ -14,8 +14,7 @@
 //!   routed elsewhere gets the bridge's, so the flat network is kept (containers keep their
 //!   one on-link route) while the host does the routing; addresses whose route is the bridge
 //!   itself are not answered, so VXLAN peers' containers answer for themselves;
-//! - IPv4 forwarding on, once a first peer is routed.
-//!
+//! - IPv4 forwarding on, once a first peer is routed;
 //! - the forwarder ([`crate::netlink::Forwarder`]) on the ingress of the bridge and of the
 //!   underlay links of routed peers, once a first peer is routed: container-to-container
 //!   packets are routed by that program with the same routes, skipping the hosts' IP stack
@@ -239,13 +238,13 @@ struct State {
     /// What was installed last (skips the route dump when nothing changed).
     installed: Option<BTreeSet<OwnedRoute>>,
     forwarding: bool,
-    fast: Fast,
+    forwarder: ForwarderState,
 }
 
 /// The forwarder and the links it is attached to (each attachment lasts as long as its
 /// descriptor: until the router exits).
 #[derive(Default)]
-enum Fast {
+enum ForwarderState {
     #[default]
     NotYet,
     On {
@@ -369,7 +368,7 @@ impl Routed {
             let links: BTreeSet<u32> = std::iter::once(self.bridge_index)
                 .chain(state.hops.iter().map(|h| h.oif))
                 .collect();
-            self.attach_forwarder(&mut state.fast, &links);
+            self.attach_forwarder(&mut state.forwarder, &links);
         }
         let have: BTreeSet<OwnedRoute> = self
             .netlink
@@ -398,28 +397,28 @@ impl Routed {
 impl Routed {
     /// Puts the forwarder on the ingress of `links` it is not on yet. Failing to is not an
     /// error: the kernel forwards those packets as before (logged once).
-    fn attach_forwarder(&self, fast: &mut Fast, links: &BTreeSet<u32>) {
-        if matches!(fast, Fast::NotYet) {
-            *fast = if std::env::var("WEAVE_ROUTED_BPF").is_ok_and(|v| v == "off") {
+    fn attach_forwarder(&self, state: &mut ForwarderState, links: &BTreeSet<u32>) {
+        if matches!(state, ForwarderState::NotYet) {
+            *state = if std::env::var("WEAVE_ROUTED_BPF").is_ok_and(|v| v == "off") {
                 tracing::info!("routed: forwarder off (WEAVE_ROUTED_BPF=off): the kernel forwards");
-                Fast::Off
+                ForwarderState::Off
             } else {
                 match Forwarder::load(self.universe) {
-                    Ok(forwarder) => Fast::On {
+                    Ok(forwarder) => ForwarderState::On {
                         forwarder,
                         links: BTreeMap::new(),
                     },
                     Err(e) => {
                         tracing::warn!("routed: load the forwarder: {e}: the kernel forwards");
-                        Fast::Off
+                        ForwarderState::Off
                     }
                 }
             };
         }
-        let Fast::On {
+        let ForwarderState::On {
             forwarder,
             links: attached,
-        } = fast
+        } = state
         else {
             return;
         };
@@ -436,7 +435,7 @@ impl Routed {
                     tracing::warn!(
                         "routed: attach the forwarder to link {link}: {e}: the kernel forwards"
                     );
-                    *fast = Fast::Off;
+                    *state = ForwarderState::Off;
                     return;
                 }
             }
