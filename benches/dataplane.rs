@@ -304,26 +304,21 @@ fn hold(file: &str) {
     let hand = HandVxlan::new(mtu, 2);
     let h = hand.path();
     let routed = routed_pair();
-    let r = &routed.containers;
-    println!(
-        "routed: {} -> {} {} (hosts {} {})",
-        r[0].ns.name,
-        r[1].ns.name,
-        r[1].ip,
-        routed.host(1).ns.name,
-        routed.host(2).ns.name
-    );
-    println!(
-        "ours: {} -> {} {} (hosts {} {})\nhand: {} -> {} {}",
-        c[0].ns.name,
-        c[1].ns.name,
-        c[1].ip,
-        ours.host(1).ns.name,
-        ours.host(2).ns.name,
-        h.client,
-        h.server,
-        h.addr
-    );
+    // A pair of ours: its containers, the server's address, its hosts.
+    let describe = |name: &str, p: &Cluster| {
+        let c = &p.containers;
+        println!(
+            "{name}: {} -> {} {} (hosts {} {})",
+            c[0].ns.name,
+            c[1].ns.name,
+            c[1].ip,
+            p.host(1).ns.name,
+            p.host(2).ns.name
+        );
+    };
+    describe("routed", &routed);
+    describe("ours", &ours);
+    println!("hand: {} -> {} {}", h.client, h.server, h.addr);
     while std::path::Path::new(file).exists() {
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -131,22 +131,9 @@ fn prog_load(prog_type: u32, insns: &[Insn], log: Option<&mut [u8]>) -> io::Resu
         attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
         attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
     }
-    // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` (its size given) and the instructions and
-    // license it points at, and writes at most the log's given size into it; all alive for
-    // the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_ptr(),
-            attr.len() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    // SAFETY: the instructions, the license and the log `attr` points at are alive for the
+    // call, and the kernel writes at most the log's given size into it.
+    unsafe { bpf_new_fd(BPF_PROG_LOAD, &attr) }
 }
 
 /// Attaches classifier `prog` to the ingress of link `ifindex` (tcx, Linux 6.6+). The
@@ -158,11 +145,21 @@ pub fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
     attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&BPF_TCX_INGRESS.to_ne_bytes());
-    // SAFETY: bpf(BPF_LINK_CREATE) reads `attr` (its size given), alive for the call.
+    // SAFETY: this `attr` holds no pointers.
+    unsafe { bpf_new_fd(BPF_LINK_CREATE, &attr) }
+}
+
+/// `bpf(cmd, attr)` for a command that returns a new descriptor (a program, a link).
+///
+/// # Safety
+/// Every pointer inside `attr` must be valid for what `cmd` reads or writes through it.
+unsafe fn bpf_new_fd(cmd: libc::c_long, attr: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: the kernel reads `attr` (its size given, alive for the call); the pointers in
+    // it are the caller's promise.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_LINK_CREATE,
+            cmd,
             attr.as_ptr(),
             attr.len() as libc::c_uint,
         )
