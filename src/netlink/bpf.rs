@@ -59,32 +59,17 @@ const BPF_TCX_INGRESS: u32 = 46;
 
 /// r0 = helper `func`().
 pub fn call(func: i32) -> Insn {
-    Insn {
-        code: 0x85, // BPF_JMP | BPF_CALL
-        regs: 0,
-        off: 0,
-        imm: func,
-    }
+    Insn::new(0x85, 0, 0, 0, func) // BPF_JMP | BPF_CALL
 }
 
 /// r0 %= `k` (64-bit, unsigned).
 pub fn mod_r0(k: i32) -> Insn {
-    Insn {
-        code: 0x97, // BPF_ALU64 | BPF_MOD | BPF_K
-        regs: 0,
-        off: 0,
-        imm: k,
-    }
+    Insn::new(0x97, 0, 0, 0, k) // BPF_ALU64 | BPF_MOD | BPF_K
 }
 
 /// return r0.
 pub fn exit() -> Insn {
-    Insn {
-        code: 0x95, // BPF_JMP | BPF_EXIT
-        regs: 0,
-        off: 0,
-        imm: 0,
-    }
+    Insn::new(0x95, 0, 0, 0, 0) // BPF_JMP | BPF_EXIT
 }
 
 /// Loads `insns` as a socket filter program; the descriptor keeps it alive.

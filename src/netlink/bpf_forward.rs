@@ -16,7 +16,7 @@
 //! packet before ARP resolves, an exposed bridge address, traffic to or from outside the
 //! range, ICMP errors to send) takes the kernel's path as before.
 
-use super::bpf::{attach_tcx_ingress, load_classifier, Insn};
+use super::bpf::{attach_tcx_ingress, call, exit, load_classifier, Insn};
 use ipnet::Ipv4Net;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -40,8 +40,6 @@ const JEQ_X: u8 = 0x1d;
 const JNE_K: u8 = 0x55;
 const JLT_K: u8 = 0xa5;
 const JNE32_K: u8 = 0x56;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
 
 // Helpers.
 const FUNC_SKB_STORE_BYTES: i32 = 9;
@@ -95,7 +93,11 @@ struct Asm {
 
 impl Asm {
     fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.code.push(Insn::new(code, dst, src, off, imm));
+        self.push(Insn::new(code, dst, src, off, imm));
+    }
+
+    fn push(&mut self, insn: Insn) {
+        self.code.push(insn);
     }
 
     /// A conditional jump to the exit that hands the packet on.
@@ -112,13 +114,13 @@ impl Asm {
         self.op(ADD64_K, 3, 0, 0, i32::from(stack));
         self.op(MOV64_K, 4, 0, 0, len);
         self.op(MOV64_K, 5, 0, 0, 0);
-        self.op(CALL, 0, 0, 0, FUNC_SKB_STORE_BYTES);
+        self.push(call(FUNC_SKB_STORE_BYTES));
     }
 
     fn finish(mut self) -> Vec<Insn> {
         let next = self.code.len();
         self.op(MOV64_K, 0, 0, 0, TCX_NEXT);
-        self.op(EXIT, 0, 0, 0, 0);
+        self.push(exit());
         for at in self.to_next {
             let mut insn = self.code[at];
             insn.set_off((next - at - 1) as i16);
@@ -181,7 +183,7 @@ pub fn program(range: Ipv4Net) -> Vec<Insn> {
     a.op(ADD64_K, 2, 0, 0, i32::from(FIB));
     a.op(MOV64_K, 3, 0, 0, FIB_LEN);
     a.op(MOV64_K, 4, 0, 0, 0);
-    a.op(CALL, 0, 0, 0, FUNC_FIB_LOOKUP);
+    a.push(call(FUNC_FIB_LOOKUP));
     a.or_next(JNE_K, 0, 0, 0); // not forwardable here, or no neighbour yet
     a.op(LDX_W, 4, 10, FIB_IFINDEX, 0);
     a.op(LDX_W, 5, CTX, SKB_IFINDEX, 0);
@@ -193,7 +195,7 @@ pub fn program(range: Ipv4Net) -> Vec<Insn> {
     a.op(MOV64_X, 4, 9, 0, 0);
     a.op(SUB64_K, 4, 0, 0, 1);
     a.op(MOV64_K, 5, 0, 0, 2);
-    a.op(CALL, 0, 0, 0, FUNC_L3_CSUM_REPLACE);
+    a.push(call(FUNC_L3_CSUM_REPLACE));
     a.or_next(JNE_K, 0, 0, 0);
     a.op(SUB64_K, 9, 0, 0, 1);
     a.op(STX_H, 10, 9, TTL_WORD, 0);
@@ -203,8 +205,8 @@ pub fn program(range: Ipv4Net) -> Vec<Insn> {
     a.store_bytes(6, FIB_SMAC, 6);
     a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
     a.op(MOV64_K, 2, 0, 0, 0);
-    a.op(CALL, 0, 0, 0, FUNC_REDIRECT);
-    a.op(EXIT, 0, 0, 0, 0);
+    a.push(call(FUNC_REDIRECT));
+    a.push(exit());
     a.finish()
 }
 
