@@ -316,8 +316,17 @@ impl Actor {
             self.ev_tx.clone(),
             timers,
         ));
+        // What we know, less our own entry: this connection changes it, and the flush sends
+        // the new version to every neighbour once the connection is established.
         self.topology.settle();
-        for m in topology_messages(&self.topology.peers().cloned().collect::<Vec<_>>()) {
+        let me = self.hello.name;
+        let known: Vec<PeerInfo> = self
+            .topology
+            .peers()
+            .filter(|p| p.name != me)
+            .cloned()
+            .collect();
+        for m in topology_messages(&known) {
             let _ = tx.try_send(Arc::new(m.encode()));
         }
         self.update_topology();

@@ -238,6 +238,12 @@ impl Topology {
             .collect()
     }
 
+    /// Notes our own entry as changed again: it was held back from the last
+    /// [`take_changes`](Self::take_changes) and goes with the next.
+    pub fn keep_own_change(&mut self) {
+        self.changed.insert(self.me);
+    }
+
     /// Forgets the changes noted so far (a whole topology is about to go out).
     pub fn clear_changes(&mut self) {
         self.changed.clear();
