@@ -8,7 +8,7 @@
 //! routers with their IPAM services in this process on loopback, over a sparse topology
 //! (each dials 2 earlier peers): time until every peer knows every other, then from priming
 //! one peer until all hold the same ring, with the mesh messages and bytes sent per peer.
-//! 500 real peers too (about 2 minutes, most of it starting them). No root needed.
+//! 500 real peers too (a few seconds on two cores). No root needed.
 //!
 //! Usage: cargo bench --bench scale -- [--peers 10,100,1000,5000] [--repeat N]
 //!        [--mesh-peers 100,200,500] [--json FILE]
