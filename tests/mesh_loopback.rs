@@ -244,7 +244,14 @@ async fn passwords_encrypt_and_mismatches_are_refused() {
         "enabled (control plane and container traffic)"
     );
     // Both ends hold the same data-path keys for the pair, from the connection's handshake.
+    // Each end sees the other live once it holds the other's entry naming the connection
+    // established: one flush after its own end is.
     let (a_name, b_name) = (a.status().await.unwrap().name, st.name);
+    eventually("each end to see the other live", || async {
+        let live = |h: &MeshHandle, p: PeerName| h.peers().borrow().iter().any(|x| x.name == p);
+        live(&a, b_name) && live(&b, a_name)
+    })
+    .await;
     let (ka, kb) = (live_keys(&a, b_name), live_keys(&b, a_name));
     assert_eq!(
         (ka.send, ka.recv, ka.session),

@@ -317,7 +317,9 @@ impl Actor {
             timers,
         ));
         // What we know, less our own entry: this connection changes it, and the flush sends
-        // the new version to every neighbour once the connection is established.
+        // the new version to every neighbour once the connection is established. Knowing
+        // nobody else, an empty message: the first message on a connection is what
+        // establishes it at the other end.
         self.topology.settle();
         let me = self.hello.name;
         let known: Vec<PeerInfo> = self
@@ -326,7 +328,11 @@ impl Actor {
             .filter(|p| p.name != me)
             .cloned()
             .collect();
-        for m in topology_messages(&known) {
+        let mut snapshot = topology_messages(&known);
+        if snapshot.is_empty() {
+            snapshot.push(Message::Topology(Vec::new()));
+        }
+        for m in snapshot {
             let _ = tx.try_send(Arc::new(m.encode()));
         }
         self.update_topology();

@@ -141,18 +141,7 @@ async fn until<F: std::future::Future<Output = bool>>(
 /// Starts `n` peers, each dialling up to `dials` earlier ones (always its predecessor, the
 /// rest at random), waits until every peer knows every other, then primes one peer's ring and
 /// waits until all hold the same ring. Everything within `limit`. Stops the peers after.
-///
-/// Runs as a task of the runtime, not on the caller's `block_on` thread: from there every
-/// start's round trip to a new router's task waited in the runtime's shared queue behind the
-/// running peers' gossip (4 ms a start at 500 peers, most of the time measured), a cost of
-/// starting hundreds of routers in one process that no router on its own host pays.
 pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement, String> {
-    tokio::spawn(start_and_measure(n, dials, limit))
-        .await
-        .map_err(|e| format!("run {n} peers: {e}"))?
-}
-
-async fn start_and_measure(n: usize, dials: usize, limit: Duration) -> Result<Agreement, String> {
     let deadline = Instant::now() + limit;
     let mut rng = StdRng::seed_from_u64(n as u64);
     let sent = weave::mesh::connection::sent_totals();
