@@ -6,7 +6,6 @@ use super::command::{Cmd, NewConn};
 use super::config::{GossipMessage, LivePeer, MeshConfig};
 use super::connection::{self, ConnEvent, HandshakeError, Timers};
 use super::maker::{Maker, Target};
-use super::protocol::topology_messages;
 use super::protocol::{Hello, Message, PeerInfo, DEFAULT_TTL};
 use super::seen::Seen;
 use super::topology::Topology;
@@ -316,23 +315,8 @@ impl Actor {
             self.ev_tx.clone(),
             timers,
         ));
-        // What we know, less our own entry: this connection changes it, and the flush sends
-        // the new version to every neighbour once the connection is established. Knowing
-        // nobody else, an empty message: the first message on a connection is what
-        // establishes it at the other end.
         self.topology.settle();
-        let me = self.hello.name;
-        let known: Vec<PeerInfo> = self
-            .topology
-            .peers()
-            .filter(|p| p.name != me)
-            .cloned()
-            .collect();
-        let mut snapshot = topology_messages(&known);
-        if snapshot.is_empty() {
-            snapshot.push(Message::Topology(Vec::new()));
-        }
-        for m in snapshot {
+        for m in self.snapshot(true) {
             let _ = tx.try_send(Arc::new(m.encode()));
         }
         self.update_topology();

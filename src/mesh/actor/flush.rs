@@ -1,9 +1,10 @@
 //! Sending topology: the flush of changes (once per batch, at most once per interval), the
-//! periodic whole topology, and our own entry after our connections change.
+//! periodic whole topology, what a new neighbour gets at once, and our own entry after our
+//! connections change.
 
 use super::Actor;
 use crate::mesh::protocol::{encode_entry, topology_frames, topology_messages};
-use crate::mesh::protocol::{ConnectionInfo, PeerInfo};
+use crate::mesh::protocol::{ConnectionInfo, Message, PeerInfo};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,10 +35,29 @@ fn flush_interval(peers: usize) -> Duration {
 
 impl Actor {
     pub(super) fn send_topology(&mut self) {
-        let peers: Vec<PeerInfo> = self.topology.peers().cloned().collect();
-        for m in topology_messages(&peers) {
+        for m in self.snapshot(false) {
             self.send_all(&m, None);
         }
+    }
+
+    /// Every reachable entry (as of the last settle) as topology messages, at least one:
+    /// knowing nobody else, an empty one, as the first message on a connection is what
+    /// establishes it at the other end. A new neighbour gets it `without_own`: the new
+    /// connection changes our entry, and the flush sends that version to every neighbour
+    /// once the connection is established.
+    pub(super) fn snapshot(&self, without_own: bool) -> Vec<Message> {
+        let me = self.hello.name;
+        let known: Vec<PeerInfo> = self
+            .topology
+            .peers()
+            .filter(|p| !without_own || p.name != me)
+            .cloned()
+            .collect();
+        let mut messages = topology_messages(&known);
+        if messages.is_empty() {
+            messages.push(Message::Topology(Vec::new()));
+        }
+        messages
     }
 
     /// The follow-ups of topology changes, once per batch: what is reachable, the live peers,
