@@ -65,6 +65,7 @@ fn main() {
     let mut details = Vec::new();
     let mut smallest: Option<(usize, f64, u64)> = None;
     for &n in &sizes {
+        reset_peak_memory();
         let mut times = Vec::new();
         let mut last = None;
         while times.len() < repeat
@@ -80,11 +81,13 @@ fn main() {
             last = Some(c);
         }
         let c = last.expect("repeat >= 1");
+        let peak_kib = peak_memory_kib();
         let ms = median(&times);
         let per_peer = c.messages as f64 / n as f64;
         details.push(
             json!({"peers": n, "rounds": c.rounds, "messages": c.messages,
-            "messages_per_peer": per_peer, "owners": c.owners, "time_ms": times}),
+            "messages_per_peer": per_peer, "owners": c.owners, "time_ms": times,
+            "peak_rss_kib": peak_kib}),
         );
         rows.push(Row::new(
             format!("{n} peers: rounds"),
@@ -101,6 +104,21 @@ fn main() {
             "ms",
             ms / n as f64,
         ));
+        // What the simulation holds while it runs (every peer's state; equal rings share
+        // their entries): when it outgrows the CPU's caches, each step costs more though the
+        // work per peer stays flat, which shows in the time growth.
+        rows.push(Row::new(
+            format!("{n} peers: ring owners"),
+            "peers",
+            c.owners as f64,
+        ));
+        if let Some(kib) = peak_kib {
+            rows.push(Row::new(
+                format!("{n} peers: peak memory"),
+                "MiB",
+                kib as f64 / 1024.0,
+            ));
+        }
         ring_bytes_rows(n, &mut rows, &mut details);
         // Issue 15's wall-time targets.
         if let Some(limit) = time_target_ms(n) {
@@ -162,6 +180,18 @@ fn main() {
         Value::Array(details),
         json_out.as_deref(),
     );
+}
+
+/// Starts a new peak of this process's resident memory (Linux: `clear_refs` 5 resets VmHWM).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident memory since the last [`reset_peak_memory`], in KiB.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Bytes (JSON, as the router sends them) per peer to agree, then to agree again after a
