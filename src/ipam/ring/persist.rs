@@ -1,4 +1,4 @@
-//! Saving an allocator's durable state (ring, election claims, container addresses) and
+//! Saving an allocator's durable state (ring, our own election claims, container addresses) and
 //! starting again from it, as Weave keeps `ring` and `ownedAddresses` in its database.
 
 use super::addr::AddrRange;
@@ -30,7 +30,9 @@ struct PersistedRef<'a> {
     me: PeerName,
     universe: AddrRange,
     ring: &'a Ring,
-    paxos: &'a PaxosState,
+    /// Our own claims only (see [`super::paxos::Paxos::durable`]); a state saved with every
+    /// known claim, as before, still restores.
+    paxos: PaxosState,
     owned: &'a BTreeMap<String, Vec<u32>>,
 }
 
@@ -55,7 +57,7 @@ impl Allocator {
             me: self.me,
             universe: self.universe(),
             ring: &self.ring,
-            paxos: self.paxos.state(),
+            paxos: self.paxos.durable(),
             owned,
         };
         serde_json::to_vec(&state).expect("allocator state serialises")

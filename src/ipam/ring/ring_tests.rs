@@ -494,3 +494,51 @@ fn acceptors_send_their_claims_to_the_proposer_only() {
         );
     }
 }
+
+#[test]
+fn a_proposer_saves_its_own_claims_only_and_decides_again_after_a_restart() {
+    let nodes = elect(5);
+    let decided = nodes[0].consensus().expect("consensus");
+    assert_eq!(nodes[0].state().len(), 5, "the proposer knows every claim");
+    let saved = nodes[0].durable();
+    assert_eq!(saved.keys().copied().collect::<Vec<_>>(), vec![peer(1)]);
+    assert_eq!(saved[&peer(1)], nodes[0].state()[&peer(1)]);
+    // Restarted from what it saved, it knows its own claims only, until the others' come
+    // again (what each of them resends is its own).
+    let mut restarted = Paxos::elector(peer(1), 3);
+    restarted.restore(saved);
+    assert_eq!(restarted.consensus(), None);
+    for other in &nodes[1..] {
+        restarted.merge(&other.durable());
+    }
+    assert_eq!(restarted.consensus(), Some(decided));
+    assert_eq!(restarted.state(), nodes[0].state());
+}
+
+#[test]
+fn the_proposer_saves_its_own_claims_not_those_it_heard() {
+    let mut proposer = Allocator::new(peer(1), universe(), InitMode::consensus(5));
+    proposer.prime();
+    let gossip = proposer.take_outputs();
+    for i in 2..=3 {
+        let mut acceptor = Allocator::new(peer(i), universe(), InitMode::consensus(5));
+        for out in &gossip {
+            if let Output::Broadcast(g) = out {
+                acceptor.on_gossip(peer(1), g).unwrap();
+            }
+        }
+        for out in acceptor.take_outputs() {
+            if let Output::Send { msg, .. } = out {
+                proposer.on_unicast(peer(i), &msg).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        proposer.paxos().state().len(),
+        3,
+        "two acceptors' claims heard"
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&proposer.persist()).unwrap();
+    let claims: Vec<&String> = saved["paxos"].as_object().unwrap().keys().collect();
+    assert_eq!(claims, vec![&peer(1).to_string()]);
+}
