@@ -31,6 +31,14 @@ pub struct RingDelta {
     /// For each entry, the token of the entry before it in the sender's ring. A receiver
     /// that knows no token there missed one, and a new entry would stretch back over it.
     pub prevs: Vec<u32>,
+    /// For each entry, the version of the entry before it in the sender's ring. A token new
+    /// to a receiver was cut from the range before it by a change to that entry too; a
+    /// receiver holding an older version of that entry missed the change, and taking the
+    /// token alone would make a ring nobody had (the old entry, with its old free count,
+    /// ending at the new token), which other peers refuse to merge. Empty from senders of
+    /// an earlier release.
+    #[serde(default)]
+    pub prev_versions: Vec<u32>,
 }
 
 /// A digest of a seed list that does not change between releases or platforms (FNV-1a
@@ -72,16 +80,19 @@ impl RingDelta {
             if d.is_complete() {
                 d.ends = vec![0; d.entries.len()];
                 d.prevs = vec![0; d.entries.len()];
+                d.prev_versions = vec![0; d.entries.len()];
+            }
+            if d.prev_versions.len() != d.entries.len() {
+                // From an earlier release: no version is known, none is required.
+                d.prev_versions = vec![0; d.entries.len()];
             }
         }
-        let mut out: Vec<(Entry, (u32, u32))> =
+        let mut out: Vec<(Entry, Bounds)> =
             Vec::with_capacity(self.entries.len() + later.entries.len());
-        let bounds = std::mem::take(&mut self.ends)
-            .into_iter()
-            .zip(std::mem::take(&mut self.prevs));
+        let bounds = bounds_of(&mut self.ends, &mut self.prevs, &mut self.prev_versions);
         let earlier = std::mem::take(&mut self.entries);
         let earlier = earlier.iter().copied().zip(bounds);
-        let later_bounds = later.ends.into_iter().zip(later.prevs);
+        let later_bounds = bounds_of(&mut later.ends, &mut later.prevs, &mut later.prev_versions);
         let (mut a, mut b) = (
             earlier.peekable(),
             later.entries.iter().copied().zip(later_bounds).peekable(),
@@ -99,11 +110,13 @@ impl RingDelta {
             };
             out.extend(next);
         }
-        let (entries, bounds): (Vec<Entry>, Vec<(u32, u32)>) = out.into_iter().unzip();
+        let (entries, bounds): (Vec<Entry>, Vec<Bounds>) = out.into_iter().unzip();
         self.entries = entries.into();
-        (self.ends, self.prevs) = bounds.into_iter().unzip();
+        self.ends = bounds.iter().map(|b| b.0).collect();
+        self.prevs = bounds.iter().map(|b| b.1).collect();
+        self.prev_versions = bounds.iter().map(|b| b.2).collect();
         if self.entries.len() == later.total as usize {
-            (self.ends, self.prevs) = (Vec::new(), Vec::new());
+            (self.ends, self.prevs, self.prev_versions) = (Vec::new(), Vec::new(), Vec::new());
         }
         self.total = later.total;
         self.seeds_digest = later.seeds_digest;
@@ -123,9 +136,13 @@ impl RingDelta {
         } else {
             self.entries.len()
         };
-        if self.ends.len() != bounded || self.prevs.len() != bounded {
+        let versions = self.prev_versions.len();
+        if self.ends.len() != bounded
+            || self.prevs.len() != bounded
+            || (versions != bounded && versions != 0)
+        {
             return Err(format!(
-                "{} entries but {} ends and {} previous tokens",
+                "{} entries but {} ends, {} previous tokens and {versions} of their versions",
                 self.entries.len(),
                 self.ends.len(),
                 self.prevs.len()
@@ -185,7 +202,7 @@ impl Ring {
         }
         let n = self.entries.len();
         let touched = std::mem::take(&mut self.touched);
-        let delta = |entries: Entries, seeds: Seeds, ends: Vec<u32>, prevs: Vec<u32>| RingDelta {
+        let delta = |entries: Entries, seeds: Seeds, ends, prevs, prev_versions| RingDelta {
             start: self.start,
             end: self.end,
             seeds_digest: self.seeds.digest(),
@@ -194,11 +211,12 @@ impl Ring {
             entries,
             ends,
             prevs,
+            prev_versions,
         };
         if touched.all {
             // A complete delta is a whole ring: its bounds are its own tokens.
             let (entries, seeds) = (self.entries.clone(), self.seeds.clone());
-            return Some(delta(entries, seeds, Vec::new(), Vec::new()));
+            return Some(delta(entries, seeds, Vec::new(), Vec::new(), Vec::new()));
         }
         let mut tokens = touched.tokens;
         tokens.sort_unstable();
@@ -209,18 +227,23 @@ impl Ring {
             .collect();
         if at.len() == n {
             let (entries, seeds) = (self.entries.clone(), self.seeds.clone());
-            return Some(delta(entries, seeds, Vec::new(), Vec::new()));
+            return Some(delta(entries, seeds, Vec::new(), Vec::new(), Vec::new()));
         }
         let entries: Vec<Entry> = at.iter().map(|&i| self.entries[i]).collect();
         let ends = at
             .iter()
             .map(|&i| self.entries[(i + 1) % n].token)
             .collect();
-        let prevs = at
-            .iter()
-            .map(|&i| self.entries[(i + n - 1) % n].token)
-            .collect();
-        Some(delta(entries.into(), Seeds::default(), ends, prevs))
+        let before = |i: usize| self.entries[(i + n - 1) % n];
+        let prevs = at.iter().map(|&i| before(i).token).collect();
+        let prev_versions = at.iter().map(|&i| before(i).version).collect();
+        Some(delta(
+            entries.into(),
+            Seeds::default(),
+            ends,
+            prevs,
+            prev_versions,
+        ))
     }
 
     /// Marks our own entries changed: the next delta carries them all.
@@ -279,9 +302,16 @@ impl Ring {
         let mut replace: Vec<(usize, Entry)> = Vec::new();
         let mut insert: Vec<(usize, Entry)> = Vec::new();
         let mut taken_ends: Vec<(u32, u32)> = Vec::new();
-        let mut inserted_prevs: Vec<(u32, u32)> = Vec::new();
+        let mut inserted_prevs: Vec<(u32, u32, u32)> = Vec::new();
         let mut last_taken: Option<u32> = None;
-        for ((t, &end), &prev) in d.entries.iter().zip(&d.ends).zip(&d.prevs) {
+        let prev_versions = d.prev_versions.iter().copied().chain(std::iter::repeat(0));
+        for (((t, &end), &prev), prev_version) in d
+            .entries
+            .iter()
+            .zip(&d.ends)
+            .zip(&d.prevs)
+            .zip(prev_versions)
+        {
             match self.find(t.token) {
                 Ok(i) => {
                     if take_theirs(&self.entries[i], t, me)? {
@@ -306,7 +336,7 @@ impl Ring {
                     }
                     insert.push((pos, *t));
                     taken_ends.push((t.token, end));
-                    inserted_prevs.push((t.token, prev));
+                    inserted_prevs.push((t.token, prev, prev_version));
                     last_taken = Some(t.token);
                 }
             }
@@ -327,8 +357,9 @@ impl Ring {
         });
         let changed_tokens = || replace.iter().chain(&insert).map(|(_, e)| e.token);
         if !self.fits_around(&taken_ends, &inserted_prevs) {
-            // We miss the token where a taken range ends, or a free count is larger than
-            // its entry: we missed an earlier change of the sender, or the delta is bad.
+            // We miss the token where a taken range ends, hold an older version of the entry
+            // a new token was cut from, or a free count is larger than its entry: we missed
+            // an earlier change of the sender, or the delta is bad.
             // The sender's whole ring settles which (and is refused if bad).
             if let Some(b) = before {
                 self.entries = b;
@@ -346,10 +377,11 @@ impl Ring {
     }
 
     /// Whether each taken entry (token, end in the sender's ring) ends no later here than
-    /// there, each inserted one (token, previous token there) starts no earlier, and they
-    /// and the entries before the inserted ones (whose ranges shrank) report no more free
-    /// addresses than they hold: the rest did not change.
-    fn fits_around(&self, taken: &[(u32, u32)], inserted: &[(u32, u32)]) -> bool {
+    /// there, each inserted one (token, previous token and its version there) starts no
+    /// earlier and follows that entry at that version or later, and they and the entries
+    /// before the inserted ones (whose ranges shrank) report no more free addresses than
+    /// they hold: the rest did not change.
+    fn fits_around(&self, taken: &[(u32, u32)], inserted: &[(u32, u32, u32)]) -> bool {
         let n = self.entries.len();
         let index = |t: u32| self.find(t).expect("merged token present");
         let extent = |from: u32, to: u32| {
@@ -363,11 +395,34 @@ impl Ring {
         taken.iter().all(|&(token, end)| {
             let i = index(token);
             fits(i) && self.entry_size(i) <= extent(token, end)
-        }) && inserted.iter().all(|&(token, prev)| {
+        }) && inserted.iter().all(|&(token, prev, prev_version)| {
             let before = (index(token) + n - 1) % n;
-            fits(before) && extent(self.entries[before].token, token) <= extent(prev, token)
+            let b = self.entries[before];
+            fits(before)
+                && extent(b.token, token) <= extent(prev, token)
+                && (b.token != prev || b.version >= prev_version)
         })
     }
+}
+
+/// Where an entry of a delta ends, the token before it and that entry's version.
+type Bounds = (u32, u32, u32);
+
+/// The bounds of a partial delta's entries, taken out of it.
+fn bounds_of(
+    ends: &mut Vec<u32>,
+    prevs: &mut Vec<u32>,
+    versions: &mut Vec<u32>,
+) -> impl Iterator<Item = Bounds> {
+    let (ends, prevs, versions) = (
+        std::mem::take(ends),
+        std::mem::take(prevs),
+        std::mem::take(versions),
+    );
+    ends.into_iter()
+        .zip(prevs)
+        .zip(versions)
+        .map(|((e, p), v)| (e, p, v))
 }
 
 /// `entries` with `insert` (positions in `entries`, ascending, each new token) merged in.

@@ -209,6 +209,46 @@ fn a_delta_without_what_it_builds_on_is_not_applied() {
 }
 
 #[test]
+fn a_token_cut_by_a_change_we_missed_is_not_taken_alone() {
+    // The sender's first entry reports 1 free and a peer hears it; then the sender grants
+    // that entry's first address (the entry changes owner, a new token keeps the rest
+    // ours), which the peer misses, and changes the new token's entry. Taken alone, that
+    // new token would end the peer's stale first entry (old owner, 1 free) right after
+    // its first address: a ring nobody had, which the peers that know the older entry's
+    // later free counts refuse to merge (a random schedule of the ring simulation found it).
+    let base = universe().start;
+    let mut sender = seeded(1, &[1, 2]);
+    assert_eq!(sender.entries()[0].token, base);
+    let heard = delta_of(&mut sender, |r| {
+        r.report_free(&BTreeMap::from([(base, 1)]));
+    });
+    let mut behind = seeded(2, &[1, 2]);
+    assert_eq!(behind.merge_delta(&heard), Ok(DeltaMerge::Merged(true)));
+    let _missed = delta_of(&mut sender, |r| {
+        r.grant_range_to(peer(3), AddrRange::new(base, base + 1))
+            .unwrap()
+    });
+    let later = delta_of(&mut sender, |r| {
+        r.report_free(&BTreeMap::from([(base + 1, 3)]));
+    });
+    assert_eq!(later.entries.len(), 1);
+    assert_eq!(later.prevs, vec![base]);
+    let before = behind.clone();
+    assert_eq!(behind.merge_delta(&later), Ok(DeltaMerge::NeedWholeRing));
+    assert_eq!(behind, before);
+    // The sender's whole ring settles it.
+    assert_eq!(behind.merge(&sender), Ok(true));
+    assert_eq!(behind.entries(), sender.entries());
+    // From a sender of an earlier release (no versions), the delta is taken as before.
+    let mut old = later.clone();
+    old.prev_versions.clear();
+    assert_eq!(
+        before.clone().merge_delta(&old),
+        Ok(DeltaMerge::Merged(true))
+    );
+}
+
+#[test]
 fn delta_refusals_match_whole_ring_refusals() {
     let base = universe().start;
     let mine = seeded(1, &[1, 2]);
