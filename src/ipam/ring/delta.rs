@@ -80,10 +80,9 @@ impl RingDelta {
             if d.is_complete() {
                 d.ends = vec![0; d.entries.len()];
                 d.prevs = vec![0; d.entries.len()];
-                d.prev_versions = vec![0; d.entries.len()];
             }
             if d.prev_versions.len() != d.entries.len() {
-                // From an earlier release: no version is known, none is required.
+                // A complete delta, or one from an earlier release: no version is required.
                 d.prev_versions = vec![0; d.entries.len()];
             }
         }
