@@ -23,13 +23,7 @@ const RSS_LIMIT_KIB: f64 = 15.0 * 1024.0;
 
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    common::proc_status_kib(&pid.to_string(), "VmRSS").expect("VmRSS in /proc/<pid>/status") as f64
 }
 
 /// `n` allocations spread over `clients` threads; returns allocations per second and the

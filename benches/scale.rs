@@ -81,7 +81,7 @@ fn main() {
             last = Some(c);
         }
         let c = last.expect("repeat >= 1");
-        let peak_kib = peak_memory_kib();
+        let peak_kib = common::proc_status_kib("self", "VmHWM");
         let ms = median(&times);
         let per_peer = c.messages as f64 / n as f64;
         details.push(
@@ -104,14 +104,14 @@ fn main() {
             "ms",
             ms / n as f64,
         ));
-        // What the simulation holds while it runs (every peer's state; equal rings share
-        // their entries): when it outgrows the CPU's caches, each step costs more though the
-        // work per peer stays flat, which shows in the time growth.
         rows.push(Row::new(
             format!("{n} peers: ring owners"),
             "peers",
             c.owners as f64,
         ));
+        // What the simulation holds while it runs (every peer's state; equal rings share
+        // their entries): when it outgrows the CPU's caches, each step costs more though the
+        // work per peer stays flat, which shows in the time growth.
         if let Some(kib) = peak_kib {
             rows.push(Row::new(
                 format!("{n} peers: peak memory"),
@@ -182,16 +182,10 @@ fn main() {
     );
 }
 
-/// Starts a new peak of this process's resident memory (Linux: `clear_refs` 5 resets VmHWM).
+/// Starts a new peak of this process's resident memory (VmHWM; writing 5 to `clear_refs`
+/// resets it).
 fn reset_peak_memory() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// This process's peak resident memory since the last [`reset_peak_memory`], in KiB.
-fn peak_memory_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Bytes (JSON, as the router sends them) per peer to agree, then to agree again after a

@@ -112,6 +112,16 @@ pub fn stats(v: &[f64]) -> (f64, f64, f64) {
     (q(0.5), q(0.1), q(0.9))
 }
 
+/// A field counted in kB (`VmRSS`, `VmHWM`, ...) of `/proc/<pid>/status`, in KiB; `pid`
+/// "self" for this process.
+pub fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
 pub fn median(v: &[f64]) -> f64 {
     stats(v).0
 }

@@ -1,5 +1,6 @@
-//! Saving an allocator's durable state (ring, our own election claims, container addresses) and
-//! starting again from it, as Weave keeps `ring` and `ownedAddresses` in its database.
+//! Saving an allocator's durable state (ring, our own election claims, container
+//! addresses) and starting again from it, as Weave keeps `ring` and `ownedAddresses` in its
+//! database.
 
 use super::addr::AddrRange;
 use super::allocator::Allocator;
