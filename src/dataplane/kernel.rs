@@ -148,7 +148,8 @@ impl KernelDataPlane {
             let dp = Datapath::ensure(&netlink, bridge.index, opts.udp_port, opts.mtu, None)
                 .await
                 .context("start data plane")?;
-            let vxlan = VxlanOverlay::new(dp, Netlink::open().context("open netlink")?);
+            let vxlan =
+                VxlanOverlay::new(dp, Netlink::open().context("open netlink")?).with_bypass(range);
             overlays.push(Box::new(Only {
                 policy: opts.policy.clone(),
                 inner: Box::new(vxlan),

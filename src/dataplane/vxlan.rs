@@ -18,9 +18,11 @@
 
 use super::{Overlay, Peer, PlaneFuture};
 use crate::mesh::LivePeer;
-use crate::netlink::{FdbEntry, Netlink, VxlanSpec, FLOOD_MAC};
+use crate::netlink::{FdbEntry, Netlink, VxlanBypass, VxlanSpec, FLOOD_MAC};
+use crate::netns::write_net_sysctl;
 use crate::{Context, Error, ErrorKind, Result};
 use futures::FutureExt;
+use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use tokio::sync::watch;
@@ -201,16 +203,48 @@ pub fn ipv4_underlays(peers: &[Peer]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// The VXLAN device as an overlay: flood entries for the peers it is given.
+/// The VXLAN device as an overlay: flood entries for the peers it is given, and the
+/// receive bypass while it lives.
 pub struct VxlanOverlay {
     datapath: Datapath,
     netlink: Netlink,
+    _bypass: Option<VxlanBypass>,
 }
 
 impl VxlanOverlay {
     /// `netlink` is its own connection (FDB updates do not wait for expose/hide).
     pub fn new(datapath: Datapath, netlink: Netlink) -> VxlanOverlay {
-        VxlanOverlay { datapath, netlink }
+        VxlanOverlay {
+            datapath,
+            netlink,
+            _bypass: None,
+        }
+    }
+
+    /// With the receive bypass for allocation range `range` on the device: frames from VXLAN
+    /// peers to our containers go to their veths without the bridge (see [`VxlanBypass`]).
+    /// Not an error when it cannot be had (a kernel before 6.6, `WEAVE_VXLAN_BPF=off`): the
+    /// bridge forwards them, as it does any frame the bypass leaves alone.
+    pub fn with_bypass(mut self, range: Ipv4Net) -> VxlanOverlay {
+        let name = self.datapath.name().to_string();
+        if std::env::var("WEAVE_VXLAN_BPF").is_ok_and(|v| v == "off") {
+            tracing::info!("datapath: bypass off on {name} (WEAVE_VXLAN_BPF=off)");
+            return self;
+        }
+        // The program's route lookup is that of a packet forwarded from this device.
+        let forwarding = format!("net/ipv4/conf/{name}/forwarding");
+        if let Err(e) = write_net_sysctl(&forwarding, "1") {
+            tracing::warn!("datapath: no bypass on {name}: {e}");
+            return self;
+        }
+        match VxlanBypass::attach(range, self.datapath.index()) {
+            Ok(b) => {
+                tracing::info!("datapath: bypass on {name}");
+                self._bypass = Some(b);
+            }
+            Err(e) => tracing::warn!("datapath: no bypass on {name}: attach the program: {e}"),
+        }
+        self
     }
 }
 

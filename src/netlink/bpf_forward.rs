@@ -15,6 +15,8 @@
 //! came in on, with its neighbour resolved and fitting the MTU. Everything else (a first
 //! packet before ARP resolves, an exposed bridge address, traffic to or from outside the
 //! range, ICMP errors to send) takes the kernel's path as before.
+//!
+//! The same file holds the VXLAN receive bypass ([`VxlanBypass`]), which shares the assembler.
 
 use super::bpf::{attach_tcx_ingress, call, exit, load_classifier, Insn};
 use ipnet::Ipv4Net;
@@ -40,12 +42,15 @@ const JEQ_X: u8 = 0x1d;
 const JNE_K: u8 = 0x55;
 const JLT_K: u8 = 0xa5;
 const JNE32_K: u8 = 0x56;
+const ST_W: u8 = 0x62;
+const JEQ_K: u8 = 0x15;
 
 // Helpers.
 const FUNC_SKB_STORE_BYTES: i32 = 9;
 const FUNC_L3_CSUM_REPLACE: i32 = 10;
 const FUNC_REDIRECT: i32 = 23;
 const FUNC_FIB_LOOKUP: i32 = 69;
+const FUNC_GET_PRANDOM_U32: i32 = 7;
 
 // `struct __sk_buff` fields.
 const SKB_IFINDEX: i16 = 40;
@@ -75,6 +80,12 @@ const FIB_SRC: i16 = FIB + 16;
 const FIB_DST: i16 = FIB + 32;
 const FIB_SMAC: i16 = FIB + 52;
 const FIB_DMAC: i16 = FIB + 58;
+/// The routing table to look in (with [`FIB_FLAG_TBID`]).
+const FIB_TBID: i16 = FIB + 48;
+// `bpf_fib_lookup` flags: look in the given table only, need no neighbour.
+const FIB_FLAG_DIRECT: i32 = 1;
+const FIB_FLAG_SKIP_NEIGH: i32 = 4;
+const FIB_FLAG_TBID: i32 = 8;
 /// The new TTL word, stored from the stack into the packet.
 const TTL_WORD: i16 = FIB - 4;
 
@@ -210,6 +221,97 @@ pub fn program(range: Ipv4Net) -> Vec<Insn> {
     a.finish()
 }
 
+/// Routing table of the VXLAN receive bypass: one `<address>/32 dev <host veth>` route per
+/// container on this host, added by the plugin's ADD (the kernel removes it with the veth).
+pub const BYPASS_TABLE: u32 = 6784;
+
+/// One frame in this many takes the bridge anyway (see [`bypass_program`]).
+const BYPASS_SAMPLE_MASK: i32 = 63;
+
+/// The VXLAN receive bypass for allocation range `range`, on the ingress of the VXLAN device
+/// (index `vxlan`): an IPv4 frame from a VXLAN peer's container to one of ours (both in the
+/// range, the destination routed in [`BYPASS_TABLE`]) goes straight to that container's host
+/// veth, its Ethernet header untouched, instead of through the bridge, where br_netfilter
+/// sends every frame through the IPv4 hooks (measured: a single TCP stream ran about 6%
+/// faster without it; the traffic is exempt from tracking and never NATed anyway).
+///
+/// The bridge learns where a MAC lives only from frames it forwards: one frame in 64 (chosen
+/// at random) still takes the bridge, so the remote senders' MACs stay in its table and our
+/// containers' replies are not flooded to every port once their entries would age out. Both
+/// paths run in order in the same receive call, so a flow is not reordered. Everything else
+/// (ARP, broadcast, other ranges, addresses without a route) takes the bridge as before.
+pub fn bypass_program(range: Ipv4Net, vxlan: u32) -> Vec<Insn> {
+    let mask = as_loaded(range.netmask().octets());
+    let net = as_loaded(range.network().octets());
+    let mut a = Asm {
+        code: Vec::new(),
+        to_next: Vec::new(),
+    };
+    a.op(MOV64_X, CTX, 1, 0, 0);
+    a.push(call(FUNC_GET_PRANDOM_U32));
+    a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
+    a.or_next(JEQ_K, 0, 0, 0);
+    a.op(LDX_W, 2, CTX, SKB_DATA, 0);
+    a.op(LDX_W, 3, CTX, SKB_DATA_END, 0);
+    a.op(MOV64_X, 4, 2, 0, 0);
+    a.op(ADD64_K, 4, 0, 0, HEADERS);
+    a.or_next(JGT_X, 4, 3, 0);
+    a.op(LDX_H, 4, 2, ETH_TYPE, 0);
+    a.or_next(JNE32_K, 4, 0, 0x0008); // 0x0800, as loaded
+    a.op(LDX_B, 4, 2, IP_VERSION_IHL, 0);
+    a.or_next(JNE32_K, 4, 0, 0x45);
+    for (reg, off) in [(7, IP_SRC), (8, IP_DST)] {
+        a.op(LDX_W, reg, 2, off, 0);
+        a.op(MOV64_X, 4, reg, 0, 0);
+        a.op(AND32_K, 4, 0, 0, mask);
+        a.or_next(JNE32_K, 4, 0, net);
+    }
+    // Look the destination up in the bypass table, as if forwarded from the VXLAN device.
+    for off in (FIB..0).step_by(8) {
+        a.op(ST_DW, 10, 0, off, 0);
+    }
+    a.op(ST_B, 10, 0, FIB_FAMILY, AF_INET);
+    a.op(ST_W, 10, 0, FIB_IFINDEX, vxlan as i32);
+    a.op(STX_W, 10, 7, FIB_SRC, 0);
+    a.op(STX_W, 10, 8, FIB_DST, 0);
+    a.op(ST_W, 10, 0, FIB_TBID, BYPASS_TABLE as i32);
+    a.op(MOV64_X, 1, CTX, 0, 0);
+    a.op(MOV64_X, 2, 10, 0, 0);
+    a.op(ADD64_K, 2, 0, 0, i32::from(FIB));
+    a.op(MOV64_K, 3, 0, 0, FIB_LEN);
+    a.op(
+        MOV64_K,
+        4,
+        0,
+        0,
+        FIB_FLAG_DIRECT | FIB_FLAG_SKIP_NEIGH | FIB_FLAG_TBID,
+    );
+    a.push(call(FUNC_FIB_LOOKUP));
+    a.or_next(JNE_K, 0, 0, 0); // no route there, or not forwardable (MTU, link down)
+    a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
+    a.op(MOV64_K, 2, 0, 0, 0);
+    a.push(call(FUNC_REDIRECT));
+    a.push(exit());
+    a.finish()
+}
+
+/// [`bypass_program`], loaded for one VXLAN device and attached to its ingress.
+pub struct VxlanBypass {
+    _link: OwnedFd,
+}
+
+impl VxlanBypass {
+    /// Loads the program and attaches it to the ingress of `vxlan` (tcx, Linux 6.6+). The
+    /// lookup runs as if forwarding from that device, so the caller turns forwarding on
+    /// there. Detached when dropped (or when the process ends).
+    pub fn attach(range: Ipv4Net, vxlan: u32) -> io::Result<VxlanBypass> {
+        let prog = load_classifier(&bypass_program(range, vxlan))?;
+        Ok(VxlanBypass {
+            _link: attach_tcx_ingress(&prog, vxlan)?,
+        })
+    }
+}
+
 /// The forwarder for `range`, loaded once per router and attached per link.
 pub struct Forwarder {
     prog: OwnedFd,
@@ -242,9 +344,8 @@ mod tests {
         assert_eq!(as_loaded(range.netmask().octets()), 0x0000_f0ff);
     }
 
-    #[test]
-    fn every_jump_to_next_lands_on_the_last_two_instructions() {
-        let code = program("10.32.0.0/12".parse().unwrap());
+    /// The conditional jumps of `code`, each checked to land on its "next" exit.
+    fn jumps_to_next(code: &[Insn]) -> usize {
         let next = code.len() - 2;
         let mut jumps = 0;
         for (i, insn) in code.iter().enumerate() {
@@ -257,7 +358,27 @@ mod tests {
                 );
             }
         }
-        assert_eq!(jumps, 9);
+        jumps
+    }
+
+    #[test]
+    fn every_jump_of_the_bypass_lands_on_the_last_two_instructions() {
+        let code = bypass_program("10.32.0.0/12".parse().unwrap(), 7);
+        // The sample, the length, the type, the header, the two addresses, the lookup.
+        assert_eq!(jumps_to_next(&code), 7);
+    }
+
+    /// Real kernel: the verifier accepts the bypass (as root, as the router runs).
+    #[test]
+    fn the_bypass_loads() {
+        load_classifier(&bypass_program("10.32.0.0/12".parse().unwrap(), 1))
+            .expect("load the bypass");
+    }
+
+    #[test]
+    fn every_jump_to_next_lands_on_the_last_two_instructions() {
+        let code = program("10.32.0.0/12".parse().unwrap());
+        assert_eq!(jumps_to_next(&code), 9);
     }
 
     /// Real kernel: the verifier accepts the program (as root, as the router runs).

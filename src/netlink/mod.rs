@@ -19,7 +19,7 @@ mod vxlan;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use bpf::steer_reuseport_by_cpu;
-pub use bpf_forward::Forwarder;
+pub use bpf_forward::{Forwarder, VxlanBypass, BYPASS_TABLE};
 pub use fdb::{FdbEntry, FLOOD_MAC};
 pub use route::OwnedRoute;
 pub use tap::{

@@ -1,4 +1,4 @@
-//! IPv4 routes of the main table.
+//! IPv4 routes: of the main table, and the VXLAN bypass's one route per container.
 
 use super::{has_errno, Netlink, RouteInfo};
 use crate::{Context, Result};
@@ -32,6 +32,27 @@ impl Netlink {
             Err(e) if has_errno(&e, &[libc::EEXIST]) => Ok(()),
             Err(e) => Err(e.context(format!("add route {}", describe(dst, gateway, oif)))),
         }
+    }
+
+    /// `ip route replace DST dev OIF table TABLE scope link`: one container's route in
+    /// [`super::BYPASS_TABLE`] (a re-ADD, or an address handed to another container on this
+    /// host, points it at the new veth). The kernel removes it when OIF goes.
+    pub async fn replace_link_route_in_table(
+        &self,
+        dst: Ipv4Net,
+        oif: u32,
+        table: u32,
+    ) -> Result<()> {
+        let mut msg = route_message(dst, None, oif, true);
+        // The attribute overrides the header's (8-bit) table.
+        msg.attributes.push(RouteAttribute::Table(table));
+        self.ack(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .with_context(|| format!("add route {dst} dev {oif} table {table}"))
+        .map(drop)
     }
 
     /// `ip route del DST [via GW] dev OIF`; `Ok(false)` if there was no such route.

@@ -1,10 +1,11 @@
 //! The kernel half of ADD and DEL, without the router: veth into the container namespace,
-//! address (with a MAC derived from it), routes, sysctls; and the teardown. Kept apart so it can be
-//! tested against a bridge in a throw-away namespace.
+//! address (with a MAC derived from it), routes (and the host's route to the address for the
+//! VXLAN bypass), sysctls; and the teardown. Kept apart so it can be tested against a bridge
+//! in a throw-away namespace.
 
 use crate::cni::Route;
 use crate::error::ErrorList;
-use crate::netlink::{mac_for_ip, LinkInfo, Netlink};
+use crate::netlink::{mac_for_ip, LinkInfo, Netlink, BYPASS_TABLE};
 use crate::netns::{write_net_sysctl, NetNs};
 use crate::{Error, ErrorKind, Result};
 use ipnet::Ipv4Net;
@@ -196,6 +197,19 @@ async fn configure(
         Some(i) => sides.host.link_by_index(i).await?,
         None => sides.host.link(req.link.host_veth).await?,
     };
+    if let Some(host) = &host {
+        // Frames from VXLAN peers to this address skip the bridge (see `VxlanBypass`). Only
+        // a shortcut: without the route they take the bridge, so a failure is no reason to
+        // fail the attachment.
+        let own = Ipv4Net::from(req.address.addr());
+        if let Err(e) = sides
+            .host
+            .replace_link_route_in_table(own, host.index, BYPASS_TABLE)
+            .await
+        {
+            tracing::warn!("{e} (frames from VXLAN peers take the bridge)");
+        }
+    }
     Ok(Attached {
         host,
         container: link,
