@@ -11,6 +11,8 @@
 //!   bridge-nf-call-iptables is off: how much of any gap is netfilter, not the VXLAN path;
 //! - ours with the VXLAN packets tracked by conntrack again (the `udp dport` notrack rules of
 //!   the router's nftables table removed): what that rule buys;
+//! - ours with the VXLAN receive bypass off (`WEAVE_VXLAN_BPF=off`): the bridge and its
+//!   netfilter hooks carry every frame from the other host, as before the bypass;
 //! - the routed path (`--dataplane auto` between two meshed routers on one subnet: no
 //!   encapsulation), against the raw underlay veth; and the same with the forwarder off
 //!   (`WEAVE_ROUTED_BPF=off`: the hosts' IP stacks forward);
@@ -383,6 +385,10 @@ fn main() {
                  nft add rule ip weave prerouting ip saddr 10.32.0.0/12 ip daddr 10.32.0.0/12 notrack");
         }
     }
+    // Ours without the VXLAN receive bypass: the bridge forwards every frame.
+    std::env::set_var("WEAVE_VXLAN_BPF", "off");
+    let unbypassed = full.then(weave_pair);
+    std::env::remove_var("WEAVE_VXLAN_BPF");
     let routed = full.then(routed_pair);
     // The same routed pair without the forwarder: the kernel's IP stack forwards.
     std::env::set_var("WEAVE_ROUTED_BPF", "off");
@@ -394,6 +400,7 @@ fn main() {
         Some(hand),
         Some(bare),
         Some(tracked),
+        Some(unbypassed),
         Some(routed),
         Some(routed_kernel),
         Some(hand3),
@@ -402,6 +409,7 @@ fn main() {
         &hand,
         &bare,
         &tracked,
+        &unbypassed,
         &routed,
         &routed_kernel,
         &hand3,
@@ -420,6 +428,7 @@ fn main() {
                 },
             ),
             ("ours, vxlan tracked", pair_path(tracked, true)),
+            ("ours, no bypass", pair_path(unbypassed, true)),
             ("routed (ours)", pair_path(routed, true)),
             ("routed, kernel fwd", pair_path(routed_kernel, true)),
             ("ours, 3 hosts", pair_path(trio, true)),
@@ -574,6 +583,26 @@ fn main() {
                     "target": 0.95, "met": m >= 0.95}),
             );
         }
+        // What the receive bypass gives, paired the same way (no target: it is how the
+        // VXLAN path gets to its own).
+        let unbypassed_i = at("ours, no bypass");
+        let (m, all) = paired_ratio(
+            &paths[ours_i].1,
+            &paths[unbypassed_i].1,
+            pairs,
+            pair_seconds,
+        );
+        let each: Vec<String> = all.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "{:<20} {m:>14.3} {:>14}   (tcp 1, median of {pairs} back-to-back pairs: {})",
+            "bypass/none, paired",
+            "-",
+            each.join(" ")
+        );
+        report.insert(
+            "ratio_bypass_over_no_bypass_paired".into(),
+            serde_json::json!({"tcp1": m, "pairs": all, "seconds": pair_seconds}),
+        );
         println!(
             "{:<20} {b1:>14.3} {b4:>14.3}   (the VXLAN path alone)",
             "no-nf/hand"
