@@ -128,6 +128,51 @@ impl Asm {
         self.push(call(FUNC_SKB_STORE_BYTES));
     }
 
+    /// The program's start: the context in r6, then r2/r3 the packet's data and end; hands
+    /// on anything but Ethernet + IPv4 without options (in the linear data) whose source (r7)
+    /// and destination (r8) are both in `range`.
+    fn ipv4_within(&mut self, range: Ipv4Net) {
+        let mask = as_loaded(range.netmask().octets());
+        let net = as_loaded(range.network().octets());
+        self.op(LDX_W, 2, CTX, SKB_DATA, 0);
+        self.op(LDX_W, 3, CTX, SKB_DATA_END, 0);
+        self.op(MOV64_X, 4, 2, 0, 0);
+        self.op(ADD64_K, 4, 0, 0, HEADERS);
+        self.or_next(JGT_X, 4, 3, 0);
+        self.op(LDX_H, 4, 2, ETH_TYPE, 0);
+        self.or_next(JNE32_K, 4, 0, 0x0008); // 0x0800, as loaded
+        self.op(LDX_B, 4, 2, IP_VERSION_IHL, 0);
+        self.or_next(JNE32_K, 4, 0, 0x45);
+        for (reg, off) in [(7, IP_SRC), (8, IP_DST)] {
+            self.op(LDX_W, reg, 2, off, 0);
+            self.op(MOV64_X, 4, reg, 0, 0);
+            self.op(AND32_K, 4, 0, 0, mask);
+            self.or_next(JNE32_K, 4, 0, net);
+        }
+    }
+
+    /// A zeroed `struct bpf_fib_lookup` on the stack for IPv4 from r7 to r8.
+    fn fib_query(&mut self) {
+        for off in (FIB..0).step_by(8) {
+            self.op(ST_DW, 10, 0, off, 0);
+        }
+        self.op(ST_B, 10, 0, FIB_FAMILY, AF_INET);
+        self.op(STX_W, 10, 7, FIB_SRC, 0);
+        self.op(STX_W, 10, 8, FIB_DST, 0);
+    }
+
+    /// `bpf_fib_lookup(ctx, the query, its size, flags)`, handing the packet on unless it
+    /// succeeds.
+    fn fib_lookup_or_next(&mut self, flags: i32) {
+        self.op(MOV64_X, 1, CTX, 0, 0);
+        self.op(MOV64_X, 2, 10, 0, 0);
+        self.op(ADD64_K, 2, 0, 0, i32::from(FIB));
+        self.op(MOV64_K, 3, 0, 0, FIB_LEN);
+        self.op(MOV64_K, 4, 0, 0, flags);
+        self.push(call(FUNC_FIB_LOOKUP));
+        self.or_next(JNE_K, 0, 0, 0);
+    }
+
     fn finish(mut self) -> Vec<Insn> {
         let next = self.code.len();
         self.op(MOV64_K, 0, 0, 0, TCX_NEXT);
@@ -149,57 +194,29 @@ fn as_loaded(octets: [u8; 4]) -> i32 {
 
 /// The forwarder for allocation range `range`.
 pub fn program(range: Ipv4Net) -> Vec<Insn> {
-    let mask = as_loaded(range.netmask().octets());
-    let net = as_loaded(range.network().octets());
     let mut a = Asm {
         code: Vec::new(),
         to_next: Vec::new(),
     };
-    // The headers: Ethernet + IPv4 without options, in the linear data.
     a.op(MOV64_X, CTX, 1, 0, 0);
-    a.op(LDX_W, 2, CTX, SKB_DATA, 0);
-    a.op(LDX_W, 3, CTX, SKB_DATA_END, 0);
-    a.op(MOV64_X, 4, 2, 0, 0);
-    a.op(ADD64_K, 4, 0, 0, HEADERS);
-    a.or_next(JGT_X, 4, 3, 0);
-    a.op(LDX_H, 4, 2, ETH_TYPE, 0);
-    a.or_next(JNE32_K, 4, 0, 0x0008); // 0x0800, as loaded
-    a.op(LDX_B, 4, 2, IP_VERSION_IHL, 0);
-    a.or_next(JNE32_K, 4, 0, 0x45);
+    a.ipv4_within(range);
     a.op(LDX_H, 9, 2, IP_TTL, 0); // TTL in the low byte, protocol in the high one
     a.op(LDX_B, 4, 2, IP_TTL, 0);
     a.or_next(JLT_K, 4, 0, 2);
-    // Source and destination both in the range.
-    for (reg, off) in [(7, IP_SRC), (8, IP_DST)] {
-        a.op(LDX_W, reg, 2, off, 0);
-        a.op(MOV64_X, 4, reg, 0, 0);
-        a.op(AND32_K, 4, 0, 0, mask);
-        a.or_next(JNE32_K, 4, 0, net);
-    }
     a.op(LDX_B, 5, 2, IP_TOS, 0);
     a.op(LDX_B, 0, 2, IP_PROTO, 0);
     // The FIB query, as a forwarded packet arriving on this link.
-    for off in (FIB..0).step_by(8) {
-        a.op(ST_DW, 10, 0, off, 0);
-    }
-    a.op(ST_B, 10, 0, FIB_FAMILY, AF_INET);
+    a.fib_query();
     a.op(STX_B, 10, 0, FIB_L4_PROTO, 0);
     a.op(LDX_W, 4, CTX, SKB_IFINDEX, 0);
     a.op(STX_W, 10, 4, FIB_IFINDEX, 0);
     a.op(STX_B, 10, 5, FIB_TOS, 0);
-    a.op(STX_W, 10, 7, FIB_SRC, 0);
-    a.op(STX_W, 10, 8, FIB_DST, 0);
-    a.op(MOV64_X, 1, CTX, 0, 0);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(FIB));
-    a.op(MOV64_K, 3, 0, 0, FIB_LEN);
-    a.op(MOV64_K, 4, 0, 0, 0);
-    a.push(call(FUNC_FIB_LOOKUP));
-    a.or_next(JNE_K, 0, 0, 0); // not forwardable here, or no neighbour yet
+    a.fib_lookup_or_next(0); // not forwardable here, or no neighbour yet
     a.op(LDX_W, 4, 10, FIB_IFINDEX, 0);
     a.op(LDX_W, 5, CTX, SKB_IFINDEX, 0);
     a.or_next(JEQ_X, 4, 5, 0); // back out where it came from: the kernel's business
-                               // TTL - 1, checksum first (from and to as the packet holds them).
+
+    // TTL - 1, checksum first (from and to as the packet holds them).
     a.op(MOV64_X, 1, CTX, 0, 0);
     a.op(MOV64_K, 2, 0, 0, IP_CSUM);
     a.op(MOV64_X, 3, 9, 0, 0);
@@ -232,8 +249,8 @@ const BYPASS_SAMPLE_MASK: i32 = 63;
 /// (index `vxlan`): an IPv4 frame from a VXLAN peer's container to one of ours (both in the
 /// range, the destination routed in [`BYPASS_TABLE`]) goes straight to that container's host
 /// veth, its Ethernet header untouched, instead of through the bridge, where br_netfilter
-/// sends every frame through the IPv4 hooks (measured: a single TCP stream ran about 6%
-/// faster without it; the traffic is exempt from tracking and never NATed anyway).
+/// sends every frame through the IPv4 hooks (measured: a single TCP stream ran 4-5.5%
+/// faster without them; the traffic is exempt from tracking and never NATed anyway).
 ///
 /// The bridge learns where a MAC lives only from frames it forwards: one frame in 64 (chosen
 /// at random) still takes the bridge, so the remote senders' MACs stay in its table and our
@@ -241,8 +258,6 @@ const BYPASS_SAMPLE_MASK: i32 = 63;
 /// paths run in order in the same receive call, so a flow is not reordered. Everything else
 /// (ARP, broadcast, other ranges, addresses without a route) takes the bridge as before.
 pub fn bypass_program(range: Ipv4Net, vxlan: u32) -> Vec<Insn> {
-    let mask = as_loaded(range.netmask().octets());
-    let net = as_loaded(range.network().octets());
     let mut a = Asm {
         code: Vec::new(),
         to_next: Vec::new(),
@@ -251,43 +266,13 @@ pub fn bypass_program(range: Ipv4Net, vxlan: u32) -> Vec<Insn> {
     a.push(call(FUNC_GET_PRANDOM_U32));
     a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
     a.or_next(JEQ_K, 0, 0, 0);
-    a.op(LDX_W, 2, CTX, SKB_DATA, 0);
-    a.op(LDX_W, 3, CTX, SKB_DATA_END, 0);
-    a.op(MOV64_X, 4, 2, 0, 0);
-    a.op(ADD64_K, 4, 0, 0, HEADERS);
-    a.or_next(JGT_X, 4, 3, 0);
-    a.op(LDX_H, 4, 2, ETH_TYPE, 0);
-    a.or_next(JNE32_K, 4, 0, 0x0008); // 0x0800, as loaded
-    a.op(LDX_B, 4, 2, IP_VERSION_IHL, 0);
-    a.or_next(JNE32_K, 4, 0, 0x45);
-    for (reg, off) in [(7, IP_SRC), (8, IP_DST)] {
-        a.op(LDX_W, reg, 2, off, 0);
-        a.op(MOV64_X, 4, reg, 0, 0);
-        a.op(AND32_K, 4, 0, 0, mask);
-        a.or_next(JNE32_K, 4, 0, net);
-    }
-    // Look the destination up in the bypass table, as if forwarded from the VXLAN device.
-    for off in (FIB..0).step_by(8) {
-        a.op(ST_DW, 10, 0, off, 0);
-    }
-    a.op(ST_B, 10, 0, FIB_FAMILY, AF_INET);
+    a.ipv4_within(range);
+    // Look the destination up in the bypass table, as if forwarded from the VXLAN device;
+    // no route there, or not forwardable (MTU, link down): the bridge's.
+    a.fib_query();
     a.op(ST_W, 10, 0, FIB_IFINDEX, vxlan as i32);
-    a.op(STX_W, 10, 7, FIB_SRC, 0);
-    a.op(STX_W, 10, 8, FIB_DST, 0);
     a.op(ST_W, 10, 0, FIB_TBID, BYPASS_TABLE as i32);
-    a.op(MOV64_X, 1, CTX, 0, 0);
-    a.op(MOV64_X, 2, 10, 0, 0);
-    a.op(ADD64_K, 2, 0, 0, i32::from(FIB));
-    a.op(MOV64_K, 3, 0, 0, FIB_LEN);
-    a.op(
-        MOV64_K,
-        4,
-        0,
-        0,
-        FIB_FLAG_DIRECT | FIB_FLAG_SKIP_NEIGH | FIB_FLAG_TBID,
-    );
-    a.push(call(FUNC_FIB_LOOKUP));
-    a.or_next(JNE_K, 0, 0, 0); // no route there, or not forwardable (MTU, link down)
+    a.fib_lookup_or_next(FIB_FLAG_DIRECT | FIB_FLAG_SKIP_NEIGH | FIB_FLAG_TBID);
     a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
     a.op(MOV64_K, 2, 0, 0, 0);
     a.push(call(FUNC_REDIRECT));
