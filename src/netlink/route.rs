@@ -46,13 +46,19 @@ impl Netlink {
         let mut msg = route_message(dst, None, oif, true);
         // The attribute overrides the header's (8-bit) table.
         msg.attributes.push(RouteAttribute::Table(table));
+        self.replace_route(msg, || format!("{dst} dev {oif} table {table}"))
+            .await
+    }
+
+    /// `ip route replace` of `msg`: one request whether the route is new or moves.
+    async fn replace_route(&self, msg: RouteMessage, what: impl FnOnce() -> String) -> Result<()> {
         self.ack(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .await
-        .with_context(|| format!("add route {dst} dev {oif} table {table}"))
         .map(drop)
+        .with_context(|| format!("replace route {}", what()))
     }
 
     /// `ip route del DST [via GW] dev OIF`; `Ok(false)` if there was no such route.
@@ -157,13 +163,8 @@ impl Netlink {
     /// gateway): one request whether the route is new or moves to another gateway.
     pub async fn replace_owned_route(&self, r: &OwnedRoute, proto: u8) -> Result<()> {
         let msg = owned_route_message(r, proto);
-        self.ack(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await
-        .map(drop)
-        .with_context(|| format!("replace route {}", describe(r.dst, r.gateway, r.oif)))
+        self.replace_route(msg, || describe(r.dst, r.gateway, r.oif))
+            .await
     }
 
     /// `ip route del` of exactly this route; `Ok(false)` if it was not there.
