@@ -153,6 +153,18 @@ fn forwarded(c: &Cluster, k: usize) -> u64 {
         .unwrap_or_else(|| panic!("no ForwDatagrams in h{k}'s /proc/net/snmp:\n{snmp}"))
 }
 
+/// Packets host `k` sent into its containers through their host veths (the bridge's way
+/// in; the forwarder's goes past it, straight to each veth's peer).
+fn sent_by_veths(c: &Cluster, k: usize) -> u64 {
+    let out = c
+        .host(k)
+        .ns
+        .sh("for v in /sys/class/net/vethwepl*; do cat $v/statistics/tx_packets; done 2>/dev/null");
+    out.split_whitespace()
+        .map(|n| n.parse::<u64>().expect("a packet count"))
+        .sum()
+}
+
 /// One echo from host `from`'s container to `to` answered within a second.
 fn answers(c: &Cluster, from: usize, to: Ipv4Addr) -> bool {
     let idx = c.containers.iter().position(|x| x.host == from).unwrap();
@@ -243,6 +255,7 @@ fn neighbours_are_routed_without_vxlan_and_the_far_host_uses_vxlan_4() {
     // Between neighbours the forwarder routes container packets: neither host's IP stack
     // forwards them (only a first packet may, before the neighbour's MAC is known).
     let before = [forwarded(&c, 1), forwarded(&c, 2)];
+    let veths_before = [sent_by_veths(&c, 1), sent_by_veths(&c, 2)];
     let idx = c.containers.iter().position(|x| x.host == 1).unwrap();
     let out = c.containers[idx]
         .ns
@@ -253,6 +266,16 @@ fn neighbours_are_routed_without_vxlan_and_the_far_host_uses_vxlan_4() {
     assert!(
         by_stack.iter().all(|&n| n < 5),
         "the hosts' IP stacks forwarded {by_stack:?} of 100 packets: the forwarder is not on"
+    );
+    // And hands each packet straight to the container, not through the bridge.
+    let by_veths = [
+        sent_by_veths(&c, 1) - veths_before[0],
+        sent_by_veths(&c, 2) - veths_before[1],
+    ];
+    println!("50 echoes h1 -> c2: sent through the host veths of h1, h2: {by_veths:?}");
+    assert!(
+        by_veths.iter().all(|&n| n < 5),
+        "{by_veths:?} of 100 packets went through the bridge to the containers' host veths"
     );
     // /report shows each peer's path too (`Router.DataPaths`).
     let (_, report) = req(router(&c, 1), "GET", "/report");

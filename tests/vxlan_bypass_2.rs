@@ -65,14 +65,30 @@ fn frames_from_a_vxlan_peer_skip_the_bridge_2() {
         "no bypass route for {to} on h2:\n{routes}"
     );
 
-    // Count what of a1 -> a2 walks h2's FORWARD chain (br_netfilter's bridged path).
+    let veth = routes
+        .split_whitespace()
+        .find(|w| w.starts_with("vethwepl"))
+        .expect("the route's veth")
+        .to_string();
+    let sent_by_veth = || -> u64 {
+        let n = c
+            .host(2)
+            .ns
+            .sh(&format!("cat /sys/class/net/{veth}/statistics/tx_packets"));
+        n.trim().parse().expect("a packet count")
+    };
+
+    // Count what of a1 -> a2 walks h2's FORWARD chain (br_netfilter's bridged path), and
+    // what a2's host veth sends it (the bypass goes past it, straight to its peer).
     let tag = "wvt-bypass-probe";
     let rule = format!("FORWARD -s {from} -d {to} -m comment --comment {tag}");
     c.host(2).ns.sh(&format!("iptables -I {rule}"));
+    let veth_before = sent_by_veth();
     let out = c.containers[a1]
         .ns
         .sh(&format!("ping -q -c {PINGS} -i 0.005 -W 2 {to}"));
     let counted = forwarded(&c, 2, tag);
+    let through_veth = sent_by_veth() - veth_before;
     c.host(2).ns.sh(&format!("iptables -D {rule}"));
     assert!(
         out.contains(&format!("{PINGS} received")),
@@ -83,6 +99,12 @@ fn frames_from_a_vxlan_peer_skip_the_bridge_2() {
         "{counted} of {PINGS} frames passed h2's bridge (bypass not taken)"
     );
     println!("{counted} of {PINGS} frames to {to} took h2's bridge");
+    // The sampled frames, and the odd ARP exchange, go through the veth.
+    assert!(
+        through_veth <= SAMPLED_AT_MOST + 5,
+        "{through_veth} of {PINGS} frames went through a2's host veth (not straight to a2)"
+    );
+    println!("{through_veth} frames went through a2's host veth");
     assert!(
         router(&c, 2)
             .log()
