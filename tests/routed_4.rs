@@ -154,15 +154,19 @@ fn forwarded(c: &Cluster, k: usize) -> u64 {
 }
 
 /// Packets host `k` sent into its containers through their host veths (the bridge's way
-/// in; the forwarder's goes past it, straight to each veth's peer).
+/// in; the forwarder's goes past it, straight to each veth's peer). Fails if the host has
+/// no container veth to count.
 fn sent_by_veths(c: &Cluster, k: usize) -> u64 {
     let out = c
         .host(k)
         .ns
-        .sh("for v in /sys/class/net/vethwepl*; do cat $v/statistics/tx_packets; done 2>/dev/null");
-    out.split_whitespace()
-        .map(|n| n.parse::<u64>().expect("a packet count"))
-        .sum()
+        .sh("for v in /sys/class/net/vethwepl*; do cat $v/statistics/tx_packets; done");
+    let counts: Vec<u64> = out
+        .split_whitespace()
+        .map(|n| n.parse().expect("a packet count"))
+        .collect();
+    assert!(!counts.is_empty(), "no container veth on h{k}");
+    counts.iter().sum()
 }
 
 /// One echo from host `from`'s container to `to` answered within a second.
