@@ -157,16 +157,14 @@ fn forwarded(c: &Cluster, k: usize) -> u64 {
 /// in; the forwarder's goes past it, straight to each veth's peer). Fails if the host has
 /// no container veth to count.
 fn sent_by_veths(c: &Cluster, k: usize) -> u64 {
-    let out = c
-        .host(k)
-        .ns
-        .sh("for v in /sys/class/net/vethwepl*; do cat $v/statistics/tx_packets; done");
-    let counts: Vec<u64> = out
-        .split_whitespace()
-        .map(|n| n.parse().expect("a packet count"))
+    let ns = &c.host(k).ns;
+    let veths: Vec<String> = ns
+        .links()
+        .into_iter()
+        .filter(|l| l.starts_with("vethwepl"))
         .collect();
-    assert!(!counts.is_empty(), "no container veth on h{k}");
-    counts.iter().sum()
+    assert!(!veths.is_empty(), "no container veth on h{k}");
+    veths.iter().map(|v| ns.tx_packets(v)).sum()
 }
 
 /// One echo from host `from`'s container to `to` answered within a second.

@@ -70,13 +70,7 @@ fn frames_from_a_vxlan_peer_skip_the_bridge_2() {
         .find(|w| w.starts_with("vethwepl"))
         .expect("the route's veth")
         .to_string();
-    let sent_by_veth = || -> u64 {
-        let n = c
-            .host(2)
-            .ns
-            .sh(&format!("cat /sys/class/net/{veth}/statistics/tx_packets"));
-        n.trim().parse().expect("a packet count")
-    };
+    let sent_by_veth = || c.host(2).ns.tx_packets(&veth);
 
     // Count what of a1 -> a2 walks h2's FORWARD chain (br_netfilter's bridged path), and
     // what a2's host veth sends it (the bypass goes past it, straight to its peer).

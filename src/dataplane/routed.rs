@@ -20,7 +20,8 @@
 //!   packets are routed by that program with the same routes, skipping the hosts' IP stack
 //!   and netfilter (they are exempt from tracking and never NATed anyway), and on the
 //!   receiving host the bridge too when the container's address has its route in
-//!   [`crate::netlink::BYPASS_TABLE`] (the plugin's ADD adds it); on kernels without tcx (before 6.6), or with `WEAVE_ROUTED_BPF=off`, the kernel forwards them.
+//!   [`crate::netlink::BYPASS_TABLE`] (the plugin's ADD adds it); on kernels without tcx
+//!   (before 6.6), or with `WEAVE_ROUTED_BPF=off`, the kernel forwards them.
 //!
 //! Which peers: [`routed_path`], the one per-peer choice. A peer pair with a password never
 //! uses this (unencrypted) path: the kernel data plane does not even build it then.

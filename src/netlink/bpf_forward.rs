@@ -108,6 +108,23 @@ struct Asm {
 }
 
 impl Asm {
+    /// A program whose first instruction keeps the context (r1) in [`CTX`].
+    fn start() -> Asm {
+        let mut a = Asm {
+            code: Vec::new(),
+            to_next: Vec::new(),
+        };
+        a.op(MOV64_X, CTX, 1, 0, 0);
+        a
+    }
+
+    /// `return helper(r1, 0)`: hands the packet to a redirect helper for link r1.
+    fn leave_by(&mut self, helper: i32) {
+        self.op(MOV64_K, 2, 0, 0, 0);
+        self.push(call(helper));
+        self.push(exit());
+    }
+
     fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
         self.push(Insn::new(code, dst, src, off, imm));
     }
@@ -227,11 +244,7 @@ fn as_loaded(octets: [u8; 4]) -> i32 {
 
 /// The forwarder for allocation range `range`, on a host whose bridge is link `bridge`.
 pub fn program(range: Ipv4Net, bridge: u32) -> Vec<Insn> {
-    let mut a = Asm {
-        code: Vec::new(),
-        to_next: Vec::new(),
-    };
-    a.op(MOV64_X, CTX, 1, 0, 0);
+    let mut a = Asm::start();
     a.ipv4_within(range);
     a.op(LDX_H, 9, 2, IP_TTL, 0); // TTL in the low byte, protocol in the high one
     a.op(LDX_B, 4, 2, IP_TTL, 0);
@@ -272,14 +285,10 @@ pub fn program(range: Ipv4Net, bridge: u32) -> Vec<Insn> {
     a.op(MOV64_K, 1, 0, 0, bridge as i32);
     let via_bridge = a.jump_ahead(JNE_K, 0, 0);
     a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
-    a.op(MOV64_K, 2, 0, 0, 0);
-    a.push(call(FUNC_REDIRECT_PEER));
-    a.push(exit());
+    a.leave_by(FUNC_REDIRECT_PEER);
     a.land(elsewhere);
     a.land(via_bridge);
-    a.op(MOV64_K, 2, 0, 0, 0);
-    a.push(call(FUNC_REDIRECT));
-    a.push(exit());
+    a.leave_by(FUNC_REDIRECT);
     a.finish()
 }
 
@@ -305,11 +314,7 @@ const BYPASS_SAMPLE_MASK: i32 = 63;
 /// paths run in order in the same receive call, so a flow is not reordered. Everything else
 /// (ARP, broadcast, other ranges, addresses without a route) takes the bridge as before.
 pub fn bypass_program(range: Ipv4Net) -> Vec<Insn> {
-    let mut a = Asm {
-        code: Vec::new(),
-        to_next: Vec::new(),
-    };
-    a.op(MOV64_X, CTX, 1, 0, 0);
+    let mut a = Asm::start();
     a.push(call(FUNC_GET_PRANDOM_U32));
     a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
     a.or_next(JEQ_K, 0, 0, 0);
@@ -318,9 +323,7 @@ pub fn bypass_program(range: Ipv4Net) -> Vec<Insn> {
     a.bypass_lookup();
     a.or_next(JNE_K, 0, 0, 0);
     a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
-    a.op(MOV64_K, 2, 0, 0, 0);
-    a.push(call(FUNC_REDIRECT_PEER));
-    a.push(exit());
+    a.leave_by(FUNC_REDIRECT_PEER);
     a.finish()
 }
 

@@ -112,6 +112,14 @@ impl Netns {
             .collect()
     }
 
+    /// Packets link `dev` has transmitted (its kernel counter).
+    pub fn tx_packets(&self, dev: &str) -> u64 {
+        let n = self.sh(&format!("cat /sys/class/net/{dev}/statistics/tx_packets"));
+        n.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("in {}: tx_packets of {dev}: {n:?}", self.name))
+    }
+
     /// IPv4 CIDRs on a link, empty if the link is absent.
     pub fn addrs(&self, dev: &str) -> Vec<String> {
         let (_, out, _) = self.try_sh(&format!("ip -o -4 addr show dev {dev}"));
