@@ -149,8 +149,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    raise_open_file_limit();
     Daemon::start(config, None).await?.serve(shutdown).await;
     Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit: the routed
+/// forwarder holds one per container port (a host with 1,000 containers outgrows the usual
+/// soft 1,024). Failing to is logged; ports beyond the limit keep the bridge path.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| match soft < hard {
+        true => setrlimit(Resource::RLIMIT_NOFILE, hard, hard),
+        false => Ok(()),
+    });
+    if let Err(e) = raised {
+        tracing::warn!("raise the open-file limit: {e}");
+    }
 }
 
 /// What the data dir gives a starting router.

@@ -105,8 +105,7 @@ impl KernelDataPlane {
             Mode::Auto | Mode::Routed => Some(Arc::new(
                 Routed::start(
                     Netlink::open().context("open netlink")?,
-                    &opts.bridge,
-                    bridge.index,
+                    &bridge,
                     opts.range,
                     opts.password,
                 )

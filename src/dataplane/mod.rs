@@ -26,6 +26,7 @@ pub mod memory;
 pub mod notrack;
 pub mod path;
 pub mod routed;
+mod routed_ports;
 mod sleeve_io;
 pub mod vxlan;
 

@@ -20,12 +20,15 @@
 //!   packets are routed by that program with the same routes, skipping the hosts' IP stack
 //!   and netfilter (they are exempt from tracking and never NATed anyway), and on the
 //!   receiving host the bridge too when the container's address has its route in
-//!   [`crate::netlink::BYPASS_TABLE`] (the plugin's ADD adds it); on kernels without tcx
-//!   (before 6.6), or with `WEAVE_ROUTED_BPF=off`, the kernel forwards them.
+//!   [`crate::netlink::BYPASS_TABLE`] (the plugin's ADD adds it); its port variant on the
+//!   ingress of the bridge's veth ports ([`super::routed_ports`]), so on the sending host
+//!   the bridge is skipped as well; on kernels without tcx (before 6.6), or with
+//!   `WEAVE_ROUTED_BPF=off`, the kernel forwards them (`=bridge`: no port variant).
 //!
 //! Which peers: [`routed_path`], the one per-peer choice. A peer pair with a password never
 //! uses this (unencrypted) path: the kernel data plane does not even build it then.
 
+use super::routed_ports::PortForwarding;
 use super::{Overlay, Peer, PlaneFuture};
 use crate::error::ErrorList;
 use crate::ipam::core::RingEntry;
@@ -250,8 +253,11 @@ enum ForwarderState {
     #[default]
     NotYet,
     On {
-        forwarder: Forwarder,
+        forwarder: Arc<Forwarder>,
         links: BTreeMap<u32, OwnedFd>,
+        /// The port variant on the bridge's ports (none with `WEAVE_ROUTED_BPF=bridge`);
+        /// held for its drop.
+        _ports: Option<PortForwarding>,
     },
     /// Turned off, or the kernel cannot: the kernel forwards.
     Off,
@@ -263,6 +269,7 @@ pub struct Routed {
     netlink: Netlink,
     bridge: String,
     bridge_index: u32,
+    bridge_mac: [u8; 6],
     universe: Ipv4Net,
     password: bool,
     subnets: Mutex<(Vec<Connected>, Option<Instant>)>,
@@ -278,12 +285,11 @@ impl Routed {
     /// connection.
     pub async fn start(
         netlink: Netlink,
-        bridge: &str,
-        bridge_index: u32,
+        bridge: &LinkInfo,
         universe: Ipv4Net,
         password: bool,
     ) -> Result<Routed> {
-        let b = bridge.to_string();
+        let b = bridge.name.clone();
         crate::task::blocking(move || {
             sysctl(&format!("net/ipv4/conf/{b}/proxy_arp"), "1")?;
             // Answer at once: the default delays proxied answers to broadcasts by up to 0.8 s.
@@ -293,8 +299,9 @@ impl Routed {
         .context("set up routed path")?;
         let routed = Routed {
             netlink,
-            bridge: bridge.to_string(),
-            bridge_index,
+            bridge: bridge.name.clone(),
+            bridge_index: bridge.index,
+            bridge_mac: bridge.mac,
             universe,
             password,
             subnets: Mutex::new((Vec::new(), None)),
@@ -401,15 +408,22 @@ impl Routed {
     /// error: the kernel forwards those packets as before (logged once).
     fn attach_forwarder(&self, state: &mut ForwarderState, links: &BTreeSet<u32>) {
         if matches!(state, ForwarderState::NotYet) {
-            *state = if std::env::var("WEAVE_ROUTED_BPF").is_ok_and(|v| v == "off") {
+            let setting = std::env::var("WEAVE_ROUTED_BPF").unwrap_or_default();
+            *state = if setting == "off" {
                 tracing::info!("routed: forwarder off (WEAVE_ROUTED_BPF=off): the kernel forwards");
                 ForwarderState::Off
             } else {
-                match Forwarder::load(self.universe, self.bridge_index) {
-                    Ok(forwarder) => ForwarderState::On {
-                        forwarder,
-                        links: BTreeMap::new(),
-                    },
+                match Forwarder::load(self.universe, self.bridge_index, self.bridge_mac) {
+                    Ok(forwarder) => {
+                        let forwarder = Arc::new(forwarder);
+                        let ports = (setting != "bridge")
+                            .then(|| PortForwarding::start(forwarder.clone(), self.bridge_index));
+                        ForwarderState::On {
+                            forwarder,
+                            links: BTreeMap::new(),
+                            _ports: ports,
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!("routed: load the forwarder: {e}: the kernel forwards");
                         ForwarderState::Off
@@ -420,6 +434,7 @@ impl Routed {
         let ForwarderState::On {
             forwarder,
             links: attached,
+            ..
         } = state
         else {
             return;

@@ -36,6 +36,11 @@ impl Insn {
         self.off
     }
 
+    #[cfg(test)]
+    pub fn imm(&self) -> i32 {
+        self.imm
+    }
+
     pub fn set_off(&mut self, off: i16) {
         self.off = off;
     }

@@ -223,6 +223,45 @@ impl Asm {
         self.fib_lookup(FIB_FLAG_DIRECT | FIB_FLAG_SKIP_NEIGH | FIB_FLAG_TBID);
     }
 
+    /// After [`Asm::ipv4_within`]: asks the FIB for the packet as forwarded from the link it
+    /// came in on, handing it on unless the TTL allows forwarding, a route and a resolved
+    /// neighbour exist and the route leaves through another link; that link then in r4 and
+    /// the query's `ifindex`, the TTL and protocol word in r9.
+    fn route(&mut self) {
+        self.op(LDX_H, 9, 2, IP_TTL, 0); // TTL in the low byte, protocol in the high one
+        self.op(LDX_B, 4, 2, IP_TTL, 0);
+        self.or_next(JLT_K, 4, 0, 2);
+        self.op(LDX_B, 5, 2, IP_TOS, 0);
+        self.op(LDX_B, 0, 2, IP_PROTO, 0);
+        self.fib_query();
+        self.op(STX_B, 10, 0, FIB_L4_PROTO, 0);
+        self.op(LDX_W, 4, CTX, SKB_IFINDEX, 0);
+        self.op(STX_W, 10, 4, FIB_IFINDEX, 0);
+        self.op(STX_B, 10, 5, FIB_TOS, 0);
+        self.fib_lookup_or_next(0); // not forwardable here, or no neighbour yet
+        self.op(LDX_W, 4, 10, FIB_IFINDEX, 0);
+        self.op(LDX_W, 5, CTX, SKB_IFINDEX, 0);
+        self.or_next(JEQ_X, 4, 5, 0); // back out where it came from: the kernel's business
+    }
+
+    /// After [`Asm::route`]: the TTL decremented (checksum first, from and to as the packet
+    /// holds them), then the next hop's MAC and ours on the egress link written.
+    fn rewrite(&mut self) {
+        self.op(MOV64_X, 1, CTX, 0, 0);
+        self.op(MOV64_K, 2, 0, 0, IP_CSUM);
+        self.op(MOV64_X, 3, 9, 0, 0);
+        self.op(MOV64_X, 4, 9, 0, 0);
+        self.op(SUB64_K, 4, 0, 0, 1);
+        self.op(MOV64_K, 5, 0, 0, 2);
+        self.push(call(FUNC_L3_CSUM_REPLACE));
+        self.or_next(JNE_K, 0, 0, 0);
+        self.op(SUB64_K, 9, 0, 0, 1);
+        self.op(STX_H, 10, 9, TTL_WORD, 0);
+        self.store_bytes(i32::from(IP_TTL), TTL_WORD, 2);
+        self.store_bytes(0, FIB_DMAC, 6);
+        self.store_bytes(6, FIB_SMAC, 6);
+    }
+
     fn finish(mut self) -> Vec<Insn> {
         let next = self.code.len();
         self.op(MOV64_K, 0, 0, 0, TCX_NEXT);
@@ -246,37 +285,8 @@ fn as_loaded(octets: [u8; 4]) -> i32 {
 pub fn program(range: Ipv4Net, bridge: u32) -> Vec<Insn> {
     let mut a = Asm::start();
     a.ipv4_within(range);
-    a.op(LDX_H, 9, 2, IP_TTL, 0); // TTL in the low byte, protocol in the high one
-    a.op(LDX_B, 4, 2, IP_TTL, 0);
-    a.or_next(JLT_K, 4, 0, 2);
-    a.op(LDX_B, 5, 2, IP_TOS, 0);
-    a.op(LDX_B, 0, 2, IP_PROTO, 0);
-    // The FIB query, as a forwarded packet arriving on this link.
-    a.fib_query();
-    a.op(STX_B, 10, 0, FIB_L4_PROTO, 0);
-    a.op(LDX_W, 4, CTX, SKB_IFINDEX, 0);
-    a.op(STX_W, 10, 4, FIB_IFINDEX, 0);
-    a.op(STX_B, 10, 5, FIB_TOS, 0);
-    a.fib_lookup_or_next(0); // not forwardable here, or no neighbour yet
-    a.op(LDX_W, 4, 10, FIB_IFINDEX, 0);
-    a.op(LDX_W, 5, CTX, SKB_IFINDEX, 0);
-    a.or_next(JEQ_X, 4, 5, 0); // back out where it came from: the kernel's business
-
-    // TTL - 1, checksum first (from and to as the packet holds them).
-    a.op(MOV64_X, 1, CTX, 0, 0);
-    a.op(MOV64_K, 2, 0, 0, IP_CSUM);
-    a.op(MOV64_X, 3, 9, 0, 0);
-    a.op(MOV64_X, 4, 9, 0, 0);
-    a.op(SUB64_K, 4, 0, 0, 1);
-    a.op(MOV64_K, 5, 0, 0, 2);
-    a.push(call(FUNC_L3_CSUM_REPLACE));
-    a.or_next(JNE_K, 0, 0, 0);
-    a.op(SUB64_K, 9, 0, 0, 1);
-    a.op(STX_H, 10, 9, TTL_WORD, 0);
-    a.store_bytes(i32::from(IP_TTL), TTL_WORD, 2);
-    // The next hop's MAC, then ours on that link.
-    a.store_bytes(0, FIB_DMAC, 6);
-    a.store_bytes(6, FIB_SMAC, 6);
+    a.route();
+    a.rewrite();
     a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
     let elsewhere = a.jump_ahead(JNE_K, 1, bridge as i32);
     // To the bridge: if it is one of this host's containers, straight into it (its host
@@ -288,6 +298,33 @@ pub fn program(range: Ipv4Net, bridge: u32) -> Vec<Insn> {
     a.leave_by(FUNC_REDIRECT_PEER);
     a.land(elsewhere);
     a.land(via_bridge);
+    a.leave_by(FUNC_REDIRECT);
+    a.finish()
+}
+
+/// The forwarder's variant for the ingress of the bridge's ports (the containers' host
+/// veths): a frame a container sends to the bridge's MAC `bridge_mac` (proxy ARP's answer
+/// for an address routed to another host) whose route leaves through another link than the
+/// bridge (an underlay link) goes there at once, past the bridge and the host's receive
+/// path. Frames to other MACs (another container on this bridge), to addresses routed on
+/// the bridge and everything [`program`] hands on take the bridge as before, and so does
+/// one frame in 64 (chosen at random), so the bridge keeps learning where the container's
+/// MAC lives (as in [`bypass_program`]).
+pub fn port_program(range: Ipv4Net, bridge: u32, bridge_mac: [u8; 6]) -> Vec<Insn> {
+    let mut a = Asm::start();
+    a.push(call(FUNC_GET_PRANDOM_U32));
+    a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
+    a.or_next(JEQ_K, 0, 0, 0);
+    a.ipv4_within(range);
+    let [m0, m1, m2, m3, m4, m5] = bridge_mac;
+    a.op(LDX_W, 4, 2, 0, 0);
+    a.or_next(JNE32_K, 4, 0, as_loaded([m0, m1, m2, m3]));
+    a.op(LDX_H, 4, 2, 4, 0);
+    a.or_next(JNE32_K, 4, 0, i32::from(u16::from_le_bytes([m4, m5])));
+    a.route();
+    a.or_next(JEQ_K, 4, 0, bridge as i32);
+    a.rewrite();
+    a.op(LDX_W, 1, 10, FIB_IFINDEX, 0);
     a.leave_by(FUNC_REDIRECT);
     a.finish()
 }
@@ -344,23 +381,32 @@ impl VxlanBypass {
     }
 }
 
-/// The forwarder for `range`, loaded once per router and attached per link.
+/// The forwarder for `range`, loaded once per router and attached per link: [`program`] for
+/// the bridge and the underlay links, [`port_program`] for the bridge's ports.
 pub struct Forwarder {
     prog: OwnedFd,
+    port_prog: OwnedFd,
 }
 
 impl Forwarder {
-    /// Loads the program (root, Linux 5.10+ for the helpers it calls).
-    pub fn load(range: Ipv4Net, bridge: u32) -> io::Result<Forwarder> {
+    /// Loads both programs (root, Linux 5.10+ for the helpers they call) for the bridge
+    /// `bridge` whose MAC is `bridge_mac` (fixed: the bridge's MAC is set explicitly).
+    pub fn load(range: Ipv4Net, bridge: u32, bridge_mac: [u8; 6]) -> io::Result<Forwarder> {
         Ok(Forwarder {
             prog: load_classifier(&program(range, bridge))?,
+            port_prog: load_classifier(&port_program(range, bridge, bridge_mac))?,
         })
     }
 
-    /// Attaches it to the ingress of link `ifindex` (tcx, Linux 6.6+); detached when the
-    /// returned descriptor is dropped.
+    /// Attaches the forwarder to the ingress of link `ifindex` (tcx, Linux 6.6+); detached
+    /// when the returned descriptor is dropped.
     pub fn attach(&self, ifindex: u32) -> io::Result<OwnedFd> {
         attach_tcx_ingress(&self.prog, ifindex)
+    }
+
+    /// Attaches the port variant to the ingress of the bridge's port `ifindex`, likewise.
+    pub fn attach_port(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        attach_tcx_ingress(&self.port_prog, ifindex)
     }
 }
 
@@ -418,6 +464,33 @@ mod tests {
     /// Real kernel: the verifier accepts the program (as root, as the router runs).
     #[test]
     fn the_forwarder_loads() {
-        Forwarder::load("10.32.0.0/12".parse().unwrap(), 3).expect("load the forwarder");
+        Forwarder::load("10.32.0.0/12".parse().unwrap(), 3, [2, 0, 0, 0, 0, 1])
+            .expect("load the forwarder");
+    }
+
+    #[test]
+    fn every_jump_of_the_port_variant_lands_on_the_last_two_instructions() {
+        let code = port_program("10.32.0.0/12".parse().unwrap(), 3, [2, 0, 0, 0, 0, 1]);
+        // The sample, the length, the type, the header, the two addresses, the two halves
+        // of the MAC, the TTL, the lookup, the way back, the bridge, the checksum.
+        assert_eq!(jumps(&code), (13, 0));
+    }
+
+    /// The bridge's MAC as the port variant compares it: the first four bytes and the last
+    /// two loaded little-endian, as the program reads them from the frame.
+    #[test]
+    fn the_bridge_mac_is_compared_as_the_program_loads_it() {
+        let code = port_program(
+            "10.32.0.0/12".parse().unwrap(),
+            3,
+            [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+        );
+        let imms: Vec<i32> = code
+            .iter()
+            .filter(|i| i.is_conditional_jump())
+            .map(|i| i.imm())
+            .collect();
+        assert!(imms.contains(&(0xddcc_bbaa_u32 as i32)), "{imms:x?}");
+        assert!(imms.contains(&0xffee), "{imms:x?}");
     }
 }

@@ -16,6 +16,7 @@ mod route;
 mod tap;
 mod veth;
 mod vxlan;
+mod watch;
 
 pub use crate::attachment::{format_mac, mac_for_ip};
 pub use bpf::steer_reuseport_by_cpu;
@@ -27,6 +28,7 @@ pub use tap::{
     VNET_HDR_LEN,
 };
 pub use vxlan::VxlanSpec;
+pub use watch::{LinkEvent, LinkWatch};
 
 use crate::netns::NetNs;
 use crate::{Context, Error, ErrorKind, Result};

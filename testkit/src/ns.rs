@@ -114,10 +114,20 @@ impl Netns {
 
     /// Packets link `dev` has transmitted (its kernel counter).
     pub fn tx_packets(&self, dev: &str) -> u64 {
-        let n = self.sh(&format!("cat /sys/class/net/{dev}/statistics/tx_packets"));
+        self.link_counter(dev, "tx_packets")
+    }
+
+    /// Packets link `dev` has received (its kernel counter; a bridge counts the frames it
+    /// passes up to the host).
+    pub fn rx_packets(&self, dev: &str) -> u64 {
+        self.link_counter(dev, "rx_packets")
+    }
+
+    fn link_counter(&self, dev: &str, counter: &str) -> u64 {
+        let n = self.sh(&format!("cat /sys/class/net/{dev}/statistics/{counter}"));
         n.trim()
             .parse()
-            .unwrap_or_else(|_| panic!("in {}: tx_packets of {dev}: {n:?}", self.name))
+            .unwrap_or_else(|_| panic!("in {}: {counter} of {dev}: {n:?}", self.name))
     }
 
     /// IPv4 CIDRs on a link, empty if the link is absent.
