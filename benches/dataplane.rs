@@ -15,7 +15,9 @@
 //!   netfilter hooks carry every frame from the other host, as before the bypass;
 //! - the routed path (`--dataplane auto` between two meshed routers on one subnet: no
 //!   encapsulation), against the raw underlay veth; and the same with the forwarder off
-//!   (`WEAVE_ROUTED_BPF=off`: the hosts' IP stacks forward);
+//!   (`WEAVE_ROUTED_BPF=off`: the hosts' IP stacks forward), and with the forwarder on the
+//!   bridge only (`WEAVE_ROUTED_BPF=bridge`: a container's packets cross the sending host's
+//!   bridge, as before the forwarder went on the bridge's ports);
 //! - three hosts: ours (three meshed routers, `--dataplane vxlan`) against a hand-made VXLAN
 //!   flooding to two peers, between hosts 1 and 2.
 //!
@@ -393,6 +395,8 @@ fn main() {
     // The same routed pair without the forwarder: the kernel's IP stack forwards.
     std::env::set_var("WEAVE_ROUTED_BPF", "off");
     let routed_kernel = full.then(routed_pair);
+    std::env::set_var("WEAVE_ROUTED_BPF", "bridge");
+    let routed_bridge = full.then(routed_pair);
     std::env::remove_var("WEAVE_ROUTED_BPF");
 
     let mut paths = vec![("weave (ours)", pair_path(&ours, true))];
@@ -403,6 +407,7 @@ fn main() {
         Some(unbypassed),
         Some(routed),
         Some(routed_kernel),
+        Some(routed_bridge),
         Some(hand3),
         Some(trio),
     ) = (
@@ -412,6 +417,7 @@ fn main() {
         &unbypassed,
         &routed,
         &routed_kernel,
+        &routed_bridge,
         &hand3,
         &trio,
     ) {
@@ -431,6 +437,7 @@ fn main() {
             ("ours, no bypass", pair_path(unbypassed, true)),
             ("routed (ours)", pair_path(routed, true)),
             ("routed, kernel fwd", pair_path(routed_kernel, true)),
+            ("routed, bridge only", pair_path(routed_bridge, true)),
             ("ours, 3 hosts", pair_path(trio, true)),
             ("hand vxlan, 3 hosts", hand3.path()),
         ]);
@@ -557,6 +564,7 @@ fn main() {
         // The bypass against ours without it has no target: it is how the VXLAN path gets
         // to its own.
         let unbypassed_i = at("ours, no bypass");
+        let bridge_only_i = at("routed, bridge only");
         for (label, key, ours_p, other_p, target) in [
             (
                 "ours/hand, paired",
@@ -579,6 +587,22 @@ fn main() {
                 &paths[unbypassed_i].1,
                 None,
             ),
+            (
+                "routed/underlay, paired",
+                "ratio_routed_over_underlay_paired",
+                &paths[routed_i].1,
+                &paths[underlay_i].1,
+                Some(0.9),
+            ),
+            // The forwarder on the ports against the bridge only: what skipping the sending
+            // host's bridge gives.
+            (
+                "ports/bridge, paired",
+                "ratio_ports_over_bridge_only_paired",
+                &paths[routed_i].1,
+                &paths[bridge_only_i].1,
+                None,
+            ),
         ] {
             let (m, all) = paired_ratio(ours_p, other_p, pairs, pair_seconds);
             let each: Vec<String> = all.iter().map(|r| format!("{r:.3}")).collect();
@@ -586,7 +610,7 @@ fn main() {
                 .map(|t| format!("; target >= {t}: {}", verdict(m, t)))
                 .unwrap_or_default();
             println!(
-                "{label:<20} {m:>14.3} {:>14}   (tcp 1, median of {pairs} back-to-back pairs of \
+                "{label:<23} {m:>11.3} {:>14}   (tcp 1, median of {pairs} back-to-back pairs of \
                  {pair_seconds} s: {}{judged})",
                 "-",
                 each.join(" "),
