@@ -341,9 +341,13 @@ impl Net {
     pub fn round(&mut self, lossy: bool) {
         self.tick_all();
         self.send_unsent_gossip();
-        // What is sent while delivering this batch belongs to the next round.
+        // What is sent while delivering this batch belongs to the next round, so deliveries
+        // to different peers commute: only each peer's own messages need a random order.
+        // Delivered peer by peer (a stable sort of the shuffled batch), each peer's state is
+        // touched once a round instead of at random (at 5,000 peers it outgrows the caches).
         let mut batch = std::mem::take(&mut self.inflight);
         batch.shuffle(&mut self.rng);
+        batch.sort_by_key(|m| m.to);
         for msg in batch {
             self.deliver(msg, lossy);
         }
