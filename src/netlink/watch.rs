@@ -27,8 +27,9 @@ type Announcements = futures::channel::mpsc::UnboundedReceiver<(
 )>;
 
 /// A subscription to link announcements in one namespace. The kernel drops announcements
-/// when the socket's buffer overflows, which ends the subscription ([`LinkWatch::next`]
-/// returns `None`): the owner then subscribes again and reads the links afresh.
+/// when the socket's buffer overflows; that (or the socket failing) ends the subscription
+/// ([`LinkWatch::next`] returns `None`): the owner then subscribes again and reads the
+/// links afresh.
 pub struct LinkWatch {
     announcements: Announcements,
     connection: tokio::task::JoinHandle<()>,
@@ -65,6 +66,8 @@ impl LinkWatch {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
                     return Some(LinkEvent::Removed(l.header.index))
                 }
+                // Announcements were lost: what follows no longer tells the whole story.
+                NetlinkPayload::Overrun(_) => return None,
                 _ => continue,
             }
         }
