@@ -9,7 +9,7 @@ mod common;
 #[path = "common/hosts.rs"]
 mod hosts;
 
-use hosts::{eventually, req, router, Cluster};
+use hosts::{eventually, meshed_cluster, router};
 use std::time::Duration;
 
 /// Containers attached and detached in turn.
@@ -32,14 +32,7 @@ fn open_fds(pid: u32) -> usize {
     ignore = "needs root: cargo test --features netns-tests"
 )]
 fn the_port_forwarder_follows_containers_and_leaks_nothing_2() {
-    let mut c = Cluster::new(2);
-    for k in 1..=2 {
-        c.start_meshed_router(k, &[]);
-    }
-    for k in 1..=2 {
-        let (code, body) = req(router(&c, k), "GET", "/ring");
-        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
-    }
+    let mut c = meshed_cluster(2, &[]);
     let c2 = c.add_container(2, "c2");
     let to = c.containers[c2].ip;
     // h1 routes h2's containers via h2's underlay address.
@@ -56,14 +49,6 @@ fn the_port_forwarder_follows_containers_and_leaks_nothing_2() {
     let pid = router(&c, 1).child.as_ref().expect("h1's router").id();
     let mut fds_before = 0;
 
-    let plugin = weave_testkit::bins::bin("weave-net");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "weave",
-        "type": "weave-net",
-        "ipam": {"subnet": weave_testkit::cluster::FLAT_SUBNET},
-    })
-    .to_string();
     let mut passed_up = Vec::new();
     for i in 0..CYCLES {
         let idx = c.add_container(1, &format!("p{i}"));
@@ -73,8 +58,7 @@ fn the_port_forwarder_follows_containers_and_leaks_nothing_2() {
             .try_sh(&format!("ping -c {PINGS} -i 0.01 -W 2 {to}"));
         assert_eq!(out.0, 0, "ping {to} from p{i}: {}{}", out.1, out.2);
         passed_up.push(c.host(1).ns.rx_packets("weave") - up_before);
-        c.detach(idx, &plugin, &conf, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        c.remove_container(idx);
         // Counted once the first has come and gone: its ADD gives the bridge an address,
         // on which the DNS server then listens.
         if i == 0 {

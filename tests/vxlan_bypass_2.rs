@@ -8,7 +8,7 @@ mod common;
 #[path = "common/hosts.rs"]
 mod hosts;
 
-use hosts::{assert_full_matrix, eventually, req, router, Cluster};
+use hosts::{assert_full_matrix, eventually, meshed_cluster, router, Cluster};
 use std::time::Duration;
 use weave::netlink::BYPASS_TABLE;
 
@@ -43,14 +43,7 @@ fn forwarded(c: &Cluster, k: usize, tag: &str) -> u64 {
     ignore = "needs root: cargo test --features netns-tests"
 )]
 fn frames_from_a_vxlan_peer_skip_the_bridge_2() {
-    let mut c = Cluster::new(2);
-    for k in 1..=2 {
-        c.start_meshed_router(k, &["--dataplane", "vxlan"]);
-    }
-    for k in 1..=2 {
-        let (code, body) = req(router(&c, k), "GET", "/ring");
-        assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
-    }
+    let mut c = meshed_cluster(2, &["--dataplane", "vxlan"]);
     let a1 = c.add_container(1, "a1");
     let a2 = c.add_container(2, "a2");
     assert_full_matrix(&mut c, "two hosts over VXLAN");
@@ -108,16 +101,7 @@ fn frames_from_a_vxlan_peer_skip_the_bridge_2() {
     );
 
     // DEL: the veth goes, and its route with it.
-    let plugin = weave_testkit::bins::bin("weave-net");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "weave",
-        "type": "weave-net",
-        "ipam": {"subnet": weave_testkit::cluster::FLAT_SUBNET},
-    })
-    .to_string();
-    c.detach(a2, &plugin, &conf, &[])
-        .unwrap_or_else(|e| panic!("{e}"));
+    c.remove_container(a2);
     assert!(
         eventually(Duration::from_secs(10), || !bypass_routes(&c, 2)
             .contains(&to.to_string())),

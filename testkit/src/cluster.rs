@@ -30,6 +30,18 @@ pub const GATEWAY_HOST: usize = 254;
 /// The tests' underlay: TEST-NET-1.
 pub const TEST_SUBNET: [u8; 3] = [192, 0, 2];
 
+/// The network configuration [`Cluster::add_container`] attaches with: `weave-net` with
+/// the whole [`FLAT_SUBNET`].
+fn flat_conf() -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "weave",
+        "type": "weave-net",
+        "ipam": {"subnet": FLAT_SUBNET},
+    })
+    .to_string()
+}
+
 /// Host k's underlay address on the tests' underlay (192.0.2.k).
 pub fn underlay_ip(k: usize) -> Ipv4Addr {
     subnet_ip(TEST_SUBNET, k)
@@ -400,13 +412,7 @@ impl Cluster {
     /// that host's router, in the flat subnet); returns its index in `containers`. Panics on
     /// failure.
     pub fn add_container(&mut self, k: usize, name: &str) -> usize {
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "weave",
-            "type": "weave-net",
-            "ipam": {"subnet": FLAT_SUBNET},
-        })
-        .to_string();
+        let conf = flat_conf();
         let ns = self
             .spec
             .netns(&format!("{k}c"))
@@ -459,6 +465,14 @@ impl Cluster {
             listener: None,
         });
         Ok(self.containers.len() - 1)
+    }
+
+    /// Detaches container `idx` as [`Cluster::add_container`] attached it (`weave-net` DEL)
+    /// and removes it. Panics on failure.
+    pub fn remove_container(&mut self, idx: usize) {
+        let plugin = crate::bins::bin("weave-net");
+        self.detach(idx, &plugin, &flat_conf(), &[])
+            .unwrap_or_else(|e| panic!("weave-net DEL: {e}"))
     }
 
     /// Runs `plugin` DEL for container `idx` (with `conf` and `env` as at ADD) and removes

@@ -116,11 +116,16 @@ pub use crate::common::eventually;
 
 /// Three meshed hosts (plus `extra` router flags) whose ring exists on every one.
 pub fn cluster3(extra: &[&str]) -> Cluster {
-    let mut c = Cluster::new(3);
-    for k in 1..=3 {
+    meshed_cluster(3, extra)
+}
+
+/// `n` meshed hosts (plus `extra` router flags) whose ring exists on every one.
+pub fn meshed_cluster(n: usize, extra: &[&str]) -> Cluster {
+    let mut c = Cluster::new(n);
+    for k in 1..=n {
         c.start_meshed_router(k, extra);
     }
-    for k in 1..=3 {
+    for k in 1..=n {
         let (code, body) = req(router(&c, k), "GET", "/ring");
         assert_eq!(code, 200, "ring on h{k}: {body}\n{}", router(&c, k).log());
     }
