@@ -267,9 +267,7 @@ enum ForwarderState {
 /// kernel data plane (ring updates).
 pub struct Routed {
     netlink: Netlink,
-    bridge: String,
-    bridge_index: u32,
-    bridge_mac: [u8; 6],
+    bridge: LinkInfo,
     universe: Ipv4Net,
     password: bool,
     subnets: Mutex<(Vec<Connected>, Option<Instant>)>,
@@ -299,9 +297,7 @@ impl Routed {
         .context("set up routed path")?;
         let routed = Routed {
             netlink,
-            bridge: bridge.name.clone(),
-            bridge_index: bridge.index,
-            bridge_mac: bridge.mac,
+            bridge: bridge.clone(),
             universe,
             password,
             subnets: Mutex::new((Vec::new(), None)),
@@ -322,7 +318,7 @@ impl Routed {
         }
         let links = self.netlink.links().await?;
         let addrs = self.netlink.all_addresses_v4().await?;
-        let now = connected_subnets(&links, &addrs, self.bridge_index);
+        let now = connected_subnets(&links, &addrs, self.bridge.index);
         let mut s = lock(&self.subnets);
         let changed = s.0 != now;
         *s = (now, Some(Instant::now()));
@@ -363,7 +359,7 @@ impl Routed {
     }
 
     async fn reconcile(&self, state: &mut State, heal: bool) -> Result<()> {
-        let want = plan(self.universe, self.bridge_index, &state.hops, &state.ranges);
+        let want = plan(self.universe, self.bridge.index, &state.hops, &state.ranges);
         if !heal && state.installed.as_ref() == Some(&want) {
             return Ok(());
         }
@@ -374,7 +370,7 @@ impl Routed {
             state.forwarding = true;
         }
         if !state.hops.is_empty() {
-            let links: BTreeSet<u32> = std::iter::once(self.bridge_index)
+            let links: BTreeSet<u32> = std::iter::once(self.bridge.index)
                 .chain(state.hops.iter().map(|h| h.oif))
                 .collect();
             self.attach_forwarder(&mut state.forwarder, &links);
@@ -393,7 +389,7 @@ impl Routed {
         for r in want.difference(&have) {
             match r.gateway {
                 Some(gw) => tracing::info!("routed: {} via {gw}", r.dst),
-                None => tracing::info!("routed: {} on {}", r.dst, self.bridge),
+                None => tracing::info!("routed: {} on {}", r.dst, self.bridge.name),
             }
             errors.push_err(self.netlink.replace_owned_route(r, ROUTE_PROTO).await);
         }
@@ -413,11 +409,11 @@ impl Routed {
                 tracing::info!("routed: forwarder off (WEAVE_ROUTED_BPF=off): the kernel forwards");
                 ForwarderState::Off
             } else {
-                match Forwarder::load(self.universe, self.bridge_index, self.bridge_mac) {
+                match Forwarder::load(self.universe, self.bridge.index, self.bridge.mac) {
                     Ok(forwarder) => {
                         let forwarder = Arc::new(forwarder);
                         let ports = (setting != "bridge")
-                            .then(|| PortForwarding::start(forwarder.clone(), self.bridge_index));
+                            .then(|| PortForwarding::start(forwarder.clone(), self.bridge.index));
                         ForwarderState::On {
                             forwarder,
                             links: BTreeMap::new(),

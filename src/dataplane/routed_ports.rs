@@ -57,9 +57,7 @@ struct Ports {
 
 impl Ports {
     /// Whether `link` should carry the port variant: a veth enslaved to our bridge (not the
-    /// VXLAN device nor the encrypted path's tap). The bridge's own announcements about its
-    /// ports do not say the kind: those neither attach nor, while the link stays on the
-    /// bridge, detach.
+    /// VXLAN device nor the encrypted path's tap).
     fn wants(&self, link: &LinkInfo) -> bool {
         link.master == Some(self.bridge) && link.kind.as_deref() == Some("veth")
     }
@@ -99,11 +97,9 @@ impl Ports {
         while let Some(event) = watch.next().await {
             match event {
                 LinkEvent::Changed(link) if self.wants(&link) => self.attach(link.index),
-                LinkEvent::Changed(link) if link.master != Some(self.bridge) => {
-                    self.detach(link.index)
+                LinkEvent::Changed(LinkInfo { index, .. }) | LinkEvent::Removed(index) => {
+                    self.detach(index)
                 }
-                LinkEvent::Changed(_) => {}
-                LinkEvent::Removed(index) => self.detach(index),
             }
         }
         Ok(())

@@ -146,6 +146,13 @@ impl Asm {
         self.code[at] = insn;
     }
 
+    /// Hands on one packet in 64, chosen at random (see [`bypass_program`]).
+    fn sample_to_next(&mut self) {
+        self.push(call(FUNC_GET_PRANDOM_U32));
+        self.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
+        self.or_next(JEQ_K, 0, 0, 0);
+    }
+
     /// A conditional jump to the exit that hands the packet on.
     fn or_next(&mut self, code: u8, dst: u8, src: u8, imm: i32) {
         self.to_next.push(self.code.len());
@@ -312,9 +319,7 @@ pub fn program(range: Ipv4Net, bridge: u32) -> Vec<Insn> {
 /// MAC lives (as in [`bypass_program`]).
 pub fn port_program(range: Ipv4Net, bridge: u32, bridge_mac: [u8; 6]) -> Vec<Insn> {
     let mut a = Asm::start();
-    a.push(call(FUNC_GET_PRANDOM_U32));
-    a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
-    a.or_next(JEQ_K, 0, 0, 0);
+    a.sample_to_next();
     a.ipv4_within(range);
     let [m0, m1, m2, m3, m4, m5] = bridge_mac;
     a.op(LDX_W, 4, 2, 0, 0);
@@ -352,9 +357,7 @@ const BYPASS_SAMPLE_MASK: i32 = 63;
 /// (ARP, broadcast, other ranges, addresses without a route) takes the bridge as before.
 pub fn bypass_program(range: Ipv4Net) -> Vec<Insn> {
     let mut a = Asm::start();
-    a.push(call(FUNC_GET_PRANDOM_U32));
-    a.op(AND32_K, 0, 0, 0, BYPASS_SAMPLE_MASK);
-    a.or_next(JEQ_K, 0, 0, 0);
+    a.sample_to_next();
     a.ipv4_within(range);
     // No route there, or not forwardable (MTU, link down): the bridge's.
     a.bypass_lookup();

@@ -67,6 +67,33 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
+/// What [`connect`] gives: the request handle, the unsolicited messages (announcements of
+/// the groups the socket joined), and the connection's task on the runtime.
+type Connected = (
+    rtnetlink::Handle,
+    futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Opens a route netlink socket in the calling thread's namespace, lets `setup` prepare it
+/// (e.g. join announcement groups), and spawns its connection on the current tokio runtime.
+fn connect(
+    setup: impl FnOnce(&mut netlink_sys::Socket) -> std::io::Result<()>,
+) -> Result<Connected> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::new(ErrorKind::Internal, "open netlink socket: no tokio runtime"))?;
+    let (mut connection, handle, unsolicited) =
+        rtnetlink::new_connection().context("open netlink socket")?;
+    setup(netlink_sys::AsyncSocket::socket_mut(
+        connection.socket_mut(),
+    ))
+    .context("set up netlink socket")?;
+    Ok((handle, unsolicited, runtime.spawn(connection)))
+}
+
 /// How often an interrupted dump (the table changed while the kernel walked it) is retried.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -74,11 +101,7 @@ impl Netlink {
     /// Opens a connection in the calling thread's namespace. Must run inside a tokio runtime
     /// (a current-thread one is enough); the connection task is spawned on it.
     pub fn open() -> Result<Netlink> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::new(ErrorKind::Internal, "open netlink socket: no tokio runtime")
-        })?;
-        let (connection, handle, _) = rtnetlink::new_connection().context("open netlink socket")?;
-        runtime.spawn(connection);
+        let (handle, _, _) = connect(|_| Ok(()))?;
         Ok(Netlink { handle })
     }
 

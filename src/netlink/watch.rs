@@ -2,12 +2,11 @@
 //! changed and removed, for the routed forwarder, which follows the bridge's ports.
 
 use super::link::link_info;
-use super::LinkInfo;
-use crate::{Context, Error, ErrorKind, Result};
+use super::{connect, LinkInfo};
+use crate::{Context, Result};
 use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::AsyncSocket;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// `RTMGRP_LINK`: the multicast group of link announcements, as a bind mask.
 const RTMGRP_LINK: u32 = 1;
@@ -21,45 +20,42 @@ pub enum LinkEvent {
     Removed(u32),
 }
 
-type Announcements = futures::channel::mpsc::UnboundedReceiver<(
-    NetlinkMessage<RouteNetlinkMessage>,
-    netlink_sys::SocketAddr,
-)>;
-
 /// A subscription to link announcements in one namespace. The kernel drops announcements
 /// when the socket's buffer overflows; that (or the socket failing) ends the subscription
 /// ([`LinkWatch::next`] returns `None`): the owner then subscribes again and reads the
 /// links afresh.
 pub struct LinkWatch {
-    announcements: Announcements,
+    announcements: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
     connection: tokio::task::JoinHandle<()>,
 }
 
 impl LinkWatch {
     /// Subscribes in the calling thread's namespace. Must run inside a tokio runtime.
     pub fn open() -> Result<LinkWatch> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::new(ErrorKind::Internal, "watch links: no tokio runtime"))?;
-        let (mut connection, _handle, announcements) =
-            rtnetlink::new_connection().context("open netlink socket")?;
         // Bound (the kernel picks the port id): an unbound socket's id is 0, the id the
         // kernel's own announcements exclude.
-        connection
-            .socket_mut()
-            .socket_mut()
-            .bind(&netlink_sys::SocketAddr::new(0, RTMGRP_LINK))
-            .context("subscribe to link announcements")?;
+        let (_, announcements, connection) =
+            connect(|socket| socket.bind(&netlink_sys::SocketAddr::new(0, RTMGRP_LINK)))
+                .context("subscribe to link announcements")?;
         Ok(LinkWatch {
             announcements,
-            connection: runtime.spawn(connection),
+            connection,
         })
     }
 
-    /// The next announcement; `None` when the subscription has ended.
+    /// The next announcement; `None` when the subscription has ended. The bridge's own
+    /// announcements about its ports (family `AF_BRIDGE`, without the link's kind) are
+    /// skipped: every change they report comes in a link's own announcement too.
     pub async fn next(&mut self) -> Option<LinkEvent> {
         loop {
             let (message, _) = self.announcements.next().await?;
             match message.payload {
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(ref l) | RouteNetlinkMessage::DelLink(ref l),
+                ) if l.header.interface_family == AddressFamily::Bridge => continue,
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
                     return Some(LinkEvent::Changed(link_info(&l)))
                 }
