@@ -369,13 +369,16 @@ impl Actor {
             }
             Message::Topology(peers) => {
                 let received = peers.len();
-                let got = self.topology.absorb_from(peers);
+                let got = self.topology.absorb_from(&peers);
                 totals::count_message(received, got.taken.len(), got.same.len());
                 if !got.taken.is_empty() {
                     self.dirty = true;
                 }
                 for n in got.taken {
-                    self.holders.insert(n, vec![key]);
+                    // Room for the neighbours that send it next, before the flush.
+                    let mut by = Vec::with_capacity(4);
+                    by.push(key);
+                    self.holders.insert(n, by);
                 }
                 for n in got.same {
                     if let Some(h) = self.holders.get_mut(&n) {

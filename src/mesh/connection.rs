@@ -257,7 +257,6 @@ pub async fn run(
     };
     let ev = events.clone();
     let reader = async move {
-        let mut buf = vec![0u8; 64 * 1024];
         let mut last = Instant::now();
         loop {
             loop {
@@ -282,12 +281,9 @@ pub async fn run(
                 }
             }
             let wait = timers.dead_after.saturating_sub(last.elapsed());
-            match timeout(wait, rd.read(&mut buf)).await {
+            match timeout(wait, rd.read_buf(decoder.read_buffer())).await {
                 Ok(Ok(0)) => return "connection closed by peer".into(),
-                Ok(Ok(n)) => {
-                    last = Instant::now();
-                    decoder.push(&buf[..n]);
-                }
+                Ok(Ok(_)) => last = Instant::now(),
                 Ok(Err(e)) => return format!("read: {e}"),
                 Err(_) => {
                     return format!(

@@ -11,9 +11,11 @@
 
 use crate::peer::PeerName;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
+mod entries;
 mod frames;
+pub use entries::{Entries, EntryRef};
 pub use frames::{encode_entry, topology_frames};
 
 pub const MAGIC: &[u8; 5] = b"weave";
@@ -97,6 +99,7 @@ pub fn encode_frame(body: &[u8], out: &mut Vec<u8>) -> PResult<()> {
             max: MAX_FRAME,
         });
     }
+    out.reserve(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(body);
     Ok(())
@@ -104,16 +107,24 @@ pub fn encode_frame(body: &[u8], out: &mut Vec<u8>) -> PResult<()> {
 
 /// Splits a byte stream into frames. The buffer never holds more than one frame's worth
 /// beyond what was pushed, because an oversized length is an error before anything is kept.
+/// Frames are taken from the front without moving the bytes after them; what is left moves
+/// to the front only when more is read.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the bytes not yet returned as frames begin.
+    start: usize,
     max: usize,
 }
+
+/// Room [`FrameDecoder::read_buffer`] leaves for one read.
+const READ_ROOM: usize = 16 * 1024;
 
 impl FrameDecoder {
     pub fn new(max: usize) -> FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
+            start: 0,
             max,
         }
     }
@@ -124,28 +135,53 @@ impl FrameDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read more bytes into (appending, e.g. with `read_buf`), with room for
+    /// one read: reading straight into it spares a copy through a buffer of the caller's.
+    pub fn read_buffer(&mut self) -> &mut Vec<u8> {
+        self.compact();
+        // A whole topology can be a megabyte: its room is not kept for the frames after.
+        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_ROOM {
+            self.buf = Vec::new();
+        }
+        self.buf.reserve(READ_ROOM);
+        &mut self.buf
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
     }
 
     /// Bytes pushed but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole frame, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> PResult<Option<Vec<u8>>> {
-        if self.buf.len() < 4 {
+        let b = &self.buf[self.start..];
+        if b.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         if len > self.max {
             return Err(ProtocolError::FrameTooLarge { len, max: self.max });
         }
-        if self.buf.len() < 4 + len {
+        if b.len() < 4 + len {
             return Ok(None);
         }
-        let frame = self.buf[4..4 + len].to_vec();
-        self.buf.drain(..4 + len);
+        let frame = b[4..4 + len].to_vec();
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some(frame))
     }
 }
@@ -276,7 +312,7 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Heartbeat,
-    Topology(Vec<PeerInfo>),
+    Topology(Entries),
     /// Flooded to every peer; `(origin, origin_uid, seq)` identifies it for deduplication.
     Broadcast {
         origin: PeerName,
@@ -314,12 +350,9 @@ impl Message {
         match self {
             Message::Heartbeat => out.push(TAG_HEARTBEAT),
             Message::Goodbye => out.push(TAG_GOODBYE),
-            Message::Topology(peers) => {
+            Message::Topology(entries) => {
                 out.push(TAG_TOPOLOGY);
-                out.extend_from_slice(&(peers.len() as u16).to_be_bytes());
-                for p in peers {
-                    encode_peer(p, &mut out);
-                }
+                entries.encode(&mut out);
             }
             Message::Broadcast {
                 origin,
@@ -361,13 +394,7 @@ impl Message {
             TAG_GOODBYE => Message::Goodbye,
             TAG_TOPOLOGY => {
                 let n = r.u16("peer count")? as usize;
-                // The smallest peer entry is 6+1+8+8+2 bytes: refuse counts the bytes cannot hold.
-                r.need(n * 25, "topology")?;
-                let mut peers = Vec::with_capacity(n);
-                for _ in 0..n {
-                    peers.push(decode_peer(&mut r)?);
-                }
-                Message::Topology(peers)
+                Message::Topology(Entries::read(&mut r, n)?)
             }
             TAG_BROADCAST => {
                 let origin = r.peer_name("broadcast origin")?;
@@ -408,17 +435,16 @@ impl Message {
 /// per peer, so a split list means the same as a whole one).
 pub fn topology_messages(peers: &[PeerInfo]) -> Vec<Message> {
     let mut out = Vec::new();
-    let mut chunk = Vec::new();
+    let mut chunk = Entries::default();
     let mut size = 3;
     for p in peers {
-        let mut one = Vec::new();
-        encode_peer(p, &mut one);
+        let one = encode_entry(p);
         if !chunk.is_empty() && (size + one.len() > MAX_FRAME || chunk.len() == u16::MAX as usize) {
             out.push(Message::Topology(std::mem::take(&mut chunk)));
             size = 3;
         }
         size += one.len();
-        chunk.push(p.clone());
+        chunk.push_encoded(p.name, p.version, &one);
     }
     if !chunk.is_empty() {
         out.push(Message::Topology(chunk));
@@ -455,67 +481,6 @@ fn put_str8(out: &mut Vec<u8>, s: &str) {
     let b = &s.as_bytes()[..s.len().min(255)];
     out.push(b.len() as u8);
     out.extend_from_slice(b);
-}
-
-fn encode_peer(p: &PeerInfo, out: &mut Vec<u8>) {
-    out.extend_from_slice(&p.name.to_bytes());
-    put_str8(out, &p.nickname);
-    out.extend_from_slice(&p.uid.to_be_bytes());
-    out.extend_from_slice(&p.version.to_be_bytes());
-    out.extend_from_slice(&(p.connections.len() as u16).to_be_bytes());
-    for c in &p.connections {
-        out.extend_from_slice(&c.peer.to_bytes());
-        match c.addr.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
-        out.extend_from_slice(&c.addr.port().to_be_bytes());
-        out.push(c.outbound as u8 | (c.established as u8) << 1);
-    }
-}
-
-fn decode_peer(r: &mut Reader<'_>) -> PResult<PeerInfo> {
-    let name = r.peer_name("peer name")?;
-    let nickname = r.str8("nickname")?;
-    check_nickname(&nickname)?;
-    let uid = r.u64("peer uid")?;
-    let version = r.u64("peer version")?;
-    let n = r.u16("connection count")? as usize;
-    // The smallest connection entry is 6+1+4+2+1 bytes.
-    r.need(n * 14, "connection list")?;
-    let mut connections = Vec::with_capacity(n);
-    for _ in 0..n {
-        let peer = r.peer_name("connection peer")?;
-        let ip = match r.u8("address family")? {
-            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?)),
-            f => return Err(invalid(format!("unknown address family {f}"))),
-        };
-        let port = r.u16("port")?;
-        let flags = r.u8("connection flags")?;
-        if flags > 3 {
-            return Err(invalid(format!("unknown connection flags {flags:#x}")));
-        }
-        connections.push(ConnectionInfo {
-            peer,
-            addr: SocketAddr::new(ip, port),
-            outbound: flags & 1 != 0,
-            established: flags & 2 != 0,
-        });
-    }
-    Ok(PeerInfo {
-        name,
-        nickname,
-        uid,
-        version,
-        connections,
-    })
 }
 
 /// A bounds-checked cursor: every read says what it was reading when bytes run out.

@@ -1,5 +1,6 @@
 use super::*;
 use rand::{Rng, SeedableRng};
+use std::net::{IpAddr, Ipv6Addr};
 
 fn name(n: u64) -> PeerName {
     PeerName::from_u64(n).unwrap()
@@ -20,8 +21,8 @@ fn sample_messages() -> Vec<Message> {
     vec![
         Message::Heartbeat,
         Message::Goodbye,
-        Message::Topology(vec![]),
-        Message::Topology(vec![
+        Message::Topology(Entries::default()),
+        Message::Topology(Entries::from(vec![
             PeerInfo {
                 name: name(1),
                 nickname: "a".into(),
@@ -49,7 +50,7 @@ fn sample_messages() -> Vec<Message> {
                 version: 0,
                 connections: vec![],
             },
-        ]),
+        ])),
         Message::Broadcast {
             origin: name(5),
             origin_uid: 3,
@@ -201,6 +202,46 @@ fn message_validation() {
 }
 
 #[test]
+fn topology_entries_are_checked_whole_on_arrival_and_decoded_one_by_one() {
+    let Message::Topology(sent) = &sample_messages()[3] else {
+        panic!("sample 3 is a topology");
+    };
+    let peers = sent.to_peers().unwrap();
+    let b = sample_messages()[3].encode();
+    let Ok(Message::Topology(got)) = Message::decode(&b) else {
+        panic!("decode the sample topology");
+    };
+    assert_eq!(got.len(), 2);
+    for (e, p) in got.iter().zip(&peers) {
+        assert_eq!((e.name, e.version), (p.name, p.version));
+        assert_eq!(e.decode().as_ref(), Ok(p));
+        assert_eq!(e.bytes(), &encode_entry(p)[..]);
+    }
+    // A fault in the last entry refuses the whole message: nothing is left to fail later,
+    // when an entry is decoded because it is news.
+    let mut second = encode_entry(&peers[1]);
+    second[6] = 1; // nickname length 1, then a byte that is not UTF-8
+    second.insert(7, 0xff);
+    let mut bad = b[..3].to_vec();
+    bad.extend_from_slice(&encode_entry(&peers[0]));
+    bad.extend_from_slice(&second);
+    assert_eq!(
+        Message::decode(&bad),
+        Err(ProtocolError::Invalid("nickname is not UTF-8".into()))
+    );
+    let mut control = encode_entry(&peers[1]);
+    control[6] = 1;
+    control.insert(7, b'\n');
+    let mut bad = b[..3].to_vec();
+    bad.extend_from_slice(&encode_entry(&peers[0]));
+    bad.extend_from_slice(&control);
+    assert_eq!(
+        Message::decode(&bad),
+        Err(ProtocolError::Invalid("invalid nickname \"\\n\"".into()))
+    );
+}
+
+#[test]
 fn every_truncation_is_an_error_not_a_panic() {
     for m in sample_messages() {
         let b = m.encode();
@@ -239,7 +280,15 @@ fn random_garbage_never_panics() {
             }
             b
         };
-        let _ = Message::decode(&bytes);
+        // Topology entries are checked on arrival: any the message carries decodes later.
+        if let Ok(Message::Topology(entries)) = Message::decode(&bytes) {
+            let peers = entries
+                .to_peers()
+                .expect("entries checked on arrival decode");
+            let named: Vec<(PeerName, u64)> = entries.iter().map(|e| (e.name, e.version)).collect();
+            let want: Vec<(PeerName, u64)> = peers.iter().map(|p| (p.name, p.version)).collect();
+            assert_eq!(named, want);
+        }
         let _ = Hello::decode(&bytes);
         let _ = decode_header(&bytes);
         let mut d = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
@@ -261,8 +310,13 @@ fn frames_split_and_join_at_any_boundary() {
     for step in [1, 2, 3, 7, 4096, stream.len()] {
         let mut d = FrameDecoder::new(MAX_FRAME);
         let mut got = Vec::new();
-        for chunk in stream.chunks(step) {
-            d.push(chunk);
+        for (i, chunk) in stream.chunks(step).enumerate() {
+            // Pushed, or read straight into the decoder's buffer (as a connection does).
+            if i % 2 == 0 {
+                d.push(chunk);
+            } else {
+                d.read_buffer().extend_from_slice(chunk);
+            }
             while let Some(f) = d.next_frame().unwrap() {
                 got.push(f);
             }
@@ -321,7 +375,7 @@ fn big_topologies_split_into_frames_that_fit() {
         let b = m.encode();
         assert!(b.len() <= MAX_FRAME);
         match Message::decode(&b).unwrap() {
-            Message::Topology(p) => back.extend(p),
+            Message::Topology(p) => back.extend(p.to_peers().unwrap()),
             other => panic!("{other:?}"),
         }
     }

@@ -12,7 +12,7 @@
 //! view, and counts once its path arrives; unreachable entries are forgotten on the gossip
 //! tick ([`Topology::forget_unreachable`]).
 
-use super::protocol::{ConnectionInfo, PeerInfo};
+use super::protocol::{ConnectionInfo, Entries, PeerInfo};
 use super::reach::{lost_connection, Reach};
 use crate::peer::PeerName;
 use live::{decides, reindex};
@@ -138,25 +138,34 @@ impl Topology {
     /// settling: cost proportional to what was received. True if any was taken in.
     #[cfg(test)]
     pub fn absorb(&mut self, received: Vec<PeerInfo>) -> bool {
-        !self.absorb_from(received).taken.is_empty()
+        !self.absorb_from(&Entries::from(received)).taken.is_empty()
     }
 
     /// [`absorb`](Self::absorb), naming the entries taken in and those the sender holds at
-    /// the version we hold: the sender needs neither back.
-    pub fn absorb_from(&mut self, received: Vec<PeerInfo>) -> Absorbed {
+    /// the version we hold: the sender needs neither back. Only the entries taken in are
+    /// decoded.
+    pub fn absorb_from(&mut self, received: &Entries) -> Absorbed {
         let mut out = Absorbed::default();
-        for p in received {
-            if p.name == self.me {
+        for e in received.iter() {
+            if e.name == self.me {
                 continue;
             }
-            match self.peers.get(&p.name).map(|old| old.version) {
-                Some(v) if v > p.version => continue,
-                Some(v) if v == p.version => {
-                    out.same.push(p.name);
+            match self.peers.get(&e.name).map(|old| old.version) {
+                Some(v) if v > e.version => continue,
+                Some(v) if v == e.version => {
+                    out.same.push(e.name);
                     continue;
                 }
                 _ => {}
             }
+            let p = match e.decode() {
+                Ok(p) => p,
+                Err(err) => {
+                    // Checked on arrival by the same reader: not expected.
+                    tracing::warn!("decode the topology entry of {}: {err}", e.name);
+                    continue;
+                }
+            };
             self.changed.insert(p.name);
             out.taken.push(p.name);
             self.touched.push(p.name);
@@ -183,7 +192,7 @@ impl Topology {
     /// a reachable entry, changed. The actor absorbs per message and settles per batch.
     #[cfg(test)]
     pub fn merge(&mut self, received: Vec<PeerInfo>) -> bool {
-        let taken = self.absorb_from(received).taken;
+        let taken = self.absorb_from(&Entries::from(received)).taken;
         let moved = self.settle();
         moved || taken.iter().any(|n| self.reach.routes.contains_key(n))
     }

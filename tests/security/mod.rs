@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weave::mesh::crypto::{self, Session};
 use weave::mesh::protocol::{
-    encode_frame, encode_header, ConnectionInfo, FrameDecoder, Hello, Message, PeerInfo,
+    encode_frame, encode_header, ConnectionInfo, Entries, FrameDecoder, Hello, Message, PeerInfo,
     HEADER_LEN, MAX_FRAME, MAX_HANDSHAKE_FRAME,
 };
 use weave::mesh::PeerName;
@@ -54,7 +54,7 @@ pub fn forged_messages(victim: PeerName, victim_addr: SocketAddr) -> Vec<Message
         established: true,
     };
     let elsewhere: SocketAddr = "192.0.2.2:9".parse().unwrap();
-    let topology = Message::Topology(vec![
+    let topology = Message::Topology(Entries::from(vec![
         PeerInfo {
             name: name(MALLORY),
             nickname: "mallory".into(),
@@ -69,7 +69,7 @@ pub fn forged_messages(victim: PeerName, victim_addr: SocketAddr) -> Vec<Message
             version: u64::MAX / 2,
             connections: vec![conn(name(MALLORY), elsewhere)],
         },
-    ]);
+    ]));
     let start = u32::from(Ipv4Addr::new(10, 32, 0, 0));
     let ring = serde_json::json!({"Ring": {
         "start": start, "end": start + (1 << 20), "me": MALLORY,

@@ -55,7 +55,7 @@ impl Actor {
             .collect();
         let mut messages = topology_messages(&known);
         if messages.is_empty() {
-            messages.push(Message::Topology(Vec::new()));
+            messages.push(Message::Topology(Default::default()));
         }
         messages
     }

@@ -2,7 +2,8 @@
 //! every neighbour, each less the entries that neighbour sent us, and encoding every entry
 //! again for each neighbour was a tenth of the mesh's CPU while hundreds of peers joined.
 
-use super::{encode_peer, PeerInfo, MAX_FRAME, TAG_TOPOLOGY};
+use super::entries::encode_peer;
+use super::{PeerInfo, MAX_FRAME, TAG_TOPOLOGY};
 
 /// One topology entry as it goes on the wire.
 pub fn encode_entry(p: &PeerInfo) -> Vec<u8> {
