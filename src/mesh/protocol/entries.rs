@@ -65,14 +65,7 @@ impl Entries {
     pub fn from_peers(peers: &[PeerInfo]) -> Entries {
         let mut e = Entries::default();
         for p in peers {
-            let start = e.raw.len();
-            encode_peer(p, &mut e.raw);
-            e.index.push(Slot {
-                start,
-                end: e.raw.len(),
-                name: p.name,
-                version: p.version,
-            });
+            e.push_encoded(p.name, p.version, &super::encode_entry(p));
         }
         e
     }
@@ -90,7 +83,8 @@ impl Entries {
         });
     }
 
-    /// Reads and checks `count` entries, every field as a decode would, without copying any.
+    /// Reads and checks `count` entries, every field as a decode would, decoding none: their
+    /// bytes are kept in one piece.
     pub(super) fn read(r: &mut Reader<'_>, count: usize) -> PResult<Entries> {
         // The smallest entry is 6+1+8+8+2 bytes: refuse counts the bytes cannot hold.
         r.need(count * 25, "topology")?;
