@@ -108,6 +108,13 @@ impl Topology {
         self.reach.routes.is_empty()
     }
 
+    /// About how many peers the mesh has as far as we have heard: entries held, reachable
+    /// or not yet, or peers named in their connections, whichever are more. While a mesh
+    /// forms, this runs ahead of [`len`](Self::len), which waits for paths.
+    pub fn heard_of(&self) -> usize {
+        self.peers.len().max(self.reporters.len()).max(self.len())
+    }
+
     /// Replaces our own connection list; bumps our version if it changed (settle after).
     pub fn set_our_connections(&mut self, mut conns: Vec<ConnectionInfo>) -> bool {
         conns.sort_by_key(|c| (c.peer, c.addr, c.outbound));
@@ -429,6 +436,9 @@ mod tests {
         t.take_changes();
         assert!(t.absorb(vec![info(4, 1, &[(3, true)])]));
         assert!(t.take_changes().is_empty(), "4 is not reachable yet");
+        // Reachable: us alone (2's entry has not come). Heard of: 2 entries (us, 4), or 2
+        // peers named in connections (2 by us, 3 by 4), whichever are more.
+        assert_eq!((t.len(), t.heard_of()), (1, 2));
         assert!(!t.merge(vec![info(3, 1, &[(2, true), (4, true)])]));
         assert_eq!(names(&t), [1]);
         assert!(t.merge(vec![info(2, 1, &[(1, true), (3, true)])]));
@@ -441,6 +451,19 @@ mod tests {
         t.merge(vec![info(2, 2, &[(1, true), (3, true), (9, true)])]);
         assert_eq!(names(&t), [1, 2, 3, 4]);
         assert_eq!(t.routes()[&n(4)], n(2));
+    }
+
+    #[test]
+    fn what_we_have_heard_of_runs_ahead_of_what_is_reachable() {
+        let mut t = Topology::new(info(1, 1, &[]));
+        t.set_our_connections(vec![conn(2, true)]);
+        t.absorb(vec![info(5, 1, &[(6, true), (7, true), (8, true)])]);
+        t.settle();
+        // Entries: us and 5; named in connections: 2, 6, 7, 8.
+        assert_eq!((t.len(), t.heard_of()), (1, 4));
+        // 2's entry makes 2 and 5 reachable and names 1 and 5: six named in all.
+        t.merge(vec![info(2, 1, &[(1, true), (5, true)])]);
+        assert_eq!((t.len(), t.heard_of()), (3, 6));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Actor {
     pub(super) fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
         self.topology.settle();
-        self.next_flush = Instant::now() + flush_interval(self.topology.len());
+        self.next_flush = Instant::now() + flush_interval(self.topology.heard_of());
         self.publish_peers();
         self.make_connections();
         let holders = std::mem::take(&mut self.holders);
