@@ -110,9 +110,10 @@ impl Topology {
 
     /// About how many peers the mesh has as far as we have heard: entries held, reachable
     /// or not yet, or peers named in their connections, whichever are more. While a mesh
-    /// forms, this runs ahead of [`len`](Self::len), which waits for paths.
+    /// forms, this runs ahead of [`len`](Self::len), which waits for paths (every reachable
+    /// peer has an entry, so it is never less).
     pub fn heard_of(&self) -> usize {
-        self.peers.len().max(self.reporters.len()).max(self.len())
+        self.peers.len().max(self.reporters.len())
     }
 
     /// Replaces our own connection list; bumps our version if it changed (settle after).

@@ -67,14 +67,17 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-/// What [`connect`] gives: the request handle, the unsolicited messages (announcements of
-/// the groups the socket joined), and the connection's task on the runtime.
+/// The unsolicited messages of a netlink socket: announcements of the groups it joined.
+type Announcements = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    netlink_sys::SocketAddr,
+)>;
+
+/// What [`connect`] gives: the request handle, the announcements, and the connection's task
+/// on the runtime.
 type Connected = (
     rtnetlink::Handle,
-    futures::channel::mpsc::UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        netlink_sys::SocketAddr,
-    )>,
+    Announcements,
     tokio::task::JoinHandle<()>,
 );
 

@@ -2,10 +2,10 @@
 //! changed and removed, for the routed forwarder, which follows the bridge's ports.
 
 use super::link::link_info;
-use super::{connect, LinkInfo};
+use super::{connect, Announcements, LinkInfo};
 use crate::{Context, Result};
 use futures::StreamExt;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// `RTMGRP_LINK`: the multicast group of link announcements, as a bind mask.
@@ -25,10 +25,7 @@ pub enum LinkEvent {
 /// ([`LinkWatch::next`] returns `None`): the owner then subscribes again and reads the
 /// links afresh.
 pub struct LinkWatch {
-    announcements: futures::channel::mpsc::UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        netlink_sys::SocketAddr,
-    )>,
+    announcements: Announcements,
     connection: tokio::task::JoinHandle<()>,
 }
 

@@ -37,13 +37,8 @@ impl EntryRef<'_> {
     /// The whole entry. The bytes were checked on arrival, so this fails only if that check
     /// and this decoder disagree.
     pub fn decode(&self) -> PResult<PeerInfo> {
-        let mut r = Reader::new(self.bytes);
-        let p = read_peer(&mut r)?;
-        let mut connections = Vec::with_capacity(p.count);
-        let mut c = Reader::new(p.connections);
-        for _ in 0..p.count {
-            connections.push(read_connection(&mut c)?);
-        }
+        let mut connections = Vec::new();
+        let p = read_peer(&mut Reader::new(self.bytes), Some(&mut connections))?;
         Ok(PeerInfo {
             name: p.name,
             nickname: p.nickname.to_owned(),
@@ -92,7 +87,7 @@ impl Entries {
         let mut index = Vec::with_capacity(count);
         for _ in 0..count {
             let start = r.pos - from;
-            let p = read_peer(r)?;
+            let p = read_peer(r, None)?;
             index.push(Slot {
                 start,
                 end: r.pos - from,
@@ -139,17 +134,20 @@ impl From<Vec<PeerInfo>> for Entries {
     }
 }
 
-/// One entry's fields, borrowed from the bytes, all of them checked.
+/// One entry's fields but its connections, borrowed from the bytes.
 struct RawPeer<'a> {
     name: PeerName,
     nickname: &'a str,
     uid: u64,
     version: u64,
-    count: usize,
-    connections: &'a [u8],
 }
 
-fn read_peer<'a>(r: &mut Reader<'a>) -> PResult<RawPeer<'a>> {
+/// Reads and checks one entry; its connections go into `keep` if given (a decode), else
+/// they are only checked.
+fn read_peer<'a>(
+    r: &mut Reader<'a>,
+    mut keep: Option<&mut Vec<ConnectionInfo>>,
+) -> PResult<RawPeer<'a>> {
     let name = r.peer_name("peer name")?;
     let len = r.u8("nickname")? as usize;
     let nickname = std::str::from_utf8(r.take(len, "nickname")?)
@@ -160,19 +158,20 @@ fn read_peer<'a>(r: &mut Reader<'a>) -> PResult<RawPeer<'a>> {
     let count = r.u16("connection count")? as usize;
     // The smallest connection entry is 6+1+4+2+1 bytes.
     r.need(count * 14, "connection list")?;
-    let from = r.pos;
-    let mut c = Reader::new(&r.b[from..]);
-    for _ in 0..count {
-        read_connection(&mut c)?;
+    if let Some(k) = keep.as_deref_mut() {
+        k.reserve(count);
     }
-    let connections = r.take(c.pos, "connection list")?;
+    for _ in 0..count {
+        let c = read_connection(r)?;
+        if let Some(k) = keep.as_deref_mut() {
+            k.push(c);
+        }
+    }
     Ok(RawPeer {
         name,
         nickname,
         uid,
         version,
-        count,
-        connections,
     })
 }
 
