@@ -8,8 +8,10 @@
 // Each of the two users takes part of it.
 #![allow(dead_code)]
 
+pub mod nodes;
 pub mod size;
 
+use nodes::{Nodes, Slot};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -20,12 +22,16 @@ use weave::ipam::ring::{AddrRange, Allocator, Gossip, InitMode, Output, PeerName
 pub enum Payload {
     /// Shared: one broadcast goes to many peers.
     Gossip(Rc<Gossip>),
-    Unicast(Unicast),
+    /// Boxed: a ring by value would make every message several times larger to move.
+    Unicast(Box<Unicast>),
 }
 
 pub struct Message {
     pub from: PeerName,
     pub to: PeerName,
+    /// Where `from` and `to` are in [`Net::nodes`].
+    pub from_slot: Slot,
+    pub to_slot: Slot,
     pub payload: Payload,
     /// Its JSON size (as the router sends it) when the network counts bytes, else 0.
     pub size: u64,
@@ -36,19 +42,23 @@ pub struct Node {
     pub mode: InitMode,
     /// Partition group: messages only flow inside a group.
     pub group: u32,
+    /// With [`Net::fanout`]: this peer's gossip not yet sent, sent once per round.
+    unsent: Vec<Gossip>,
 }
 
 pub struct Net {
     pub universe: AddrRange,
-    pub nodes: BTreeMap<PeerName, Node>,
+    pub nodes: Nodes,
     pub inflight: Vec<Message>,
+    /// The last round's emptied batch, kept for its capacity.
+    spare: Vec<Message>,
     pub rng: StdRng,
     pub loss: f64,
     pub duplicate: f64,
     /// Deliver each broadcast to this many random peers (mesh-like gossip) instead of all.
     pub fanout: Option<usize>,
-    /// With `fanout`: each peer's gossip not yet sent, sent once per round.
-    pub unsent_gossip: BTreeMap<PeerName, Vec<Gossip>>,
+    /// A round's messages by recipient slot (kept between rounds for their capacity).
+    buckets: Vec<Vec<Message>>,
     pub next_peer: u64,
     pub next_container: u64,
     pub delivered: u64,
@@ -102,13 +112,14 @@ impl Net {
     pub fn new(seed: u64, universe: AddrRange) -> Self {
         Net {
             universe,
-            nodes: BTreeMap::new(),
+            nodes: Nodes::default(),
             inflight: Vec::new(),
+            spare: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             loss: 0.0,
             duplicate: 0.0,
             fanout: None,
-            unsent_gossip: BTreeMap::new(),
+            buckets: Vec::new(),
             next_peer: 1,
             next_container: 0,
             delivered: 0,
@@ -138,12 +149,13 @@ impl Net {
                 alloc,
                 mode,
                 group: 0,
+                unsent: Vec::new(),
             },
         );
     }
 
     pub fn live(&self) -> Vec<PeerName> {
-        self.nodes.keys().copied().collect()
+        self.nodes.keys().collect()
     }
 
     pub fn random_live(&mut self) -> Option<PeerName> {
@@ -153,20 +165,26 @@ impl Net {
 
     /// Moves a node's outputs into the network.
     pub fn collect(&mut self, name: PeerName) {
-        let Some(node) = self.nodes.get_mut(&name) else {
+        let Some(slot) = self.nodes.slot(&name) else {
+            return;
+        };
+        self.route(slot, name);
+    }
+
+    /// Puts the outputs of the peer `name` in `slot` into the network.
+    fn route(&mut self, slot: Slot, name: PeerName) {
+        let Some(node) = self.nodes.at_mut(slot) else {
             return;
         };
         let (group, outputs) = (node.group, node.alloc.take_outputs());
-        self.route(name, group, outputs);
-    }
-
-    /// Puts the outputs of `name` (in partition `group`) into the network.
-    fn route(&mut self, name: PeerName, group: u32, outputs: Vec<Output>) {
         for out in outputs {
             match out {
                 Output::Broadcast(g) if self.fanout.is_some() => {
                     // A later whole ring supersedes anything unsent; deltas add up.
-                    let unsent = self.unsent_gossip.entry(name).or_default();
+                    let Some(node) = self.nodes.at_mut(slot) else {
+                        continue;
+                    };
+                    let unsent = &mut node.unsent;
                     match (unsent.last_mut(), g) {
                         (Some(Gossip::Paxos(earlier)), Gossip::Paxos(later)) => {
                             earlier.extend(later);
@@ -181,22 +199,28 @@ impl Net {
                 Output::Broadcast(g) => {
                     let size = self.gossip_size(&g);
                     let g = Rc::new(g);
-                    let targets: Vec<PeerName> = self
+                    let targets: Vec<(Slot, PeerName)> = self
                         .nodes
-                        .iter()
-                        .filter(|(p, n)| **p != name && n.group == group)
-                        .map(|(p, _)| *p)
+                        .by_slot()
+                        .filter(|(s, _, n)| *s != slot && n.group == group)
+                        .map(|(s, p, _)| (s, p))
                         .collect();
-                    for to in targets {
+                    for (to_slot, to) in targets {
                         self.inflight.push(Message {
                             from: name,
                             to,
+                            from_slot: slot,
+                            to_slot,
                             payload: Payload::Gossip(Rc::clone(&g)),
                             size,
                         });
                     }
                 }
                 Output::Send { to, msg } => {
+                    // To a peer that is not there (gone, or never was): lost.
+                    let Some(to_slot) = self.nodes.slot(&to) else {
+                        continue;
+                    };
                     let size = if self.count_bytes {
                         self.sizer.unicast(&msg)
                     } else {
@@ -205,7 +229,9 @@ impl Net {
                     self.inflight.push(Message {
                         from: name,
                         to,
-                        payload: Payload::Unicast(msg),
+                        from_slot: slot,
+                        to_slot,
+                        payload: Payload::Unicast(Box::new(msg)),
                         size,
                     });
                 }
@@ -229,7 +255,7 @@ impl Net {
             self.stats.lost += 1;
             return;
         }
-        let connected = match (self.nodes.get(&msg.from), self.nodes.get(&msg.to)) {
+        let connected = match (self.nodes.at(msg.from_slot), self.nodes.at(msg.to_slot)) {
             (Some(a), Some(b)) => a.group == b.group,
             // A departed (reset) peer's last words still arrive.
             (None, Some(_)) => self.gone.contains(&msg.from) && !self.dead.contains(&msg.from),
@@ -239,10 +265,13 @@ impl Net {
             return;
         }
         match &msg.payload {
-            Payload::Unicast(Unicast::SpaceRequest(_)) => self.stats.space_requests += 1,
-            Payload::Unicast(Unicast::Ring(_)) => self.stats.ring_replies += 1,
-            Payload::Unicast(Unicast::RingRequest) => self.stats.ring_requests += 1,
-            _ => {}
+            Payload::Unicast(u) => match **u {
+                Unicast::SpaceRequest(_) => self.stats.space_requests += 1,
+                Unicast::Ring(_) => self.stats.ring_replies += 1,
+                Unicast::RingRequest => self.stats.ring_requests += 1,
+                _ => {}
+            },
+            Payload::Gossip(_) => {}
         }
         if lossy && self.rng.random_bool(self.duplicate) {
             self.stats.duplicated += 1;
@@ -253,13 +282,15 @@ impl Net {
             self.inflight.push(Message {
                 from: msg.from,
                 to: msg.to,
+                from_slot: msg.from_slot,
+                to_slot: msg.to_slot,
                 payload: copy,
                 size: msg.size,
             });
         }
         self.delivered += 1;
         self.delivered_bytes += msg.size;
-        let node = self.nodes.get_mut(&msg.to).unwrap();
+        let node = self.nodes.at_mut(msg.to_slot).expect("connected");
         let result = match &msg.payload {
             Payload::Gossip(g) => node.alloc.on_gossip(msg.from, g),
             Payload::Unicast(u) => node.alloc.on_unicast(msg.from, u),
@@ -270,49 +301,49 @@ impl Net {
                 self.seed, msg.to, msg.from
             );
         }
-        // One lookup of the receiver: at thousands of peers, map walks are much of a round.
-        let (group, outputs) = (node.group, node.alloc.take_outputs());
-        self.route(msg.to, group, outputs);
+        self.route(msg.to_slot, msg.to);
     }
 
     /// Mesh-like gossip: each peer's latest state goes to `fanout` random peers of its group.
     pub fn send_unsent_gossip(&mut self) {
         let Some(k) = self.fanout else { return };
-        // Members of each partition group, listed once per round (not once per sender).
-        let mut groups: BTreeMap<u32, Vec<PeerName>> = BTreeMap::new();
-        for (p, n) in &self.nodes {
-            groups.entry(n.group).or_default().push(*p);
+        // Members of each partition group, listed once per round (not once per sender), and
+        // what each peer has to say.
+        let mut groups: BTreeMap<u32, Vec<(Slot, PeerName)>> = BTreeMap::new();
+        let mut said = Vec::new();
+        for (slot, name, n) in self.nodes.by_slot_mut() {
+            groups.entry(n.group).or_default().push((slot, name));
+            if !n.unsent.is_empty() {
+                said.push((slot, name, n.group, std::mem::take(&mut n.unsent)));
+            }
         }
-        let unsent = std::mem::take(&mut self.unsent_gossip);
-        for (from, g) in unsent
-            .into_iter()
-            .flat_map(|(p, gs)| gs.into_iter().map(move |g| (p, g)))
-        {
-            let Some(group) = self.nodes.get(&from).map(|n| n.group) else {
-                continue;
-            };
+        for (from_slot, from, group, gs) in said {
             let members = &groups[&group];
-            let size = self.gossip_size(&g);
-            let g = Rc::new(g);
-            // k distinct random peers other than the sender (all of them when fewer).
-            let mut chosen: Vec<PeerName> = Vec::with_capacity(k);
-            if members.len() <= k + 1 {
-                chosen.extend(members.iter().copied().filter(|p| *p != from));
-            } else {
-                while chosen.len() < k {
-                    let p = members[self.rng.random_range(0..members.len())];
-                    if p != from && !chosen.contains(&p) {
-                        chosen.push(p);
+            for g in gs {
+                let size = self.gossip_size(&g);
+                let g = Rc::new(g);
+                // k distinct random peers other than the sender (all of them when fewer).
+                let mut chosen: Vec<(Slot, PeerName)> = Vec::with_capacity(k);
+                if members.len() <= k + 1 {
+                    chosen.extend(members.iter().copied().filter(|(s, _)| *s != from_slot));
+                } else {
+                    while chosen.len() < k {
+                        let m = members[self.rng.random_range(0..members.len())];
+                        if m.0 != from_slot && !chosen.contains(&m) {
+                            chosen.push(m);
+                        }
                     }
                 }
-            }
-            for to in chosen {
-                self.inflight.push(Message {
-                    from,
-                    to,
-                    payload: Payload::Gossip(Rc::clone(&g)),
-                    size,
-                });
+                for (to_slot, to) in chosen {
+                    self.inflight.push(Message {
+                        from,
+                        to,
+                        from_slot,
+                        to_slot,
+                        payload: Payload::Gossip(Rc::clone(&g)),
+                        size,
+                    });
+                }
             }
         }
     }
@@ -324,15 +355,16 @@ impl Net {
         self.sizer.gossip(g)
     }
 
-    /// Every peer ticks, in name order; what each says goes out in that order.
+    /// Every peer ticks, in the order they joined; then what each says goes out in that
+    /// order.
     pub fn tick_all(&mut self) {
-        let mut said = Vec::with_capacity(self.nodes.len());
-        for (name, node) in self.nodes.iter_mut() {
+        let mut ticked = Vec::with_capacity(self.nodes.slots());
+        for (slot, name, node) in self.nodes.by_slot_mut() {
             node.alloc.tick();
-            said.push((*name, node.group, node.alloc.take_outputs()));
+            ticked.push((slot, name));
         }
-        for (name, group, outputs) in said {
-            self.route(name, group, outputs);
+        for (slot, name) in ticked {
+            self.route(slot, name);
         }
     }
 
@@ -343,18 +375,27 @@ impl Net {
         self.send_unsent_gossip();
         // What is sent while delivering this batch belongs to the next round, so deliveries
         // to different peers commute: only each peer's own messages need a random order.
-        // Delivered peer by peer (a stable sort of the shuffled batch), each peer's state is
-        // touched once a round instead of at random (at 5,000 peers it outgrows the caches).
-        let mut batch = std::mem::take(&mut self.inflight);
-        batch.shuffle(&mut self.rng);
-        batch.sort_by_key(|m| m.to);
-        for msg in batch {
-            self.deliver(msg, lossy);
+        // Delivered peer by peer (grouped by recipient slot in one pass, each group shuffled),
+        // each peer's state is touched once a round instead of at random (at 5,000 peers it
+        // outgrows the caches).
+        let mut buckets = std::mem::take(&mut self.buckets);
+        buckets.resize_with(self.nodes.slots(), Vec::new);
+        let mut batch = std::mem::replace(&mut self.inflight, std::mem::take(&mut self.spare));
+        for msg in batch.drain(..) {
+            buckets[msg.to_slot].push(msg);
         }
+        self.spare = batch;
+        for bucket in buckets.iter_mut() {
+            bucket.shuffle(&mut self.rng);
+            for msg in bucket.drain(..) {
+                self.deliver(msg, lossy);
+            }
+        }
+        self.buckets = buckets;
     }
 
     pub fn converged(&self) -> bool {
-        let mut rings = self.nodes.values().map(|n| n.alloc.ring());
+        let mut rings = self.nodes.by_slot().map(|(_, _, n)| n.alloc.ring());
         let Some(first) = rings.next() else {
             return true;
         };
@@ -390,14 +431,14 @@ impl Net {
         let seed = self.seed;
         let mut holder: BTreeMap<u32, (PeerName, &str)> = BTreeMap::new();
         let mut spaces: Vec<(AddrRange, PeerName)> = Vec::new();
-        for (name, node) in &self.nodes {
+        for (name, node) in self.nodes.iter() {
             let a = &node.alloc;
             a.ring()
                 .check_invariants()
                 .unwrap_or_else(|e| panic!("seed {seed}: {name}'s ring: {e}"));
             assert_eq!(
                 a.space().owned(),
-                a.ring().owned_ranges(*name).as_slice(),
+                a.ring().owned_ranges(name).as_slice(),
                 "seed {seed}: {name} space vs ring"
             );
             for (id, addrs) in a.allocations() {
@@ -406,12 +447,12 @@ impl Net {
                         a.space().owns(*addr),
                         "seed {seed}: {name} holds {addr} outside its space"
                     );
-                    if let Some((other, other_id)) = holder.insert(*addr, (*name, id)) {
+                    if let Some((other, other_id)) = holder.insert(*addr, (name, id)) {
                         panic!("seed {seed}: address {addr} held by {other}/{other_id} and {name}/{id}");
                     }
                 }
             }
-            spaces.extend(a.space().owned().iter().map(|r| (*r, *name)));
+            spaces.extend(a.space().owned().iter().map(|r| (*r, name)));
         }
         spaces.sort();
         for w in spaces.windows(2) {
@@ -535,7 +576,7 @@ pub fn converge_and_churn(
         .nodes
         .iter()
         .filter(|(_, p)| !p.alloc.space().owned().is_empty())
-        .map(|(name, _)| *name)
+        .map(|(name, _)| name)
         .take(changes)
         .collect();
     for &p in &owners {
