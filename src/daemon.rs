@@ -369,6 +369,7 @@ async fn start_mesh(config: &Config, peer_name: &str, targets: &[String]) -> Res
     m.conn_limit = config.mesh.conn_limit;
     m.trusted_subnets = config.mesh.trusted_subnets.clone();
     m.targets = targets.to_vec();
+    m.least_peers = config.ipalloc_init.least_peers();
     if config.mesh.fast_timers {
         m.timers = MeshTimers::fast();
     }

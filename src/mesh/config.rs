@@ -22,6 +22,11 @@ pub struct MeshConfig {
     /// Recorded and shown; the control plane is encrypted regardless (documented).
     pub trusted_subnets: Vec<String>,
     pub targets: Vec<String>,
+    /// Peers the mesh is sure to reach (from `--ipalloc-init`: IPAM's quorum or seeds; 0 when
+    /// unknown). The flush interval follows the mesh's size, and while a mesh forms each peer
+    /// has heard of only a few others: 500 peers starting together flushed at a small mesh's
+    /// pace at first, which cost them a tenth more topology messages.
+    pub least_peers: usize,
     pub timers: MeshTimers,
     /// Admission of inbound connections before their handshake (rate and pending caps).
     pub accept_limits: AcceptLimits,
@@ -38,6 +43,7 @@ impl MeshConfig {
             conn_limit: super::DEFAULT_CONN_LIMIT,
             trusted_subnets: vec![],
             targets: vec![],
+            least_peers: 0,
             timers: MeshTimers::default(),
             accept_limits: AcceptLimits::default(),
         }

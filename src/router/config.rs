@@ -204,6 +204,12 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(names, ["02:00:00:00:00:01", "02:00:00:00:00:02"]);
+        // What the mesh is told it will reach: the quorum, the seeds, or nothing.
+        let least = |s: &str, initial| parse_ipalloc_init(s, initial).unwrap().least_peers();
+        assert_eq!(least("consensus=500", 0), 251);
+        assert_eq!(least("", 4), 3);
+        assert_eq!(least("seed=02:00:00:00:00:02,02:00:00:00:00:01", 0), 2);
+        assert_eq!(least("observer", 9), 0);
         for bad in ["consensus=0", "consensus=x", "seed=", "seed=nope", "vote"] {
             assert!(parse_ipalloc_init(bad, 0).is_err(), "{bad}");
         }

@@ -76,8 +76,8 @@ fn peer_name(i: usize) -> PeerName {
     PeerName::from_u64(0x0e00_0000_0000 + i as u64).expect("valid peer name")
 }
 
-/// Starts peer `i`'s mesh router, dialling `targets`.
-async fn start_router(i: usize, targets: Vec<String>) -> weave::Result<MeshHandle> {
+/// Starts peer `i` of `n`'s mesh router, dialling `targets`.
+async fn start_router(i: usize, n: usize, targets: Vec<String>) -> weave::Result<MeshHandle> {
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let mut c = MeshConfig::new(peer_name(i), &format!("s{i}"), any_port);
     // The router's own timers: with hundreds of peers sharing two cores, the short test
@@ -88,6 +88,8 @@ async fn start_router(i: usize, targets: Vec<String>) -> weave::Result<MeshHandl
     c.timers = MeshTimers::default();
     c.discovery = false;
     c.targets = targets;
+    // As the daemon tells it from `--ipalloc-init consensus=n`.
+    c.least_peers = InitMode::consensus(n).least_peers();
     MeshRouter::start(c).await
 }
 
@@ -179,7 +181,7 @@ pub async fn agree(n: usize, dials: usize, limit: Duration) -> Result<Agreement,
             .map(|&j| routers[j].local_addr().to_string())
             .collect();
         let one = Instant::now();
-        let mesh = start_router(i, targets)
+        let mesh = start_router(i, n, targets)
             .await
             .map_err(|e| format!("start peer {i}: {e}"))?;
         slowest = slowest.max(one.elapsed());

@@ -71,6 +71,16 @@ impl InitMode {
             quorum: initial_peers / 2 + 1,
         }
     }
+
+    /// Peers the mesh is sure to have once the ring exists: a consensus needs its quorum, a
+    /// seeded ring its seeds; an observer knows nothing of the mesh's size.
+    pub fn least_peers(&self) -> usize {
+        match self {
+            InitMode::Consensus { quorum } => *quorum,
+            InitMode::Seed(seeds) => seeds.len(),
+            InitMode::Observer => 0,
+        }
+    }
 }
 
 /// Errors reported to the caller of an allocator operation.

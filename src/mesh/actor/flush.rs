@@ -27,9 +27,12 @@ const PENDING_HOLD: Duration = Duration::from_millis(500);
 /// joins slower and the flushes (and messages) more numerous still. Growing the interval with
 /// n keeps the whole mesh's flush work per second about constant, the messages per peer about
 /// constant while peers join at a steady rate, and the time news needs to cross the mesh
-/// (about ln n hops times the interval) at about n log n.
-fn flush_interval(peers: usize) -> Duration {
-    let n = (peers as f64).max(FLUSH_PEERS);
+/// (about ln n hops times the interval) at about n log n. The size is the peers heard of, or
+/// those the mesh is sure to reach ([`MeshConfig::least_peers`]) while fewer are known.
+///
+/// [`MeshConfig::least_peers`]: crate::mesh::MeshConfig::least_peers
+fn flush_interval(heard_of: usize, least_peers: usize) -> Duration {
+    let n = (heard_of.max(least_peers) as f64).max(FLUSH_PEERS);
     FLUSH_INTERVAL.mul_f64(n / FLUSH_PEERS).min(FLUSH_MAX)
 }
 
@@ -67,7 +70,8 @@ impl Actor {
     pub(super) fn flush(&mut self, send_changes: bool) {
         self.dirty = false;
         self.topology.settle();
-        self.next_flush = Instant::now() + flush_interval(self.topology.heard_of());
+        let interval = flush_interval(self.topology.heard_of(), self.config.least_peers);
+        self.next_flush = Instant::now() + interval;
         self.publish_peers();
         self.make_connections();
         let holders = std::mem::take(&mut self.holders);
@@ -140,4 +144,24 @@ impl Actor {
 /// Frames to go to several neighbours.
 fn shared(frames: Vec<Vec<u8>>) -> Vec<Arc<Vec<u8>>> {
     frames.into_iter().map(Arc::new).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flush_interval_grows_with_the_mesh_and_starts_at_the_size_it_is_sure_to_reach() {
+        let ms = |heard_of, least| flush_interval(heard_of, least).as_millis();
+        // Up to 100 peers, 50 ms; then in proportion; never over 2 s.
+        assert_eq!(
+            (ms(3, 0), ms(100, 0), ms(500, 0), ms(5000, 0)),
+            (50, 50, 250, 2000)
+        );
+        // A peer of a 500-peer consensus (quorum 251) that has heard of 3 peers so far
+        // already flushes at the pace of the mesh it will be part of.
+        assert_eq!(ms(3, 251), 125);
+        // What it has heard of wins once it is more.
+        assert_eq!(ms(500, 251), 250);
+    }
 }
