@@ -558,7 +558,18 @@ pub struct Churn {
 /// latest state to `fanout` random peers per round, until every peer has the same ring.
 /// Err if that takes more than `max_rounds`.
 pub fn converge(n: usize, fanout: usize, max_rounds: usize) -> Result<Convergence, String> {
-    let (net, c) = elect(n, fanout, max_rounds, false)?;
+    converge_seeded(n, fanout, max_rounds, n as u64)
+}
+
+/// [`converge`] with the network's random choices (gossip targets, delivery order) drawn
+/// from `seed`.
+pub fn converge_seeded(
+    n: usize,
+    fanout: usize,
+    max_rounds: usize,
+    seed: u64,
+) -> Result<Convergence, String> {
+    let (net, c) = elect(n, fanout, max_rounds, false, seed)?;
     drop(net);
     Ok(c)
 }
@@ -570,7 +581,7 @@ pub fn converge_and_churn(
     max_rounds: usize,
     changes: usize,
 ) -> Result<(Convergence, Churn), String> {
-    let (mut net, c) = elect(n, fanout, max_rounds, true)?;
+    let (mut net, c) = elect(n, fanout, max_rounds, true, n as u64)?;
     let (messages, bytes) = (net.delivered, net.delivered_bytes);
     let owners: Vec<PeerName> = net
         .nodes
@@ -607,9 +618,10 @@ fn elect(
     fanout: usize,
     max_rounds: usize,
     count_bytes: bool,
+    seed: u64,
 ) -> Result<(Net, Convergence), String> {
     let universe = AddrRange::from_cidr("10.32.0.0/12").expect("valid universe");
-    let mut net = Net::new(n as u64, universe);
+    let mut net = Net::new(seed, universe);
     net.fanout = Some(fanout);
     net.count_bytes = count_bytes;
     let names: Vec<PeerName> = (0..n).map(|_| net.fresh_name()).collect();
