@@ -4,7 +4,7 @@
 //! the simulation measured, and grew faster than the peers' own work (cache misses).
 
 use super::Node;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use weave::ipam::ring::PeerName;
 
 /// A peer's place in [`Nodes`]: never reused, so a message to a peer that left finds it
@@ -14,7 +14,7 @@ pub type Slot = usize;
 #[derive(Default)]
 pub struct Nodes {
     slots: Vec<Option<(PeerName, Node)>>,
-    by_name: BTreeMap<PeerName, Slot>,
+    by_name: HashMap<PeerName, Slot>,
 }
 
 impl Nodes {
