@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A space request without answer for this many ticks is abandoned for the next donor.
 pub const REQUEST_TIMEOUT_TICKS: u64 = 3;
-/// Every this many ticks the whole state goes out again (anti-entropy; see
+/// The whole state goes out again this many ticks after it last did (anti-entropy; see
 /// [`Allocator::anti_entropy`]); in between, only what changed. Gossip used to carry the
 /// whole ring or election state every tick, which made each round cost peers x state size.
 pub const FULL_GOSSIP_TICKS: u64 = 10;
@@ -53,6 +53,8 @@ pub struct Checkpoint {
     ring_dirty: bool,
     paxos_dirty: bool,
     full_gossip_due: bool,
+    whole_ring_sent_at: u64,
+    claims_gossiped_at: u64,
     ring_asked_at: Option<u64>,
     outputs: Vec<Output>,
 }
@@ -85,6 +87,12 @@ pub struct Allocator {
     pub(super) relay: bool,
     /// The next flush sends the whole ring, not a delta (anti-entropy when relaying).
     pub(super) full_gossip_due: bool,
+    /// The tick our whole ring last went out (anti-entropy, or a delta that was all of it,
+    /// as after adopting a ring): the next anti-entropy is due a period after it.
+    pub(super) whole_ring_sent_at: u64,
+    /// The tick the election's gossip last carried every claim it carries (its
+    /// anti-entropy, or a delta that held them all): the next is due a period after it.
+    pub(super) claims_gossiped_at: u64,
     /// When we last asked a peer for its whole ring (a delta did not fit ours).
     pub(super) ring_asked_at: Option<u64>,
     pub(super) outputs: Vec<Output>,
@@ -115,6 +123,8 @@ impl Allocator {
             paxos_dirty: false,
             relay: false,
             full_gossip_due: false,
+            whole_ring_sent_at: 0,
+            claims_gossiped_at: 0,
             ring_asked_at: None,
             outputs: Vec::new(),
             mode,
@@ -188,6 +198,8 @@ impl Allocator {
             ring_dirty: self.ring_dirty,
             paxos_dirty: self.paxos_dirty,
             full_gossip_due: self.full_gossip_due,
+            whole_ring_sent_at: self.whole_ring_sent_at,
+            claims_gossiped_at: self.claims_gossiped_at,
             ring_asked_at: self.ring_asked_at,
             outputs: self.outputs.clone(),
         }
@@ -210,6 +222,8 @@ impl Allocator {
         self.ring_dirty = cp.ring_dirty;
         self.paxos_dirty = cp.paxos_dirty;
         self.full_gossip_due = cp.full_gossip_due;
+        self.whole_ring_sent_at = cp.whole_ring_sent_at;
+        self.claims_gossiped_at = cp.claims_gossiped_at;
         self.ring_asked_at = cp.ring_asked_at;
         self.outputs = cp.outputs;
     }
@@ -438,7 +452,7 @@ impl Allocator {
         if self.ring.is_empty() {
             self.election_tick();
         } else {
-            if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
+            if self.now - self.whole_ring_sent_at >= FULL_GOSSIP_TICKS {
                 self.anti_entropy();
             }
             if let Some(r) = self.request {

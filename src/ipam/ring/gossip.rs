@@ -26,6 +26,7 @@ impl Allocator {
         }
         let i = self.rng().random_range(0..peers.len());
         self.send(peers[i], Unicast::Ring(self.ring.clone()));
+        self.whole_ring_sent_at = self.now;
     }
 
     pub(super) fn merge_ring(&mut self, ring: &Ring) -> Result<(), MergeError> {
@@ -86,8 +87,12 @@ impl Allocator {
             self.ring.clear_touched();
             self.outputs
                 .push(Output::Broadcast(Gossip::Ring(self.ring.clone())));
+            self.whole_ring_sent_at = self.now;
         } else if self.has_ring() && self.ring_dirty {
             if let Some(delta) = self.ring.take_delta() {
+                if delta.is_complete() {
+                    self.whole_ring_sent_at = self.now;
+                }
                 self.outputs
                     .push(Output::Broadcast(Gossip::RingDelta(delta)));
             }
@@ -96,6 +101,9 @@ impl Allocator {
             // wants a ring", so nothing is sent when nothing changed).
             let delta = self.paxos.take_changed(!self.relay);
             if !delta.is_empty() {
+                if self.paxos.is_whole(&delta, !self.relay) {
+                    self.claims_gossiped_at = self.now;
+                }
                 self.outputs.push(Output::Broadcast(Gossip::Paxos(delta)));
             }
         }

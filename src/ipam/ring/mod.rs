@@ -29,6 +29,8 @@ pub use shared::{Entries, Seeds};
 pub use space::Space;
 
 #[cfg(test)]
+mod anti_entropy_tests;
+#[cfg(test)]
 mod delta_tests;
 #[cfg(test)]
 mod ring_tests;

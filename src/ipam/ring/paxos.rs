@@ -97,6 +97,9 @@ pub struct Paxos {
     /// Our own claims changed since they last went to the proposer we promised.
     #[serde(skip)]
     own_unsent: bool,
+    /// Known claims that gossip carries (proposers' own, see [`Paxos::take_changed`]).
+    #[serde(skip)]
+    gossiped: usize,
 }
 
 impl PartialEq for Paxos {
@@ -159,6 +162,7 @@ impl Paxos {
             tally: Tally::default(),
             changed: BTreeSet::new(),
             own_unsent: false,
+            gossiped: 0,
         }
     }
 
@@ -171,6 +175,7 @@ impl Paxos {
             tally: Tally::default(),
             changed: BTreeSet::new(),
             own_unsent: false,
+            gossiped: 0,
         }
     }
 
@@ -230,18 +235,36 @@ impl Paxos {
         Some((to, PaxosState::from([(self.me, ours.clone())])))
     }
 
-    /// Makes the next [`Paxos::take_changed`] the whole state and sends our claims again
-    /// (periodic anti-entropy: a peer that lost a message learns it from there).
+    /// Makes the next [`Paxos::take_changed`] the whole state (periodic anti-entropy: a
+    /// peer that lost a message learns it from there).
     pub fn mark_all_changed(&mut self) {
         self.changed.extend(self.knows.keys().copied());
+    }
+
+    /// Sends our claims to our proposer again (anti-entropy: the last ones may be lost).
+    pub fn resend_own(&mut self) {
         self.own_unsent = true;
     }
 
+    /// Whether `delta`, taken from [`Paxos::take_changed`] with `own_only`, holds every
+    /// claim gossip carries: then it did what a whole-state gossip would.
+    pub fn is_whole(&self, delta: &PaxosState, own_only: bool) -> bool {
+        let all = if own_only {
+            usize::from(self.has_proposed())
+        } else {
+            self.gossiped
+        };
+        delta.len() == all
+    }
+
     fn set_claims(&mut self, peer: PeerName, claims: NodeClaims) {
+        let gossiped = |c: &NodeClaims| usize::from(c.promise.proposer == peer);
         if let Some(old) = self.knows.get(&peer) {
             self.tally.remove(old);
+            self.gossiped -= gossiped(old);
         }
         self.tally.add(&claims);
+        self.gossiped += gossiped(&claims);
         self.knows.insert(peer, claims);
         self.changed.insert(peer);
         self.own_unsent |= peer == self.me;
@@ -264,6 +287,10 @@ impl Paxos {
         for c in state.values() {
             self.tally.add(c);
         }
+        self.gossiped = state
+            .iter()
+            .filter(|(p, c)| c.promise.proposer == **p)
+            .count();
         self.knows = state;
         self.own_unsent = true;
     }
