@@ -55,13 +55,13 @@ impl Allocator {
                 self.paxos.propose();
                 self.after_paxos_step();
             }
-            // Our claims go to our proposer again every period. Counting the period from
-            // when they last went, as the gossip does, made 5,000 simulated electors take
-            // 28 rounds instead of 21.
             if self.now - self.claims_gossiped_at >= FULL_GOSSIP_TICKS {
                 self.paxos.mark_all_changed();
                 self.claims_gossiped_at = self.now;
             }
+            // Our own claims go to our proposer again at every multiple of the period.
+            // Counting it from when they last went, as the gossip does, made 5,000 simulated
+            // electors take 28 rounds instead of 21.
             if self.now.is_multiple_of(FULL_GOSSIP_TICKS) {
                 self.paxos.resend_own();
             }
