@@ -393,11 +393,16 @@ impl Allocator {
     /// given up at once and the next donor asked.
     /// An owner of ranges coming back (a healed partition, a restart) missed our deltas
     /// meanwhile: our own entries go out again, to everyone (a new peer does not count).
+    /// While there is no ring, a peer newly reached missed what the election said so far:
+    /// see [`Allocator::greet_new_peers`].
     pub fn set_reachable(&mut self, peers: BTreeSet<PeerName>) {
         if let Some(r) = self.request.filter(|r| !peers.contains(&r.donor)) {
             self.tried.insert((r.donor, r.within));
             self.request = None;
         }
+        let newly_reached = peers
+            .iter()
+            .any(|p| *p != self.me && self.reachable.as_ref().is_none_or(|old| !old.contains(p)));
         let back = |old: &BTreeSet<PeerName>| {
             let owners = self.ring.peers();
             peers
@@ -411,6 +416,8 @@ impl Allocator {
         self.reachable = Some(peers);
         if self.has_ring() {
             self.serve_pending();
+        } else if newly_reached {
+            self.greet_new_peers();
         }
         self.flush();
     }
@@ -442,6 +449,8 @@ impl Allocator {
         }
         if self.has_ring() {
             self.serve_pending();
+        } else if !new.is_empty() {
+            self.greet_new_peers();
         }
         self.flush();
     }

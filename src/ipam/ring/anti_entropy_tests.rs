@@ -121,3 +121,32 @@ fn only_a_delta_with_every_gossiped_claim_is_whole() {
     assert!(c.is_whole(&PaxosState::new(), true));
     assert!(a.is_whole(&a.state().clone(), true));
 }
+
+#[test]
+fn a_peer_reached_during_the_election_hears_it_at_once() {
+    // The proposal goes out while the mesh reaches nobody: lost.
+    let mut proposer = Allocator::new(peer(1), universe(), InitMode::consensus(2));
+    proposer.set_reachable(Default::default());
+    proposer.prime();
+    assert_eq!(election_gossip(&proposer.take_outputs()), 1);
+    // A peer reached later gets it now, not at the next period.
+    proposer.reachable_changed(&[peer(2)], &[]);
+    assert_eq!(election_gossip(&proposer.take_outputs()), 1);
+    // The same peer again, or one leaving, is no news.
+    proposer.reachable_changed(&[peer(2)], &[]);
+    proposer.reachable_changed(&[], &[peer(2)]);
+    assert_eq!(election_gossip(&proposer.take_outputs()), 0);
+
+    // An observer's ask for a ring, likewise.
+    let asks = |o: &[Output]| {
+        o.iter()
+            .filter(|o| matches!(o, Output::Broadcast(Gossip::Paxos(s)) if s.is_empty()))
+            .count()
+    };
+    let mut observer = Allocator::new(peer(3), universe(), InitMode::Observer);
+    observer.set_reachable(Default::default());
+    assert_eq!(observer.allocate("c1", universe()), Ok(None));
+    assert_eq!(asks(&observer.take_outputs()), 1);
+    observer.set_reachable([peer(1)].into());
+    assert_eq!(asks(&observer.take_outputs()), 1);
+}

@@ -69,6 +69,24 @@ impl Allocator {
         }
     }
 
+    /// A peer newly reached while there is no ring missed what we said so far, most likely
+    /// all of it (a proposal made as the mesh formed goes nowhere): an observer that wants
+    /// a ring asks again, an elector gossips its claims again and sends its own to its
+    /// proposer, now rather than at the next period. With a daemon's 1 s ticks a proposal
+    /// lost that way waited up to 10 s, past a CNI ADD's deadline.
+    pub(super) fn greet_new_peers(&mut self) {
+        if self.paxos.is_observer() {
+            if self.wants_ring {
+                self.outputs
+                    .push(Output::Broadcast(Gossip::Paxos(Default::default())));
+            }
+        } else {
+            self.paxos.mark_all_changed();
+            self.paxos.resend_own();
+            self.paxos_dirty = true;
+        }
+    }
+
     pub(super) fn establish_ring(&mut self) {
         if self.has_ring() {
             return;
