@@ -46,10 +46,7 @@ impl Allocator {
     /// A tick without a ring: observers ask again, participants re-propose when stalled.
     pub(super) fn election_tick(&mut self) {
         if self.paxos.is_observer() {
-            if self.wants_ring {
-                self.outputs
-                    .push(Output::Broadcast(Gossip::Paxos(Default::default())));
-            }
+            self.ask_for_ring_if_wanted();
         } else {
             if self.wants_ring && self.paxos_stalled() {
                 self.paxos.propose();
@@ -76,14 +73,20 @@ impl Allocator {
     /// lost that way waited up to 10 s, past a CNI ADD's deadline.
     pub(super) fn greet_new_peers(&mut self) {
         if self.paxos.is_observer() {
-            if self.wants_ring {
-                self.outputs
-                    .push(Output::Broadcast(Gossip::Paxos(Default::default())));
-            }
+            self.ask_for_ring_if_wanted();
         } else {
             self.paxos.mark_all_changed();
             self.paxos.resend_own();
             self.paxos_dirty = true;
+        }
+    }
+
+    /// An observer's ask for the ring, when it wants one: an empty election state, which
+    /// whoever holds a ring answers with it.
+    fn ask_for_ring_if_wanted(&mut self) {
+        if self.wants_ring {
+            self.outputs
+                .push(Output::Broadcast(Gossip::Paxos(Default::default())));
         }
     }
 
@@ -92,8 +95,7 @@ impl Allocator {
             return;
         }
         if self.paxos.is_observer() {
-            self.outputs
-                .push(Output::Broadcast(Gossip::Paxos(Default::default())));
+            self.ask_for_ring_if_wanted();
         } else if !self.paxos.has_proposed() {
             self.paxos.propose();
             self.paxos_dirty = true;
