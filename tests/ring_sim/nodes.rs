@@ -1,7 +1,8 @@
 //! The simulated peers, each in a slot of its own: a message carries its recipient's and
 //! sender's slots, so delivering it costs no search, and a round's messages are grouped by
-//! recipient in one pass (no sort). They are walked in the order they joined. At 5,000 peers a map search per delivery and a sort per round were over half of what
-//! the simulation measured, and grew faster than the peers' own work (cache misses).
+//! recipient in one pass (no sort). They are walked in the order they joined. At 5,000
+//! peers a map search per delivery and a sort per round were over half of what the
+//! simulation measured, and grew faster than the peers' own work (cache misses).
 
 use super::Node;
 use std::collections::HashMap;

@@ -97,9 +97,6 @@ pub struct Paxos {
     /// Our own claims changed since they last went to the proposer we promised.
     #[serde(skip)]
     own_unsent: bool,
-    /// Known claims that gossip carries (proposers' own, see [`Paxos::take_changed`]).
-    #[serde(skip)]
-    gossiped: usize,
 }
 
 impl PartialEq for Paxos {
@@ -119,10 +116,14 @@ struct Tally {
     promises: BTreeMap<ProposalId, usize>,
     /// Acceptances per proposal, with the value (one per proposal).
     accepts: BTreeMap<ProposalId, (usize, Arc<Vec<PeerName>>)>,
+    /// Claims that gossip carries: a proposer's own (see [`Paxos::take_changed`]).
+    gossiped: usize,
 }
 
 impl Tally {
-    fn add(&mut self, c: &NodeClaims) {
+    /// `c`, the claims of `peer`.
+    fn add(&mut self, peer: PeerName, c: &NodeClaims) {
+        self.gossiped += usize::from(c.promise.proposer == peer);
         self.highest = self.highest.max(c.promise);
         *self.promises.entry(c.promise).or_default() += 1;
         if let Some(a) = &c.accepted {
@@ -133,7 +134,8 @@ impl Tally {
         }
     }
 
-    fn remove(&mut self, c: &NodeClaims) {
+    fn remove(&mut self, peer: PeerName, c: &NodeClaims) {
+        self.gossiped -= usize::from(c.promise.proposer == peer);
         if let Some(n) = self.promises.get_mut(&c.promise) {
             *n -= 1;
             if *n == 0 {
@@ -162,7 +164,6 @@ impl Paxos {
             tally: Tally::default(),
             changed: BTreeSet::new(),
             own_unsent: false,
-            gossiped: 0,
         }
     }
 
@@ -175,7 +176,6 @@ impl Paxos {
             tally: Tally::default(),
             changed: BTreeSet::new(),
             own_unsent: false,
-            gossiped: 0,
         }
     }
 
@@ -252,19 +252,16 @@ impl Paxos {
         let all = if own_only {
             usize::from(self.has_proposed())
         } else {
-            self.gossiped
+            self.tally.gossiped
         };
         delta.len() == all
     }
 
     fn set_claims(&mut self, peer: PeerName, claims: NodeClaims) {
-        let gossiped = |c: &NodeClaims| usize::from(c.promise.proposer == peer);
         if let Some(old) = self.knows.get(&peer) {
-            self.tally.remove(old);
-            self.gossiped -= gossiped(old);
+            self.tally.remove(peer, old);
         }
-        self.tally.add(&claims);
-        self.gossiped += gossiped(&claims);
+        self.tally.add(peer, &claims);
         self.knows.insert(peer, claims);
         self.changed.insert(peer);
         self.own_unsent |= peer == self.me;
@@ -284,13 +281,9 @@ impl Paxos {
     /// Restores our own claims after a restart (from persisted state).
     pub fn restore(&mut self, state: PaxosState) {
         self.tally = Tally::default();
-        for c in state.values() {
-            self.tally.add(c);
+        for (p, c) in &state {
+            self.tally.add(*p, c);
         }
-        self.gossiped = state
-            .iter()
-            .filter(|(p, c)| c.promise.proposer == **p)
-            .count();
         self.knows = state;
         self.own_unsent = true;
     }
